@@ -1,0 +1,250 @@
+"""`llmrec` command line: one subcommand per pipeline stage, plus `retrain` and `demo`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from llmrec.config import Params, load_params
+from llmrec.errors import LlmrecError
+
+app = typer.Typer(
+    help=(
+        "llmrec fine-tunes a pretrained language model into a news/item ranker and runs it as a\n"
+        "workflow: ingest -> validate (Great Expectations) -> version (DVC) -> train -> evaluate ->\n"
+        "register (MLflow) -> drift (Evidently) -> promote.\n\n"
+        "Every option has a default in params.yaml; override any of them with --set section.key=value."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+class State:
+    params_file: str = "params.yaml"
+    overrides: list[str] = []
+
+    @classmethod
+    def params(cls) -> Params:
+        return load_params(cls.params_file, cls.overrides)
+
+
+@app.callback()
+def main(
+    params_file: Annotated[str, typer.Option("--params", "-p", help="Parameter file (YAML).")] = "params.yaml",
+    overrides: Annotated[
+        Optional[list[str]], typer.Option("--set", "-s", help="Override a parameter, e.g. --set train.max_steps=50 (repeatable).")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug details.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
+    for noisy in ("httpx", "httpcore", "alembic", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    State.params_file = params_file
+    State.overrides = list(overrides or [])
+
+
+def _run(fn, *args: Any, **kwargs: Any) -> Any:
+    """Run a stage; llmrec errors become a clear message and exit code 1, not a traceback."""
+    try:
+        return fn(*args, **kwargs)
+    except LlmrecError as exc:
+        typer.secho(f"error: {type(exc).__name__}: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+
+
+def _echo_json(data: dict) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+@app.command()
+def generate(
+    preset: Annotated[Optional[str], typer.Option(help="Size preset from params.yaml (tiny | small).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (same seed -> byte-identical files).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder (default synthetic.out).")] = None,
+    period: Annotated[Optional[list[int]], typer.Option("--period", help="Period(s) to write (repeatable; default 1 and 2).")] = None,
+) -> None:
+    """Write the bundled synthetic MIND-format dataset (news.tsv + behaviors.tsv per period)."""
+    from llmrec.data.synthetic import generate as gen
+
+    params = State.params()
+    syn = params.synthetic
+    if preset:
+        syn = syn.model_copy(update={"preset": preset})
+    folders = _run(gen, out or syn.out, _run(syn.size), seed if seed is not None else syn.seed, tuple(period or (1, 2)))
+    for folder in folders:
+        typer.echo(f"wrote {folder}/news.tsv and {folder}/behaviors.tsv")
+
+
+@app.command("ingest")
+def ingest_cmd(
+    path: Annotated[Optional[Path], typer.Argument(help="MIND folder or folder of batch folders (default data.path).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Where to write the canonical tables (default data.prepared).")] = None,
+) -> None:
+    """Read a dataset folder (format detected from its files) into canonical Parquet tables."""
+    from llmrec import pipeline
+
+    params = State.params()
+    update = {}
+    if path:
+        update["path"] = str(path)
+    if out:
+        update["prepared"] = str(out)
+    params.data = params.data.model_copy(update=update)
+    info = _run(pipeline.run_ingest, params)
+    typer.echo(
+        f"found {info['format']} data ({', '.join(info['batches'])}): {info['items']:,} items, "
+        f"{info['impressions']:,} impressions, {info['interactions']:,} interactions, {info['start']} .. {info['end']}"
+    )
+
+
+@app.command()
+def validate() -> None:
+    """Check the canonical tables with Great Expectations; exit 1 (with a table of failures) on errors."""
+    from llmrec import pipeline
+
+    result = _run(pipeline.run_validate, State.params())
+    s = result["statistics"]
+    typer.echo(f"validation passed: {s}; Data Docs: {result.get('docs_path')}")
+    for failure in result.get("failures", []):
+        typer.secho(f"warning: {failure}", fg=typer.colors.YELLOW)
+
+
+@app.command()
+def version() -> None:
+    """Snapshot data/ with DVC (`dvc add` + push) and print its hash and the git revision."""
+    from llmrec import pipeline
+
+    info = _run(pipeline.run_version, State.params())
+    typer.echo(f"data version {info['dvc_md5']} ({info['nfiles']} files), git {info['git_revision'][:10]}{' (dirty)' if info['git_dirty'] else ''}")
+
+
+@app.command()
+def train() -> None:
+    """Fine-tune the ranker (model.*, train.*) on the training part of the temporal split."""
+    from llmrec import pipeline
+
+    info = _run(pipeline.run_train, State.params())
+    typer.echo(
+        f"trained {info['steps']} steps on {info['device']} in {info['seconds']:.0f}s "
+        f"({info['pairs_per_second']:.1f} pairs/s), final loss {info['final_loss']:.3f} -> {info['model_dir']}"
+    )
+
+
+@app.command()
+def evaluate(
+    champion: Annotated[bool, typer.Option(help="Also score the current champion from the registry.")] = True,
+) -> None:
+    """Score the holdout (per-impression AUC, MRR, nDCG@k) for the model, baselines and champion."""
+    from llmrec import pipeline
+
+    info = _run(pipeline.run_evaluate, State.params(), with_champion=champion)
+    typer.echo(info["markdown"])
+
+
+@app.command()
+def register() -> None:
+    """Register the trained model in MLflow (alias `challenger`) with metrics and data lineage."""
+    from llmrec import pipeline
+
+    info = _run(pipeline.run_register, State.params())
+    typer.echo(f"registered {info['name']} version {info['version']} (run {info['run_id']})")
+
+
+@app.command()
+def drift() -> None:
+    """Evidently drift report: data newer than the champion's vs the data it was trained on."""
+    from llmrec import pipeline
+
+    info = _run(pipeline.run_drift, State.params())
+    typer.echo(info.get("summary") or info.get("skipped"))
+
+
+@app.command()
+def promote() -> None:
+    """Apply the promotion policy to the latest registered challenger; print the decision."""
+    from llmrec import pipeline
+
+    info = _run(pipeline.run_promote, State.params())
+    typer.echo(info["summary"])
+
+
+@app.command()
+def retrain() -> None:
+    """Run the whole `retrain` Prefect flow (no server needed: Prefect's ephemeral mode)."""
+    summary = _run(_retrain_flow(), State.params_file, State.overrides)
+    typer.echo(format_summary(summary))
+
+
+@app.command()
+def demo(
+    preset: Annotated[Optional[str], typer.Option(help="Synthetic size preset (default synthetic.preset).")] = None,
+) -> None:
+    """The story end to end: period 1 -> bootstrap a champion; period 2 arrives -> drift -> challenger -> decision."""
+    from llmrec.data.synthetic import generate as gen
+
+    params = State.params()
+    syn = params.synthetic.model_copy(update={"preset": preset} if preset else {})
+    out = Path(params.data.path)
+    retrain_flow = _retrain_flow()
+    rounds = []
+    for period in (1, 2):
+        if period == 1 and out.exists():
+            shutil.rmtree(out)  # the demo's own synthetic folder: start the story from period 1
+        _run(gen, out, _run(syn.size), syn.seed, (period,))
+        typer.secho(f"\n=== period {period} arrived in {out}/period{period}: retraining ===", bold=True)
+        summary = _run(retrain_flow, State.params_file, State.overrides)
+        typer.echo(format_summary(summary))
+        rounds.append(summary)
+    typer.secho("\n=== demo summary ===", bold=True)
+    for period, summary in enumerate(rounds, 1):
+        d = summary["decision"]
+        m = summary["evaluation"]["metrics"]
+        line = f"period {period}: model nDCG@10 {m['model']['ndcg@10']:.4f} vs popularity {m['popularity']['ndcg@10']:.4f}"
+        if "champion" in m:
+            line += f" vs champion {m['champion']['ndcg@10']:.4f}"
+        typer.echo(f"{line} -> v{summary['registered']['version']}: {d['action']} ({d['rule']})")
+    typer.echo("Look around: `make mlflow-ui` (models, runs, reports), outputs/ (reports), `dvc status`.")
+
+
+def _retrain_flow():
+    # The CLI is the one place that reaches into flows/: the library itself never imports Prefect.
+    from flows.retrain import retrain as retrain_flow
+
+    return retrain_flow
+
+
+def format_summary(summary: dict) -> str:
+    """A readable account of one retrain run."""
+    ev = summary["evaluation"]
+    drift_info = summary["drift"]
+    lines = [
+        "",
+        ev["markdown"],
+        "",
+        f"registered: {summary['registered']['name']} version {summary['registered']['version']} "
+        f"(data {summary['data_version']['dvc_md5']}, git {summary['data_version']['git_revision'][:10]})",
+        "drift: " + (drift_info.get("summary") or drift_info.get("skipped", "")),
+        summary["decision"]["summary"],
+    ]
+    return "\n".join(lines)
+
+
+def run() -> None:  # console-script entry point
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,145 @@
+"""Typed parameters: params.yaml is loaded once into `Params`, shared by CLI, DVC and flows."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from llmrec.errors import ConfigError
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SyntheticSize(_Section):
+    n_items: int = Field(3000, ge=50, description="News items across both periods")
+    n_users: int = Field(2000, ge=10, description="Users")
+    days_per_period: int = Field(6, ge=2, description="Days of logs in each period")
+    impressions_per_day: int = Field(800, ge=10, description="Impressions logged per day")
+
+
+class SyntheticParams(_Section):
+    preset: str = Field("small", description="Name of a preset in `presets`")
+    seed: int = 2026
+    out: str = "data/synthetic"
+    presets: dict[str, SyntheticSize] = Field(
+        default_factory=lambda: {
+            "tiny": SyntheticSize(n_items=400, n_users=150, days_per_period=4, impressions_per_day=120),
+            "small": SyntheticSize(),
+        }
+    )
+
+    def size(self) -> SyntheticSize:
+        if self.preset not in self.presets:
+            raise ConfigError(
+                f"unknown synthetic preset {self.preset!r}",
+                where="params.yaml: synthetic.preset",
+                fix=f"use one of {sorted(self.presets)}",
+            )
+        return self.presets[self.preset]
+
+
+class DataParams(_Section):
+    path: str = Field("data/synthetic", description="MIND folder, or a folder of MIND batch folders")
+    holdout_days: int = Field(1, ge=1, description="Last N days held out for evaluation")
+    prepared: str = "outputs/prepared"
+    validation: str = "outputs/validation"
+
+
+class ModelParams(_Section):
+    type: Literal["cross-encoder"] = "cross-encoder"
+    backbone: str = Field("default", description="'default' (bundled MiniLM) or a local HF model folder")
+    max_history: int = Field(5, ge=0, description="Most recent history titles in the user text")
+    max_length: int = Field(96, ge=16, le=512, description="Max tokens per (history, candidate) pair")
+
+
+class TrainParams(_Section):
+    max_steps: int = Field(250, ge=1, description="Optimizer steps")
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(5e-5, gt=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    negatives_per_positive: int = Field(4, ge=1)
+    max_train_impressions: int = Field(3000, ge=0, description="Most recent impressions used (0 = all)")
+    seed: int = 13
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    out: str = "outputs/model"
+
+
+class EvalParams(_Section):
+    ks: list[int] = Field(default_factory=lambda: [5, 10])
+    max_impressions: int = Field(400, ge=0, description="Holdout impressions scored (0 = all)")
+    seed: int = 13
+    batch_size: int = Field(64, ge=1)
+    out: str = "outputs/eval"
+
+
+class DriftParams(_Section):
+    share_threshold: float = Field(0.5, gt=0, le=1, description="Share of drifted features that means drift")
+    out: str = "outputs/drift"
+
+
+class PromotionParams(_Section):
+    metric: str = Field("ndcg@10", description="Holdout metric the policy compares")
+    min_gain: float = Field(0.0, ge=0, description="Required gain of challenger over champion")
+
+
+class TrackingParams(_Section):
+    experiment: str = "llmrec-synthetic"
+    model_name: str = "llmrec"
+
+
+class Params(_Section):
+    synthetic: SyntheticParams = Field(default_factory=SyntheticParams)
+    data: DataParams = Field(default_factory=DataParams)
+    model: ModelParams = Field(default_factory=ModelParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    eval: EvalParams = Field(default_factory=EvalParams)
+    drift: DriftParams = Field(default_factory=DriftParams)
+    promotion: PromotionParams = Field(default_factory=PromotionParams)
+    tracking: TrackingParams = Field(default_factory=TrackingParams)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `section.key=value` strings (values parsed as YAML) to a raw params dict."""
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} has no '='", fix="write it as section.key=value, e.g. train.lr=1e-4")
+        key, value = item.split("=", 1)
+        node = raw
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        node[parts[-1]] = yaml.safe_load(value)
+    return raw
+
+
+def load_params(path: str | Path | None = None, overrides: list[str] | None = None) -> Params:
+    """Load params.yaml (or defaults when it does not exist) and apply overrides."""
+    path = Path(path) if path is not None else DEFAULT_PARAMS
+    raw: dict[str, Any] = {}
+    if path.exists():
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"params file is not valid YAML: {exc}", where=str(path)) from exc
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError(
+            "invalid parameters:\n  " + "\n  ".join(lines),
+            where=str(path),
+            fix="correct the values above in params.yaml or in your --set overrides",
+        ) from exc

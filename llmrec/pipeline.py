@@ -1,0 +1,244 @@
+"""The pipeline stages as plain functions of `Params`, shared by the CLI, `dvc repro` and the flows.
+
+Stages hand over through files under outputs/ (paths in params.yaml), never through memory,
+so each one can run alone, be cached by DVC, or run as a Prefect task.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from llmrec.config import Params
+from llmrec.data.contract import Dataset
+from llmrec.data.ingest import ingest
+from llmrec.data.split import temporal_split
+
+log = logging.getLogger(__name__)
+
+
+def _write_json(path: str | Path, data: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=str))
+    return path
+
+
+def _read_json(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def run_ingest(params: Params) -> dict[str, Any]:
+    """Source files -> canonical Parquet tables in data.prepared."""
+    result = ingest(params.data.path, params.data.prepared)
+    d = result.dataset
+    info = {
+        "source": params.data.path,
+        "format": result.format,
+        "batches": result.batches,
+        "items": len(d.items),
+        "impressions": len(d.impressions),
+        "interactions": len(d.interactions),
+        "start": d.impressions["timestamp"].min().isoformat(),
+        "end": d.impressions["timestamp"].max().isoformat(),
+    }
+    _write_json(Path(params.data.prepared) / "ingest.json", info)
+    return info
+
+
+def run_validate(params: Params) -> dict[str, Any]:
+    """Great Expectations suites on the canonical tables; raises ValidationFailed on errors."""
+    from llmrec.validation import validate_dataset
+
+    result = validate_dataset(Dataset.load(params.data.prepared), params.data.validation)
+    result.raise_for_errors()
+    return result.to_dict()
+
+
+def run_version(params: Params, root: str | Path = ".") -> dict[str, Any]:
+    """Snapshot data/ with DVC and record its hash + the git revision."""
+    from llmrec.versioning import version_data
+
+    version = version_data(params.data.path, root=root).to_dict()
+    _write_json(Path(params.data.prepared) / "data_version.json", version)
+    return version
+
+
+def _split(params: Params):
+    return temporal_split(Dataset.load(params.data.prepared), params.data.holdout_days)
+
+
+def run_train(params: Params, progress: bool = True) -> dict[str, Any]:
+    """Fine-tune the ranker on the training part of the temporal split."""
+    from llmrec.training import train_cross_encoder
+
+    split = _split(params)
+    result = train_cross_encoder(split.train, params.model, params.train, params.train.out, progress=progress)
+    info = {**result.to_dict(), "split": split.describe()}
+    _write_json(Path(params.train.out) / "train.json", info)
+    return {k: v for k, v in info.items() if k != "losses"}
+
+
+def champion_model_dir(params: Params, dest: str | Path) -> tuple[str | None, Path | None]:
+    """Download the current champion's ranker folder (None when there is no champion)."""
+    from llmrec import tracking
+
+    champion = tracking.get_version(params.tracking.model_name, alias=tracking.CHAMPION)
+    if champion is None:
+        return None, None
+    return champion.version, tracking.download_model_dir(params.tracking.model_name, champion.version, dest)
+
+
+def run_evaluate(params: Params, with_champion: bool = True, progress: bool = True) -> dict[str, Any]:
+    """Score the holdout with the model, baselines and the champion; write metrics + report."""
+    from llmrec.evaluation.evaluate import (
+        evaluate_rankers,
+        model_scorer,
+        popularity_scorer,
+        random_scorer,
+        sample_impressions,
+    )
+    from llmrec.models.cross_encoder import CrossEncoder
+
+    split = _split(params)
+    holdout = sample_impressions(split.holdout, params.eval.max_impressions, params.eval.seed)
+    model = CrossEncoder.load(params.train.out, device=params.train.device)
+    scorers = {
+        "model": model_scorer(model, split.train.items, params.eval.batch_size, progress),
+        "popularity": popularity_scorer(split.train),
+        "random": random_scorer(params.eval.seed),
+    }
+    champion_version = None
+    if with_champion:
+        champion_version, folder = champion_model_dir(params, Path(params.eval.out) / "champion")
+        if folder is not None:
+            champion = CrossEncoder.load(folder, device=params.train.device)
+            scorers["champion"] = model_scorer(champion, split.train.items, params.eval.batch_size, progress)
+    report = evaluate_rankers(holdout, scorers, params.eval.ks)
+    report.holdout.update({"cutoff": split.cutoff.isoformat(), "champion_version": champion_version})
+    report.save(params.eval.out)
+    return {"metrics": report.metrics, "holdout": report.holdout, "markdown": report.to_markdown()}
+
+
+def run_register(params: Params, run_name: str = "retrain") -> dict[str, Any]:
+    """Log the run (params, metrics, curves, reports, lineage) and register the model as `challenger`."""
+    from llmrec import tracking
+
+    train_info = _read_json(Path(params.train.out) / "train.json")
+    evaluation = _read_json(Path(params.eval.out) / "metrics.json")
+    version = _read_json(Path(params.data.prepared) / "data_version.json")
+    ingest_info = _read_json(Path(params.data.prepared) / "ingest.json")
+    validation = Path(params.data.validation) / "validation.json"
+    split = train_info["split"]
+    tags = {
+        "run_name": run_name,
+        "data.dvc_md5": version["dvc_md5"],
+        "data.git_revision": version["git_revision"],
+        "data.git_dirty": str(version["git_dirty"]).lower(),
+        "data.path": params.data.path,
+        "data.batches": ",".join(ingest_info["batches"]),
+        "data.train_end": split["train_end"],
+        "data.cutoff": split["cutoff"],
+        "data.end": ingest_info["end"],
+        "validation.success": str(_read_json(validation).get("success", "unknown")).lower() if validation.exists() else "unknown",
+        "model.type": params.model.type,
+        "params.hash": params_hash(params),
+    }
+    flat_metrics = {f"{name}.{k}": v for name, ms in evaluation["metrics"].items() for k, v in ms.items()}
+    flat_metrics.update({k: v for k, v in evaluation["metrics"]["model"].items()})
+    flat_metrics.update({"train.pairs_per_second": train_info["pairs_per_second"], "train.seconds": train_info["seconds"]})
+    registered = tracking.register_model(
+        params.train.out,
+        Path(params.data.prepared) / "items.parquet",
+        model_name=params.tracking.model_name,
+        experiment=params.tracking.experiment,
+        params=flat_params(params),
+        metrics=flat_metrics,
+        tags=tags,
+        step_losses=train_info.get("losses"),
+        artifacts=[Path(params.eval.out) / "report.md", Path(params.eval.out) / "metrics.json", Path(params.data.validation), Path(params.data.prepared) / "data_version.json"],
+    )
+    tracking.set_alias(params.tracking.model_name, tracking.CHALLENGER, registered.version)
+    _write_json(_outputs(params) / "registered.json", registered.to_dict())
+    return registered.to_dict()
+
+
+def run_drift(params: Params) -> dict[str, Any]:
+    """Evidently drift of the data that arrived after the champion's data vs what it was trained on."""
+    from llmrec import tracking
+    from llmrec.data.split import time_slice
+    from llmrec.drift import drift_report, impression_features
+
+    champion = tracking.get_version(params.tracking.model_name, alias=tracking.CHAMPION)
+    if champion is None:
+        result = {"skipped": "no champion yet: nothing to compare against", "drift_detected": False, "n_current": 0}
+        _write_json(_outputs(params) / "drift_verdict.json", result)
+        return result
+    dataset = Dataset.load(params.data.prepared)
+    reference = time_slice(dataset, end=pd.Timestamp(champion.tags["data.train_end"]), inclusive_end=True)
+    current = time_slice(dataset, start=pd.Timestamp(champion.tags["data.end"]))
+    if current.impressions.empty:
+        result = {"skipped": f"no data newer than the champion's ({champion.tags['data.end']})", "drift_detected": False, "n_current": 0}
+        _write_json(_outputs(params) / "drift_verdict.json", result)
+        return result
+    verdict = drift_report(
+        impression_features(reference), impression_features(current), params.drift.out, params.drift.share_threshold
+    )
+    result = {**verdict.to_dict(), "champion_version": champion.version, "summary": verdict.summary()}
+    _write_json(_outputs(params) / "drift_verdict.json", result)
+    return result
+
+
+def run_promote(params: Params, registered: dict[str, Any] | None = None, drift: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Apply the promotion policy; switch the `champion` alias only when it says promote."""
+    from llmrec import tracking
+    from llmrec.promotion import PROMOTE, decide
+
+    registered = registered or _read_json(_outputs(params) / "registered.json")
+    drift = drift if drift is not None else _read_json(_outputs(params) / "drift_verdict.json")
+    evaluation = _read_json(Path(params.eval.out) / "metrics.json")
+    champion = tracking.get_version(params.tracking.model_name, alias=tracking.CHAMPION)
+    champion_version = champion.version if champion else None
+    if champion_version != evaluation["holdout"].get("champion_version"):
+        champion_version = None  # the champion changed since evaluation: compare against baselines only
+    decision = decide(
+        evaluation["metrics"],
+        params.promotion,
+        challenger_version=registered["version"],
+        champion_version=champion_version,
+        drift=drift,
+    )
+    record = decision.to_dict()
+    _write_json(_outputs(params) / "decision.json", record)
+    tracking.log_run_dict(registered["run_id"], record, "decision.json")
+    if drift.get("html_path"):
+        tracking.log_run_artifacts(registered["run_id"], [drift["html_path"], Path(drift["html_path"]).with_suffix(".json")])
+    tracking.set_version_tags(
+        params.tracking.model_name, registered["version"], {"decision": decision.action, "decision.rule": decision.rule}
+    )
+    if decision.action == PROMOTE:
+        tracking.promote(params.tracking.model_name, registered["version"], "; ".join(decision.reasons))
+    return {**record, "summary": decision.summary()}
+
+
+def _outputs(params: Params) -> Path:
+    """Folder for the small records of the latest run (registered version, drift verdict, decision)."""
+    return Path(params.eval.out).parent
+
+
+def flat_params(params: Params) -> dict[str, Any]:
+    out = {}
+    for section in ("data", "model", "train", "eval", "drift", "promotion"):
+        for key, value in getattr(params, section).model_dump().items():
+            out[f"{section}.{key}"] = value
+    return out
+
+
+def params_hash(params: Params) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(flat_params(params), sort_keys=True, default=str).encode()).hexdigest()[:12]

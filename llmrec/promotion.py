@@ -1,0 +1,93 @@
+"""Promotion policy: turn evaluation + drift evidence into one decision, with the reasons."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from llmrec.config import PromotionParams
+
+PROMOTE, KEEP, REJECT = "promote", "keep", "reject"
+
+
+@dataclass
+class Decision:
+    action: str                     # promote | keep (champion stays) | reject (no champion, not good enough)
+    rule: str                       # which rule fired
+    reasons: list[str]
+    metric: str
+    challenger_version: str | None
+    champion_version: str | None
+    challenger_value: float
+    champion_value: float | None
+    best_baseline: str
+    best_baseline_value: float
+    drift: dict | None = field(default=None)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        head = f"decision: {self.action.upper()} (rule: {self.rule})"
+        return "\n".join([head, *(f"  - {r}" for r in self.reasons)])
+
+
+def decide(
+    metrics: dict[str, dict[str, float]],
+    params: PromotionParams,
+    *,
+    challenger_version: str | None,
+    champion_version: str | None,
+    drift: dict | None,
+) -> Decision:
+    """Decide on the challenger from holdout metrics of `model`, the baselines and (if any) `champion`.
+
+    - no champion: promote when the challenger beats every baseline on `params.metric`;
+    - champion: promote when the challenger beats it by more than `params.min_gain` on the same holdout.
+    The drift verdict is recorded with the decision and named in the reasons.
+    """
+    metric = params.metric
+    value = metrics["model"][metric]
+    baselines = {k: v[metric] for k, v in metrics.items() if k not in ("model", "champion")}
+    best_name = max(baselines, key=baselines.get)
+    best_value = baselines[best_name]
+    reasons = [f"challenger {metric} = {value:.4f}; best baseline {best_name} = {best_value:.4f}"]
+    if drift is not None:
+        if drift.get("drift_detected"):
+            drifted = ", ".join(drift.get("drifted_features", [])) or "none named"
+            reasons.append(f"drift detected since the champion's data (share {drift.get('share_drifted', 0):.2f}; {drifted})")
+        elif drift.get("n_current", 1):
+            reasons.append("no drift detected since the champion's data")
+    champion_value = metrics.get("champion", {}).get(metric) if champion_version else None
+
+    if champion_version is None or champion_value is None:
+        if value > best_value:
+            action, rule = PROMOTE, "first-champion-beats-baselines"
+            reasons.append("no champion yet and the challenger beats every baseline")
+        else:
+            action, rule = REJECT, "first-champion-below-baseline"
+            reasons.append("no champion yet, and the challenger does not beat the baselines: nothing is served")
+    else:
+        gain = value - champion_value
+        reasons.append(f"champion v{champion_version} {metric} = {champion_value:.4f} on the same holdout (gain {gain:+.4f})")
+        if value <= best_value:
+            action, rule = KEEP, "challenger-below-baseline"
+            reasons.append("the challenger does not beat the baselines")
+        elif gain > params.min_gain:
+            action, rule = PROMOTE, "challenger-beats-champion"
+            reasons.append(f"gain {gain:+.4f} exceeds the required margin {params.min_gain}")
+        else:
+            action, rule = KEEP, "champion-holds"
+            reasons.append(f"gain {gain:+.4f} does not exceed the required margin {params.min_gain}")
+    return Decision(
+        action=action,
+        rule=rule,
+        reasons=reasons,
+        metric=metric,
+        challenger_version=challenger_version,
+        champion_version=champion_version,
+        challenger_value=value,
+        champion_value=champion_value,
+        best_baseline=best_name,
+        best_baseline_value=best_value,
+        drift=drift,
+    )

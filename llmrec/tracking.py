@@ -1,0 +1,231 @@
+"""MLflow: runs, the model registry, aliases and lineage tags. The only module importing mlflow."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from llmrec.errors import TrackingError
+
+log = logging.getLogger(__name__)
+
+CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
+DEFAULT_DB = "mlflow.db"
+ARTIFACTS_DIR = "mlartifacts"
+
+
+def _mlflow():
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    import mlflow
+
+    return mlflow
+
+
+def tracking_uri(root: str | Path = ".") -> str:
+    """MLFLOW_TRACKING_URI when set, else a sqlite store in the project folder (the registry needs a DB)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(root).resolve() / DEFAULT_DB}"
+
+
+def _client(root: str | Path = "."):
+    mlflow = _mlflow()
+    uri = tracking_uri(root)
+    mlflow.set_tracking_uri(uri)
+    return mlflow, mlflow.MlflowClient(tracking_uri=uri)
+
+
+def _experiment_id(client: Any, name: str, root: str | Path) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if tracking_uri(root).startswith("sqlite:"):
+        location = (Path(root).resolve() / ARTIFACTS_DIR / name).as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
+class RankerModel:
+    """mlflow.pyfunc model: input columns `history` (space-separated item ids) and `item_id`; output `score`."""
+
+    def load_context(self, context: Any) -> None:
+        from llmrec.models.cross_encoder import CrossEncoder
+
+        self.ranker = CrossEncoder.load(context.artifacts["model_dir"], device="cpu")
+        self.items = pd.read_parquet(context.artifacts["items"])
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        from llmrec.evaluation.evaluate import model_scorer
+
+        frame = model_input[["history", "item_id"]].astype(str)
+        scores = model_scorer(self.ranker, self.items, batch_size=64)(frame)
+        return pd.DataFrame({"item_id": frame["item_id"].to_numpy(), "score": scores})
+
+
+def _pyfunc_class():
+    """RankerModel as an mlflow.pyfunc.PythonModel subclass, built lazily so importing llmrec stays light."""
+    mlflow = _mlflow()
+    return type("LlmrecRanker", (RankerModel, mlflow.pyfunc.PythonModel), {"__module__": __name__})
+
+
+@dataclass
+class RegisteredVersion:
+    name: str
+    version: str
+    run_id: str
+    model_uri: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def register_model(
+    model_dir: str | Path,
+    items_path: str | Path,
+    *,
+    model_name: str,
+    experiment: str,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    tags: dict[str, str],
+    step_losses: list[float] | None = None,
+    artifacts: list[str | Path] | None = None,
+    root: str | Path = ".",
+) -> RegisteredVersion:
+    """Log a run with params, metrics, curves and reports, log the pyfunc model and register a version."""
+    mlflow, client = _client(root)
+    exp_id = _experiment_id(client, experiment, root)
+    from mlflow.entities import Metric
+    from mlflow.models import infer_signature
+
+    run = client.create_run(exp_id, tags={"mlflow.runName": tags.get("run_name", "retrain")})
+    run_id = run.info.run_id
+    try:
+        client.log_batch(run_id, params=[_param(k, v) for k, v in params.items()])
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(metric_key(k), float(v), now, 0) for k, v in metrics.items()])
+        for step, loss in enumerate(step_losses or []):
+            client.log_metric(run_id, "train_loss", loss, step=step)
+        for key, value in tags.items():
+            client.set_tag(run_id, key, value)
+        for path in artifacts or []:
+            path = Path(path)
+            if path.is_dir():
+                client.log_artifacts(run_id, str(path), artifact_path=path.name)
+            elif path.is_file():
+                client.log_artifact(run_id, str(path))
+        example = pd.DataFrame({"history": ["N1 N2"], "item_id": ["N3"]})
+        output = pd.DataFrame({"item_id": ["N3"], "score": [0.0]})
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=_pyfunc_class()(),
+                artifacts={"model_dir": str(model_dir), "items": str(items_path)},
+                signature=infer_signature(example, output),
+                input_example=example,
+                registered_model_name=model_name,
+            )
+        client.set_terminated(run_id, "FINISHED")
+    except Exception:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    version = str(info.registered_model_version)
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, version, key, value)
+    client.set_model_version_tag(model_name, version, "run_id", run_id)
+    log.info("registered %s version %s (run %s)", model_name, version, run_id)
+    return RegisteredVersion(model_name, version, run_id, f"models:/{model_name}/{version}")
+
+
+def metric_key(name: str) -> str:
+    """MLflow metric names cannot hold '@': ndcg@10 -> ndcg_at_10."""
+    return name.replace("@", "_at_")
+
+
+def _param(key: str, value: Any):
+    from mlflow.entities import Param
+
+    return Param(key, str(value)[:6000])
+
+
+@dataclass
+class VersionInfo:
+    version: str
+    run_id: str
+    tags: dict[str, str]
+    aliases: list[str]
+    metrics: dict[str, float]
+
+
+def get_version(model_name: str, alias: str | None = None, version: str | None = None, root: str | Path = ".") -> VersionInfo | None:
+    """A model version by alias or number; None when the model or alias does not exist."""
+    mlflow, client = _client(root)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = client.get_model_version_by_alias(model_name, alias) if alias else client.get_model_version(model_name, version)
+    except MlflowException:
+        return None
+    run = client.get_run(mv.run_id) if mv.run_id else None
+    return VersionInfo(
+        version=str(mv.version),
+        run_id=mv.run_id or "",
+        tags=dict(mv.tags),
+        aliases=list(mv.aliases),
+        metrics=dict(run.data.metrics) if run else {},
+    )
+
+
+def download_model_dir(model_name: str, version: str, dest: str | Path, root: str | Path = ".") -> Path:
+    """Download the ranker folder (weights, tokenizer, text config) of a model version."""
+    mlflow, _ = _client(root)
+    local = mlflow.artifacts.download_artifacts(f"models:/{model_name}/{version}", dst_path=str(dest))
+    folder = Path(local) / "artifacts" / "model_dir"
+    if not folder.is_dir():
+        raise TrackingError("model version holds no model_dir artifact", where=f"models:/{model_name}/{version}")
+    return folder
+
+
+def set_alias(model_name: str, alias: str, version: str, root: str | Path = ".") -> None:
+    _, client = _client(root)
+    client.set_registered_model_alias(model_name, alias, version)
+
+
+def set_version_tags(model_name: str, version: str, tags: dict[str, str], root: str | Path = ".") -> None:
+    _, client = _client(root)
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, version, key, str(value))
+
+
+def log_run_artifacts(run_id: str, files: list[str | Path], root: str | Path = ".") -> None:
+    """Attach more files (decision record, drift report) to an existing run."""
+    _, client = _client(root)
+    for path in files:
+        if Path(path).is_file():
+            client.log_artifact(run_id, str(path))
+
+
+def log_run_dict(run_id: str, data: dict, name: str, root: str | Path = ".") -> None:
+    _, client = _client(root)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_text(json.dumps(data, indent=2, default=str))
+        client.log_artifact(run_id, str(path))
+
+
+def promote(model_name: str, version: str, reason: str, root: str | Path = ".") -> str | None:
+    """Make `version` the champion; the old champion becomes `previous`. Returns the old champion."""
+    _, client = _client(root)
+    old = get_version(model_name, alias=CHAMPION, root=root)
+    if old is not None and old.version != version:
+        client.set_registered_model_alias(model_name, PREVIOUS, old.version)
+    client.set_registered_model_alias(model_name, CHAMPION, version)
+    client.set_model_version_tag(model_name, version, "promoted_reason", reason)
+    return old.version if old else None

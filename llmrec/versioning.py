@@ -1,0 +1,105 @@
+"""git + DVC: data versions and pipeline lineage. The only module that runs git or dvc."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from llmrec.errors import VersioningError
+
+log = logging.getLogger(__name__)
+TRACKED_DATA = "data"
+
+
+@dataclass
+class DataVersion:
+    dvc_md5: str        # DVC's hash of the data/ folder (restore with `dvc checkout` of this .dvc)
+    nfiles: int
+    size: int
+    git_revision: str   # HEAD of the repository when the data was versioned
+    git_dirty: bool     # uncommitted changes at that time (data.dvc itself included)
+    dvc_file: str       # the .dvc file content, enough to restore the data from the DVC cache/remote
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _run(args: list[str], cwd: Path, what: str) -> str:
+    exe = shutil.which(args[0])
+    if exe is None:
+        raise VersioningError(f"{args[0]} is not installed", fix="run `make setup`")
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "ITERATIVE_DO_NOT_TRACK": "1"}
+    proc = subprocess.run([exe, *args[1:]], cwd=cwd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise VersioningError(
+            f"{what} failed: `{' '.join(args)}` exited {proc.returncode}: {(proc.stderr or proc.stdout).strip()[-800:]}",
+            where=str(cwd),
+        )
+    return proc.stdout
+
+
+def repo_root(start: str | Path = ".") -> Path:
+    """The folder holding .dvc/ (a DVC repo inside a git repo)."""
+    start = Path(start).resolve()
+    for folder in (start, *start.parents):
+        if (folder / ".dvc").is_dir():
+            return folder
+    raise VersioningError(
+        "not inside a DVC repository",
+        where=str(start),
+        fix="run llmrec from the project folder (it has .dvc/), or `git init && dvc init` there",
+    )
+
+
+def git_state(root: Path) -> tuple[str, bool]:
+    try:
+        rev = _run(["git", "rev-parse", "HEAD"], root, "reading the git revision").strip()
+    except VersioningError:
+        rev = "no-commit"
+    dirty = bool(_run(["git", "status", "--porcelain", "--untracked-files=no"], root, "git status").strip())
+    return rev, dirty
+
+
+def version_data(data_path: str | Path, root: str | Path = ".", push: bool = True) -> DataVersion:
+    """`dvc add data` (a new version when the files changed), push it, and describe it."""
+    root = repo_root(root)
+    data_path = Path(data_path).resolve()
+    tracked = root / TRACKED_DATA
+    if tracked != data_path and tracked not in data_path.parents:
+        raise VersioningError(
+            f"{data_path} is outside the DVC-tracked folder {tracked}",
+            fix="copy or link the dataset under data/ so every model's data can be restored",
+        )
+    _run(["dvc", "add", TRACKED_DATA], root, "dvc add")
+    if push and _has_remote(root):
+        _run(["dvc", "push", f"{TRACKED_DATA}.dvc"], root, "dvc push")
+    dvc_file = (root / f"{TRACKED_DATA}.dvc").read_text()
+    out = yaml.safe_load(dvc_file)["outs"][0]
+    rev, dirty = git_state(root)
+    version = DataVersion(out["md5"], int(out.get("nfiles", 0)), int(out.get("size", 0)), rev, dirty, dvc_file)
+    log.info("data version %s (%d files), git %s%s", version.dvc_md5, version.nfiles, rev[:10], " dirty" if dirty else "")
+    return version
+
+
+def _has_remote(root: Path) -> bool:
+    return bool(_run(["dvc", "remote", "list"], root, "dvc remote list").strip())
+
+
+def commit_pipeline(root: str | Path = ".") -> None:
+    """Record the outputs the flow produced in dvc.lock (`dvc commit`), so `dvc status` is clean.
+
+    Only call this when the flow ran with params.yaml as it is: dvc.lock then tells the truth.
+    """
+    root = repo_root(root)
+    if (root / "dvc.yaml").is_file():
+        _run(["dvc", "commit", "--force"], root, "dvc commit")
+
+
+def pipeline_status(root: str | Path = ".") -> str:
+    return _run(["dvc", "status"], repo_root(root), "dvc status").strip()
