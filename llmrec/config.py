@@ -56,17 +56,18 @@ class DataParams(_Section):
 class ModelParams(_Section):
     type: Literal["cross-encoder"] = "cross-encoder"
     backbone: str = Field("default", description="'default' (bundled MiniLM) or a local HF model folder")
-    max_history: int = Field(5, ge=0, description="Most recent history titles in the user text")
-    max_length: int = Field(96, ge=16, le=512, description="Max tokens per (history, candidate) pair")
+    max_history: int = Field(3, ge=0, description="Most recent history titles in the user text")
+    max_length: int = Field(64, ge=16, le=512, description="Max tokens per (history, candidate) pair")
 
 
 class TrainParams(_Section):
-    max_steps: int = Field(250, ge=1, description="Optimizer steps")
-    batch_size: int = Field(16, ge=1)
-    lr: float = Field(5e-5, gt=0, lt=1)
+    max_steps: int = Field(120, ge=1, description="Optimizer steps")
+    batch_size: int = Field(8, ge=1, description="Click groups per step")
+    lr: float = Field(1e-4, gt=0, lt=1)
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     negatives_per_positive: int = Field(4, ge=1)
+    trainable_layers: int = Field(2, ge=0, description="Top transformer layers fine-tuned (0 = all)")
     max_train_impressions: int = Field(3000, ge=0, description="Most recent impressions used (0 = all)")
     seed: int = 13
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
@@ -75,7 +76,7 @@ class TrainParams(_Section):
 
 class EvalParams(_Section):
     ks: list[int] = Field(default_factory=lambda: [5, 10])
-    max_impressions: int = Field(400, ge=0, description="Holdout impressions scored (0 = all)")
+    max_impressions: int = Field(250, ge=0, description="Holdout impressions scored (0 = all)")
     seed: int = 13
     batch_size: int = Field(64, ge=1)
     out: str = "outputs/eval"
