@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,8 +31,14 @@ class DataVersion:
         return asdict(self)
 
 
+def _executable(name: str) -> str | None:
+    """Prefer the tool installed beside this Python (the venv's dvc), then PATH."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.is_file() else shutil.which(name)
+
+
 def _run(args: list[str], cwd: Path, what: str) -> str:
-    exe = shutil.which(args[0])
+    exe = _executable(args[0])
     if exe is None:
         raise VersioningError(f"{args[0]} is not installed", fix="run `make setup`")
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "ITERATIVE_DO_NOT_TRACK": "1"}

@@ -1,0 +1,423 @@
+"""Deterministic generator of a MIND-format news recommendation dataset with a period shift.
+
+Generative model (the whole world is built from the seed, then the requested periods are written):
+  * ~12 categories with 3-5 subcategories; every item draws its title and abstract from templates
+    filled with real English category/subcategory words, generic filler words and named entities
+    of its category. Items are published at a time of day, stay fresh for ~1-3 days (a few
+    "evergreen" ones for longer) and have a log-normal base popularity.
+  * Users have sparse Dirichlet category preferences, per-category subcategory preferences, a few
+    favourite entities and a skewed activity; each one starts with a warm-up history of archive
+    items drawn from those preferences.
+  * An impression shows 10-50 fresh candidates (a mix of popular and uniformly drawn items); a click
+    is Bernoulli(sigmoid(bias + affinity + popularity + noise)), with at least one click each.
+    Histories are the warm-up plus earlier clicks (most recent last, 50 at most).
+  * Period 2 shifts: a share of users move preference mass to other categories, an emerging
+    category (`esports`) is published and liked by many users, weather/news items are published
+    more, clicks lean a bit more on popularity and impressions show more candidates. Users and
+    items carry over (returning users, items published late in period 1 or "evergreen").
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from llmrec.config import SyntheticSize
+from llmrec.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+N_PERIODS = 2
+MAX_HISTORY = 50
+EMERGING = "esports"                   # the category that appears in period 2
+EMERGING_SUPPLY = 0.15                 # its share of the items published in period 2
+EMERGING_BOOST = 0.4                   # added to its items' log-popularity
+MOVERS, MOVE_WEIGHT = 0.6, 0.9         # share of users whose period-2 preferences move, weight of the new ones
+FANS, FAN_WEIGHT, OTHERS_WEIGHT = 0.4, (0.2, 0.5), 0.06  # esports fans and the mass users give it
+CLICK = ((2.0, 2.0, 0.2, 0.5), (1.8, 1.8, 0.35, 0.5))  # click logit: bias, affinity, log-popularity, noise sd
+CANDIDATES = (28, 36)                  # median candidates per impression in each period
+ARCHIVE, EMPTY_WARMUP = 0.3, 0.1       # share of items published before period 1, share of empty warm-ups
+
+# category: (share of supply in period 1, org-name suffixes, category words, {subcategory: words})
+TOPICS: dict[str, tuple[float, str, str, dict[str, str]]] = {
+    "news": (0.20, "University,Institute,Police Department,Council",
+        "report officials state city police court law government public community county school", {
+            "newsus": "governor residents town sheriff highway district mayor neighborhood",
+            "newspolitics": "president senate congress democrats republicans vote campaign impeachment",
+            "newsworld": "minister protests border embassy foreign summit refugees treaty",
+            "newscrime": "arrested suspect murder shooting charged robbery prison trial",
+            "newsscienceandtechnology": "scientists researchers space nasa discovery robot technology software"}),
+    "sports": (0.14, "Hawks,Bears,Tigers,Rangers,Comets,Wolves",
+        "game season team coach win victory player fans league playoff score championship", {
+            "football_nfl": "quarterback touchdown nfl sack yards kickoff receiver linebacker",
+            "basketball_nba": "nba dunk rebounds assists guard buzzer basketball court",
+            "baseball_mlb": "mlb pitcher inning homer bullpen baseball slugger dugout",
+            "soccer": "soccer goal striker midfielder penalty premier cup goalkeeper",
+            "golf": "golf birdie putt masters fairway caddie bogey clubhouse"}),
+    "finance": (0.08, "Capital,Bank,Holdings,Financial",
+        "money market stocks investors company economy billion shares profit earnings price", {
+            "finance-companies": "ceo layoffs merger acquisition startup revenue quarterly retailer",
+            "markets": "dow nasdaq wall street rally selloff bonds index",
+            "personalfinance": "retirement savings taxes budget credit debt mortgage paycheck",
+            "realestate": "homes housing buyers rent apartment realtor listing property"}),
+    "lifestyle": (0.08, "Boutique,Foundation,Living",
+        "life family style people home holiday gift trends ideas", {
+            "lifestylebuzz": "viral photo internet wedding mom dad kids surprise",
+            "lifestyleroyals": "royal prince princess duchess queen palace duke crown",
+            "shop-holidays": "shopping deals black friday gifts sale christmas thanksgiving",
+            "pets": "dog puppy cat rescue pet shelter adoption kitten"}),
+    "health": (0.07, "Medical Center,Clinic,Health,Pharma",
+        "health doctors patients study risk disease hospital care body", {
+            "wellness": "sleep stress meditation mental anxiety habits mindfulness relaxation",
+            "medical": "cancer surgery treatment vaccine diagnosis flu symptoms therapy",
+            "nutrition": "diet protein sugar vitamins calories weight eating fiber",
+            "fitness": "workout exercise running gym muscles cardio strength training"}),
+    "entertainment": (0.08, "Studios,Pictures,Entertainment",
+        "star hollywood celebrity fans film actress actor famous", {
+            "celebrity": "gossip divorce dating instagram couple paparazzi engagement carpet",
+            "movienews": "movie box office trailer director sequel premiere cinema oscar",
+            "entertainment-books": "novel author book bestseller memoir chapter publisher reading"}),
+    "travel": (0.06, "Airlines,Resorts,Cruises",
+        "travel trip vacation destination tourists flight hotel visit", {
+            "traveltrends": "bucket list beaches islands cities guide places wanderlust",
+            "travelnews": "airport airline passengers delays tsa cruise luggage boarding",
+            "adventuretravel": "hiking camping mountains national park trail kayak wilderness"}),
+    "foodanddrink": (0.06, "Kitchen,Bistro,Winery,Bakery",
+        "food recipe dinner restaurant chef cooking meal taste kitchen", {
+            "recipes": "casserole soup pasta chicken baked slowcooker sauce roast",
+            "restaurants": "menu diner burger pizza chain fastfood brunch waiter",
+            "wine": "wine vineyard bottle beer cocktail brewery whiskey sommelier",
+            "baking": "cake cookies pie bread dessert chocolate pumpkin frosting"}),
+    "autos": (0.05, "Motors,Automotive,Cars",
+        "car cars vehicle driver road truck engine auto", {
+            "autosnews": "recall dealership sales automakers factory suv pickup lineup",
+            "autosenthusiasts": "horsepower muscle sportscar racing convertible classic coupe v8",
+            "autoselectric": "electric battery charging tesla range hybrid ev charger"}),
+    "weather": (0.05, "Valley,County,Coast",
+        "weather forecast storm temperatures rain snow winds cold", {
+            "weathertopstories": "winter blizzard freezing frost ice chill degrees snowfall",
+            "storms": "hurricane tornado flooding thunderstorm lightning damage evacuation hail",
+            "climate": "climate warming drought wildfire emissions heatwave glaciers environment"}),
+    "tv": (0.05, "Network,TV,Channel",
+        "tv episode series season finale viewers network show", {
+            "tvnews": "ratings renewed canceled streaming netflix host anchor lineup",
+            "realitytv": "reality contestant bachelor eliminated judges dancing competition voted",
+            "tv-celebrity": "sitcom cast reunion character spinoff drama comedy actors"}),
+    "music": (0.05, "Records,Band,Orchestra",
+        "music song album singer band tour concert fans", {
+            "musicnews": "grammy charts billboard single release lyrics video awards",
+            "hiphop": "rapper hiphop rap beat mixtape verse producer feature",
+            "country": "country nashville guitar cowboy ballad fiddle opry banjo",
+            "concerts": "stage festival tickets arena setlist encore crowd livestream"}),
+    EMERGING: (0.0, "Gaming,Esports,Squad,Clan",
+        "esports gamers gaming tournament stream players team league console", {
+            "esports_tournaments": "bracket finals prize pool clutch champions qualifier lan",
+            "esports_streaming": "twitch streamer viewers subscribers chat clips creator followers",
+            "esports_games": "patch meta shooter moba battle royale fortnite controller"}),
+}
+VERBS = "reveals faces wins makes shares says plans gets takes announces returns slams joins warns explains".split()
+ADJS = "new big best latest surprising huge top major first simple shocking rare".split()
+FILLER = "today week year time people day way thing world things know need after could still now more here".split()
+FIRST = ("James Mary Robert Linda Michael Sarah David Karen Daniel Lisa Mark Emily Steven Laura Paul Anna Kevin "
+         "Nicole Jason Rachel Ryan Megan Eric Olivia Tyler").split()
+LAST = ("Walker Brooks Hayes Porter Ellis Warren Grant Fisher Reed Holt Marsh Dalton Pierce Carver Lowe Barrett "
+        "Quinn Sutton Keller Monroe Vaughn Hale Mercer Rowe").split()
+PLACE_A = "North Blue Silver Red Iron Green Lake Stone Bright Summit Oak River Eagle Star Harbor".split()
+PLACE_B = "field ridge wood bay gate point crest view dale ford".split()
+TITLE_E = ["{E} {v} {a} {s} {c}", "{E} {v} the {s} {c} {g}", "Why {E} {v} {a} {s}", "{E}: {a} {s} {c} {g}"]
+TITLE_0 = ["{a} {s} {c}: what to know", "{n} {a} {s} {c} {g} {g}", "How the {s} {c} {v} {a} {c}",
+           "The {a} {c} {s} everyone is talking about", "{s} {c} {v} {a} {g} {g}"]
+ABSTRACT = ["{E} {v} the {a} {s} {c} this {g}.", "The {c} {s} {v} {a} {g} {g} {c}.",
+            "{a} {s} and {c} {g} as {g} {c} {v} {s}.", "Here is what {g} {g} about the {s} {c}."]
+URL_CHARS = list("ABCDEFGHJKLMNPQRSTUVWXYZ0123456789")
+Entity = tuple[str, str, str, int]     # label, MIND type, Wikidata id, category index
+# period, user, time (days since start), history, candidates, click labels
+Impression = tuple[int, int, float, tuple[int, ...], np.ndarray, np.ndarray]
+
+
+@dataclass
+class World:
+    """Everything the seed determines, ready to be written: news rows, ids and all impressions in time order."""
+
+    news_ids: list[str]
+    news_rows: list[str]  # news.tsv columns 2-8 of every item, tab-joined
+    user_ids: list[str]
+    impressions: list[Impression]
+
+
+def _fixed_width_ids(rng: np.random.Generator, prefix: str, n: int) -> list[str]:
+    """n distinct ids like N12345 with equal digit counts (so text order == numeric order)."""
+    base = 10 ** max(4, len(str(n)))
+    return [f"{prefix}{x}" for x in base + rng.choice(9 * base, size=n, replace=False)]
+
+
+def _zipf(k: int) -> np.ndarray:
+    """Zipf weights 1/rank over k ranks, normalised."""
+    w = 1.0 / np.arange(1, k + 1)
+    return w / w.sum()
+
+
+def _entities(rng: np.random.Generator, cats: list[str], per_cat: int = 12) -> list[Entity]:
+    """Synthetic but plausible people and organisations (places for weather) of every category."""
+    out: list[Entity] = []
+    seen: set[str] = set()
+    for c, cat in enumerate(cats):
+        suffixes = TOPICS[cat][1].split(",")
+        while len(out) < (c + 1) * per_cat:
+            if rng.random() < 0.5:
+                label, kind = f"{rng.choice(FIRST)} {rng.choice(LAST)}", "P"
+            else:
+                place = f"{rng.choice(PLACE_A)}{rng.choice(PLACE_B)}"
+                label, kind = f"{place} {rng.choice(suffixes)}", "G" if cat == "weather" else "O"
+            if label not in seen:
+                seen.add(label)
+                out.append((label, kind, f"Q{int(rng.integers(1000, 9_999_999))}", c))
+    return out
+
+
+def _fill(rng: np.random.Generator, template: str, cat: str, sub: str, entity: str) -> str:
+    """Fill a template with category/subcategory words (some from other topics), fillers and the entity."""
+    cwords, swords = TOPICS[cat][2].split(), TOPICS[cat][3][sub].split()
+    others = [k for k in TOPICS if k not in (cat, EMERGING)]
+
+    def word(kind: str) -> str:
+        if kind == "c" and rng.random() < 0.15:
+            return str(rng.choice(TOPICS[str(rng.choice(others))][2].split()))
+        if kind == "n":
+            return str(rng.integers(3, 26))
+        pool = {"c": cwords, "s": swords if rng.random() < 0.8 else cwords, "g": FILLER, "v": VERBS, "a": ADJS}[kind]
+        return str(rng.choice(pool))
+
+    text = template.replace("{E}", entity)
+    for kind in "csgvan":
+        while "{" + kind + "}" in text:
+            text = text.replace("{" + kind + "}", word(kind), 1)
+    return text[0].upper() + text[1:]
+
+
+def _entity_json(rng: np.random.Generator, text: str, entity: Entity | None) -> str:
+    """MIND entity column: the entity, when it occurs in `text`, with its offset."""
+    if entity is None or entity[0] not in text:
+        return "[]"
+    row = {"Label": entity[0], "Type": entity[1], "WikidataId": entity[2],
+           "Confidence": round(float(rng.uniform(0.9, 1.0)), 3),
+           "OccurrenceOffsets": [text.find(entity[0])], "SurfaceForms": [entity[0]]}
+    return json.dumps([row])
+
+
+def _news_rows(rng: np.random.Generator, cats: list[str], subs: list[str], items: dict,
+               entities: list[Entity]) -> list[str]:
+    """Category, subcategory, title, abstract, url and entity columns of every item."""
+    rows = []
+    for c, s, e in zip(items["cat"], items["sub"], items["ent"]):
+        ent = entities[e] if e < len(entities) else None
+        label = ent[0] if ent else ""
+        title = _fill(rng, str(rng.choice(TITLE_E if ent else TITLE_0)), cats[c], subs[s], label)
+        sentences = [t for t in ABSTRACT if ent or "{E}" not in t]
+        picks = rng.choice(len(sentences), size=int(rng.integers(2, 4)), replace=False)
+        abstract = " ".join(_fill(rng, sentences[i], cats[c], subs[s], label) for i in picks)
+        if rng.random() < 0.05:
+            abstract = ""
+        url = f"https://assets.msn.com/labs/mind/AA{''.join(rng.choice(URL_CHARS, 6))}.html"
+        cols = [cats[c], subs[s], title, abstract, url, _entity_json(rng, title, ent), _entity_json(rng, abstract, ent)]
+        rows.append("\t".join(x.replace("\t", " ").replace("\n", " ") for x in cols))
+    return rows
+
+
+def _items(rng: np.random.Generator, size: SyntheticSize, cats: list[str], sub_cat: np.ndarray,
+           ent_cat: np.ndarray) -> dict[str, np.ndarray]:
+    """Category, subcategory, entity (len(ent_cat) = none), publish day, popularity and freshness of items."""
+    n, days = size.n_items, size.days_per_period
+    n_arch = max(int(ARCHIVE * n), 20)
+    pub = np.concatenate([rng.uniform(-10, 0, n_arch), np.sort(rng.uniform(0, N_PERIODS * days, n - n_arch))])
+    supply = np.array([TOPICS[c][0] for c in cats])
+    later = supply * np.where(np.isin(cats, ["weather", "news"]), 1.6, 1.0)  # winter storms, news cycle
+    later[cats.index(EMERGING)] = EMERGING_SUPPLY * later.sum()
+    period2 = pub >= days
+    cat = np.empty(n, dtype=int)
+    cat[~period2] = rng.choice(len(cats), int((~period2).sum()), p=supply / supply.sum())
+    cat[period2] = rng.choice(len(cats), int(period2.sum()), p=later / later.sum())
+    sub = np.array([rng.choice(np.flatnonzero(sub_cat == c)) for c in cat])
+    ent = np.array([rng.choice(np.flatnonzero(ent_cat == c), p=_zipf(int((ent_cat == c).sum())))
+                    if rng.random() < 0.65 else len(ent_cat) for c in cat])
+    evergreen = rng.random(n) < 0.06
+    logpop = rng.normal(0, 1, n) + EMERGING_BOOST * (cat == cats.index(EMERGING))
+    return {"cat": cat, "sub": sub, "ent": ent, "pub": pub, "logpop": logpop,
+            "tau": np.where(evergreen, 5.0, rng.uniform(0.6, 1.4, n)), "window": np.where(evergreen, 12.0, 3.0)}
+
+
+def _users(rng: np.random.Generator, n: int, cats: list[str], sub_cat: np.ndarray, ent_cat: np.ndarray) -> dict:
+    """Per-period category preferences and favourite entities, subcategory preferences and activity."""
+    n_cat, emerging = len(cats), cats.index(EMERGING)
+    supply = np.array([TOPICS[c][0] for c in cats])
+    pref1 = 0.85 * rng.dirichlet(np.full(n_cat, 0.2), n) + 0.15 * supply / supply.sum()
+    pref1[:, emerging] = 0.0
+    pref1 /= pref1.sum(1, keepdims=True)
+    pref2 = pref1.copy()
+    movers = rng.random(n) < MOVERS
+    fresh = rng.dirichlet(np.full(n_cat, 0.2), int(movers.sum()))
+    pref2[movers] = (1 - MOVE_WEIGHT) * pref1[movers] + MOVE_WEIGHT * fresh
+    fan = np.where(rng.random(n) < FANS, rng.uniform(*FAN_WEIGHT, n), OTHERS_WEIGHT)[:, None]
+    pref2 = (1 - fan) * pref2 + fan * np.eye(n_cat)[emerging]
+    sub = np.zeros((n, len(sub_cat)))
+    for c in range(n_cat):
+        cols = np.flatnonzero(sub_cat == c)
+        sub[:, cols] = rng.dirichlet(np.full(len(cols), 0.5), n)
+    fav = np.zeros((N_PERIODS, n, len(ent_cat) + 1), dtype=bool)  # last column: "no entity"
+    ent_pop = np.concatenate([_zipf(int((ent_cat == c).sum())) for c in range(n_cat)])
+    for u in range(n):
+        for period, pref in enumerate((pref1[u], pref2[u])):
+            w = pref[ent_cat] * ent_pop
+            fav[period:, u, rng.choice(len(ent_cat), 2, replace=False, p=w / w.sum())] = True
+    active = np.stack([rng.random(n) < 0.8, np.zeros(n, dtype=bool)])
+    active[1] = ~active[0] | (rng.random(n) < 0.75)  # returning users plus the ones new in period 2
+    act = rng.lognormal(0, 1.1, n) * active
+    return {"pref": np.stack([pref1, pref2]), "sub": sub, "fav": fav, "act": act / act.sum(1, keepdims=True)}
+
+
+def _affinity(users: dict, items: dict, period: int, u: int, idx: np.ndarray) -> np.ndarray:
+    """How much user u likes items idx in a period: log category and subcategory preference + entities."""
+    return (np.log(users["pref"][period, u, items["cat"][idx]] + 0.03)
+            + 0.8 * np.log(users["sub"][u, items["sub"][idx]] + 0.15)
+            + 1.2 * users["fav"][period, u, items["ent"][idx]])
+
+
+def _gumbel_top(rng: np.random.Generator, logw: np.ndarray, k: int) -> np.ndarray:
+    """k draws without replacement with probabilities proportional to exp(logw), in draw order."""
+    keys = logw + rng.gumbel(size=len(logw))
+    top = np.argpartition(-keys, k - 1)[:k] if k < len(keys) else np.arange(len(keys))
+    return top[np.argsort(-keys[top], kind="stable")]
+
+
+def _warmup(rng: np.random.Generator, users: dict, items: dict) -> list[list[int]]:
+    """Pre-log histories: archive items drawn from period-1 preferences and popularity, oldest first."""
+    archive = np.flatnonzero(items["pub"] < 0)
+    out: list[list[int]] = []
+    for u in range(users["sub"].shape[0]):
+        if rng.random() < EMPTY_WARMUP:
+            out.append([])
+            continue
+        length = int(np.clip(rng.lognormal(2.2, 0.8), 1, min(MAX_HISTORY, len(archive))))
+        logw = 2.5 * _affinity(users, items, 0, u, archive) + 0.5 * items["logpop"][archive]
+        picked = archive[_gumbel_top(rng, logw, length)]
+        out.append([int(i) for i in picked[np.argsort(items["pub"][picked], kind="stable")]])
+    return out
+
+
+def _day_seconds(rng: np.random.Generator, n: int) -> np.ndarray:
+    """n distinct seconds of a day, sorted, following a morning/lunch/evening activity curve."""
+    h = np.arange(86400) / 3600
+    curve = 0.3 + np.exp(-((h - 8) ** 2) / 8) + 0.5 * np.exp(-((h - 13) ** 2) / 6) + 0.8 * np.exp(-((h - 20) ** 2) / 10)
+    return np.sort(_gumbel_top(rng, np.log(curve), min(n, 86400)))
+
+
+def _impression(rng: np.random.Generator, users: dict, items: dict, period: int, u: int, t: float,
+                pool: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Candidates (a mix of popular and uniform fresh items) and their click labels (at least one click)."""
+    logpop = items["logpop"][pool] - (t - items["pub"][pool]) / items["tau"][pool]
+    share = np.exp(logpop - logpop.max())
+    mix = 0.6 * share / share.sum() + 0.4 / len(pool)
+    n_cand = int(np.clip(rng.lognormal(np.log(CANDIDATES[period]), 0.4), 10, 50))
+    pick = rng.permutation(_gumbel_top(rng, np.log(mix), min(n_cand, len(pool))))
+    bias, w_aff, w_pop, noise = CLICK[period]
+    logit = (bias + w_aff * _affinity(users, items, period, u, pool[pick]) + w_pop * logpop[pick]
+             + rng.normal(0, noise, len(pick)))
+    prob = 1 / (1 + np.exp(-logit))
+    labels = (rng.random(len(pick)) < prob).astype(np.int8)
+    if not labels.any():
+        labels[rng.choice(len(pick), p=prob / prob.sum())] = 1
+    return pool[pick], labels
+
+
+def _simulate(rng: np.random.Generator, size: SyntheticSize, users: dict, items: dict,
+              history: list[list[int]]) -> list[Impression]:
+    """All impressions of all periods in time order; a history holds only clicks made before it."""
+    seen = np.zeros((len(history), len(items["pub"])), dtype=bool)  # no candidate is already in the history
+    for u, h in enumerate(history):
+        seen[u, h] = True
+    out: list[Impression] = []
+    skipped = 0
+    for day in range(N_PERIODS * size.days_per_period):
+        period = day // size.days_per_period
+        today = np.flatnonzero((items["pub"] <= day + 1) & (items["pub"] + items["window"] >= day))
+        secs = _day_seconds(rng, size.impressions_per_day)
+        for sec, u in zip(secs, rng.choice(len(history), size=len(secs), p=users["act"][period])):
+            t = day + sec / 86400
+            age = t - items["pub"][today]
+            pool = today[(age >= 0) & (age < items["window"][today]) & ~seen[u, today]]
+            if len(pool) < 2:  # only with very few items per day: the user has read everything fresh
+                skipped += 1
+                continue
+            cands, labels = _impression(rng, users, items, period, int(u), t, pool)
+            out.append((period, int(u), t, tuple(history[u][-MAX_HISTORY:]), cands, labels))
+            clicked = [int(i) for i in cands[labels == 1]]
+            history[u].extend(clicked)
+            seen[u, clicked] = True
+    if skipped:
+        log.warning("%d impressions skipped: too few fresh items per day for n_items=%d", skipped, size.n_items)
+    return out
+
+
+def build_world(size: SyntheticSize, seed: int) -> World:
+    """Build catalogue, users and every impression of every period from the seed alone."""
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(7)]
+    r_ids, r_ent, r_items, r_text, r_users, r_warm, r_sim = streams
+    cats = list(TOPICS)
+    subs = [s for c in cats for s in TOPICS[c][3]]
+    sub_cat = np.array([cats.index(c) for c in cats for _ in TOPICS[c][3]])
+    entities = _entities(r_ent, cats)
+    ent_cat = np.array([e[3] for e in entities])
+    items = _items(r_items, size, cats, sub_cat, ent_cat)
+    rows = _news_rows(r_text, cats, subs, items, entities)
+    users = _users(r_users, size.n_users, cats, sub_cat, ent_cat)
+    impressions = _simulate(r_sim, size, users, items, _warmup(r_warm, users, items))
+    news_ids, user_ids = _fixed_width_ids(r_ids, "N", size.n_items), _fixed_width_ids(r_ids, "U", size.n_users)
+    return World(news_ids, rows, user_ids, impressions)
+
+
+def mind_time(start: datetime.date, day: float) -> str:
+    """Format `start + day` (fractional days) like MIND: 11/15/2019 8:55:22 AM."""
+    ts = datetime.datetime.combine(start, datetime.time()) + datetime.timedelta(seconds=round(day * 86400))
+    ampm = "AM" if ts.hour < 12 else "PM"
+    return f"{ts.month}/{ts.day}/{ts.year} {ts.hour % 12 or 12}:{ts.minute:02d}:{ts.second:02d} {ampm}"
+
+
+def _write_period(folder: Path, world: World, period: int, start: datetime.date) -> None:
+    """Write behaviors.tsv and news.tsv of one period (impression ids count across periods)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    referenced: set[int] = set()
+    ids = world.news_ids
+    with open(folder / "behaviors.tsv", "w", encoding="utf-8", newline="\n") as f:
+        for imp_id, (p, u, t, hist, cands, labels) in enumerate(world.impressions, start=1):
+            if p != period:
+                continue
+            referenced.update(hist)
+            referenced.update(int(i) for i in cands)
+            shown = " ".join(f"{ids[i]}-{y}" for i, y in zip(cands, labels))
+            history = " ".join(ids[i] for i in hist)
+            f.write(f"{imp_id}\t{world.user_ids[u]}\t{mind_time(start, t)}\t{history}\t{shown}\n")
+    with open(folder / "news.tsv", "w", encoding="utf-8", newline="\n") as f:
+        f.writelines(f"{ids[i]}\t{world.news_rows[i]}\n" for i in sorted(referenced, key=lambda i: ids[i]))
+
+
+def generate(out: str | Path, size: SyntheticSize, seed: int, periods: Sequence[int] = (1, 2),
+             start: datetime.date = datetime.date(2019, 11, 9)) -> list[Path]:
+    """Write out/period{k}/news.tsv and out/period{k}/behaviors.tsv for each k in periods; return the folders."""
+    if not periods or any(k not in range(1, N_PERIODS + 1) for k in periods):
+        raise ConfigError(f"synthetic periods must be among 1..{N_PERIODS}, got {list(periods)}",
+                          fix=f"ask for periods in 1..{N_PERIODS}, e.g. (1, 2)")
+    world = build_world(size, seed)
+    folders = []
+    for k in periods:
+        folder = Path(out) / f"period{k}"
+        _write_period(folder, world, k - 1, start)
+        folders.append(folder)
+    log.info("synthetic MIND data (seed %d, %d impressions) written to %s", seed, len(world.impressions),
+             ", ".join(map(str, folders)))
+    return folders

@@ -1,0 +1,81 @@
+"""Shared fixtures: offline, quiet environment; tiny data and a tiny random BERT built locally."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+for key, value in {
+    "DO_NOT_TRACK": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DVC_NO_ANALYTICS": "1",
+    "GX_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}.items():
+    os.environ.setdefault(key, value)
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {"n_items": 400, "n_users": 150, "days_per_period": 4, "impressions_per_day": 120}
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory) -> Path:
+    """The tiny synthetic MIND dataset, both periods."""
+    from llmrec.config import SyntheticSize
+    from llmrec.data.synthetic import generate
+
+    out = tmp_path_factory.mktemp("tiny") / "synthetic"
+    generate(out, SyntheticSize(**TINY), seed=7, periods=(1, 2))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory, tiny_world) -> Path:
+    """A tiny random BERT whose word-level vocabulary covers the tiny dataset's words."""
+    from llmrec.data.mind import read_news
+    from llmrec.models.backbone import make_tiny_backbone
+
+    words: set[str] = set()
+    for period in ("period1", "period2"):
+        items = read_news(tiny_world / period / "news.tsv")
+        for text in items["title"].tolist() + items["category"].tolist() + items["subcategory"].tolist():
+            words.update(text.lower().replace(":", " ").replace("/", " ").split())
+    return make_tiny_backbone(tmp_path_factory.mktemp("backbone") / "tiny-bert", words=tuple(sorted(words)))
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+def dvc(cwd: Path, *args: str) -> str:
+    exe = Path(sys.executable).parent / "dvc"
+    return subprocess.run([str(exe) if exe.is_file() else "dvc", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch) -> Path:
+    """A fresh llmrec project: a real git + DVC repo with the repo's dvc.yaml and a local remote."""
+    root = tmp_path / "project"
+    root.mkdir()
+    for name in ("params.yaml", "dvc.yaml", ".dvcignore"):
+        shutil.copy(REPO / name, root / name)
+    shutil.copytree(REPO / "llmrec", root / "llmrec", ignore=shutil.ignore_patterns("__pycache__"))
+    git(root, "init", "-q", "-b", "main")
+    git(root, "config", "user.email", "test@llmrec.invalid")
+    git(root, "config", "user.name", "llmrec tests")
+    dvc(root, "init", "-q")
+    dvc(root, "remote", "add", "-d", "local", str(tmp_path / "dvc-remote"))
+    (root / ".gitignore").write_text("/outputs/\n/mlflow.db\n/mlartifacts/\n")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "init")
+    monkeypatch.chdir(root)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return root

@@ -1,0 +1,102 @@
+"""End to end: the `retrain` Prefect flow on the tiny data with a tiny BERT, in a real git + DVC repo."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, dvc
+
+pytestmark = pytest.mark.e2e
+
+
+def write_params(root: Path, backbone: Path) -> None:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["synthetic"]["preset"] = "tiny"
+    params["model"].update(backbone=str(backbone), max_length=48)
+    params["train"].update(max_steps=60, batch_size=8, lr=1e-3, trainable_layers=0, warmup_ratio=0.05)
+    params["eval"].update(max_impressions=0)
+    params["tracking"]["experiment"] = "e2e"
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def registered_versions(root: Path) -> list:
+    from mlflow import MlflowClient
+
+    if not (root / "mlflow.db").exists():
+        return []
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    return client.search_model_versions("name='llmrec'")
+
+
+def test_retrain_story_two_periods(project, tiny_world, tiny_backbone):
+    from flows.retrain import retrain
+    from mlflow import MlflowClient
+
+    write_params(project, tiny_backbone)
+    data = project / "data" / "synthetic"
+    shutil.copytree(tiny_world / "period1", data / "period1")
+
+    first = retrain()
+    assert first["validation"]["success"]
+    assert first["registered"]["version"] == "1"
+    m = first["evaluation"]["metrics"]
+    assert set(m) == {"model", "popularity", "random"}
+    assert m["model"]["ndcg@10"] > m["popularity"]["ndcg@10"], first["evaluation"]["markdown"]
+    assert first["decision"]["action"] == "promote"
+    assert first["drift"]["skipped"].startswith("no champion")
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    champion = client.get_model_version_by_alias("llmrec", "champion")
+    assert champion.version == "1"
+    md5_v1 = yaml.safe_load((project / "data.dvc").read_text())["outs"][0]["md5"]
+    assert champion.tags["data.dvc_md5"] == md5_v1
+    assert len(champion.tags["data.git_revision"]) == 40
+    assert champion.tags["decision"] == "promote"
+    assert "Data and pipeline are up to date" in dvc(project, "status")
+
+    shutil.copytree(tiny_world / "period2", data / "period2")
+    second = retrain()
+    assert second["registered"]["version"] == "2"
+    assert second["data_version"]["dvc_md5"] != md5_v1  # period 2 is a new data version
+    assert "champion" in second["evaluation"]["metrics"]
+    drift = second["drift"]
+    assert drift["drift_detected"], drift
+    assert drift["champion_version"] == "1"
+    assert Path(drift["html_path"]).is_file()
+    decision = second["decision"]
+    assert decision["champion_version"] == "1"
+    assert decision["action"] in {"promote", "keep"}
+    champion = client.get_model_version_by_alias("llmrec", "champion")
+    assert champion.version == ("2" if decision["action"] == "promote" else "1")
+    assert client.get_model_version("llmrec", "2").tags["decision"] == decision["action"]
+    assert "Data and pipeline are up to date" in dvc(project, "status")
+
+    # The registered pyfunc ranks candidates.
+    import mlflow
+    import pandas as pd
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model("models:/llmrec@champion")
+    out = model.predict(pd.DataFrame({"history": ["", ""], "item_id": ["N1", "N2"]}))
+    assert list(out.columns) == ["item_id", "score"] and len(out) == 2
+
+
+def test_malformed_data_stops_before_anything_is_registered(project, tiny_world, tiny_backbone):
+    from flows.retrain import retrain
+
+    from llmrec.errors import DataError
+
+    write_params(project, tiny_backbone)
+    folder = project / "data" / "synthetic" / "period1"
+    shutil.copytree(tiny_world / "period1", folder)
+    lines = (folder / "behaviors.tsv").read_text().splitlines(keepends=True)
+    lines[9] = lines[9].replace("\t", " ", 1)  # a truncated / wrongly separated line 10
+    (folder / "behaviors.tsv").write_text("".join(lines))
+    with pytest.raises(DataError) as info:
+        retrain()
+    assert "behaviors.tsv, line 10" in str(info.value)
+    assert registered_versions(project) == []

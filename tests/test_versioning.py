@@ -1,0 +1,34 @@
+"""DVC versioning in a real git + DVC repository."""
+
+import yaml
+import pytest
+
+from conftest import dvc
+from llmrec.errors import VersioningError
+from llmrec.versioning import version_data
+
+
+def test_each_data_change_is_a_new_version_and_pushed(project, tmp_path):
+    data = project / "data" / "synthetic" / "period1"
+    data.mkdir(parents=True)
+    (data / "news.tsv").write_text("N1\tsports\tfootball\tA title\t\t\t[]\t[]\n")
+    v1 = version_data(project / "data" / "synthetic")
+    assert v1.dvc_md5.endswith(".dir") and v1.nfiles == 1
+    assert yaml.safe_load((project / "data.dvc").read_text())["outs"][0]["md5"] == v1.dvc_md5
+    assert len(v1.git_revision) == 40
+    assert v1.git_dirty  # data.dvc is new and not yet committed
+    assert any((tmp_path / "dvc-remote").rglob("*")), "the snapshot was pushed to the default remote"
+
+    (data / "news.tsv").write_text("N1\tsports\tfootball\tAnother title\t\t\t[]\t[]\n")
+    v2 = version_data(project / "data" / "synthetic")
+    assert v2.dvc_md5 != v1.dvc_md5
+    again = version_data(project / "data" / "synthetic")
+    assert again.dvc_md5 == v2.dvc_md5  # unchanged data, same version
+    assert "data.dvc" not in dvc(project, "status")
+
+
+def test_data_outside_the_tracked_folder_is_refused(project, tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    with pytest.raises(VersioningError, match="outside the DVC-tracked folder"):
+        version_data(outside)
