@@ -185,12 +185,20 @@ def get_version(model_name: str, alias: str | None = None, version: str | None =
 
 def download_model_dir(model_name: str, version: str, dest: str | Path, root: str | Path = ".") -> Path:
     """Download the ranker folder (weights, tokenizer, text config) of a model version."""
+    import shutil
+
+    import yaml
+
     mlflow, _ = _client(root)
-    local = mlflow.artifacts.download_artifacts(f"models:/{model_name}/{version}", dst_path=str(dest))
-    folder = Path(local) / "artifacts" / "model_dir"
-    if not folder.is_dir():
+    dest = Path(dest)
+    if dest.exists():
+        shutil.rmtree(dest)
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{model_name}/{version}", dst_path=str(dest)))
+    flavor = yaml.safe_load((local / "MLmodel").read_text()).get("flavors", {}).get("python_function", {})
+    relative = flavor.get("artifacts", {}).get("model_dir", {}).get("path")
+    if not relative or not (local / relative).is_dir():
         raise TrackingError("model version holds no model_dir artifact", where=f"models:/{model_name}/{version}")
-    return folder
+    return local / relative
 
 
 def set_alias(model_name: str, alias: str, version: str, root: str | Path = ".") -> None:

@@ -122,7 +122,7 @@ class ValidationResult:
 def validate_dataset(dataset: Dataset, report_dir: str | Path) -> ValidationResult:
     """Validate the three canonical tables; write Data Docs and validation.json under report_dir."""
     _checked(dataset)
-    report_dir = Path(report_dir)
+    report_dir = Path(report_dir).resolve()  # GX needs an absolute docs path
     report_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     gx, gxe = _import_gx()
