@@ -13,6 +13,17 @@ from conftest import REPO, dvc
 pytestmark = pytest.mark.e2e
 
 
+@pytest.fixture(scope="module", autouse=True)
+def prefect_server(tmp_path_factory):
+    """One throwaway Prefect server (fresh sqlite DB, isolated PREFECT_HOME) for these tests."""
+    from prefect.settings import PREFECT_HOME, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with temporary_settings({PREFECT_HOME: str(tmp_path_factory.mktemp("prefect_home"))}):
+        with prefect_test_harness(server_startup_timeout=180):
+            yield
+
+
 def write_params(root: Path, backbone: Path) -> None:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["synthetic"]["preset"] = "tiny"
@@ -51,7 +62,7 @@ def test_retrain_story_two_periods(project, tiny_world, tiny_backbone):
 
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     champion = client.get_model_version_by_alias("llmrec", "champion")
-    assert champion.version == "1"
+    assert str(champion.version) == "1"
     md5_v1 = yaml.safe_load((project / "data.dvc").read_text())["outs"][0]["md5"]
     assert champion.tags["data.dvc_md5"] == md5_v1
     assert len(champion.tags["data.git_revision"]) == 40
@@ -71,7 +82,7 @@ def test_retrain_story_two_periods(project, tiny_world, tiny_backbone):
     assert decision["champion_version"] == "1"
     assert decision["action"] in {"promote", "keep"}
     champion = client.get_model_version_by_alias("llmrec", "champion")
-    assert champion.version == ("2" if decision["action"] == "promote" else "1")
+    assert str(champion.version) == ("2" if decision["action"] == "promote" else "1")
     assert client.get_model_version("llmrec", "2").tags["decision"] == decision["action"]
     assert "up to date" in dvc(project, "status")
 

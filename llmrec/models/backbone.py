@@ -47,8 +47,10 @@ def make_tiny_backbone(folder: str | Path, words: tuple[str, ...] = (), seed: in
     chars = list(string.ascii_lowercase + string.digits + string.punctuation)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars + ["##" + c for c in chars]
     vocab += sorted({w.lower() for w in words} - set(vocab))
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    token_ids = {token: i for i, token in enumerate(vocab)}
+    tokenizer = BertTokenizerFast(vocab=token_ids, do_lower_case=True)
+    if tokenizer.vocab_size != len(vocab):
+        raise ModelError(f"tiny tokenizer has {tokenizer.vocab_size} tokens, expected {len(vocab)}")
     tokenizer.save_pretrained(folder)
     config = BertConfig(
         vocab_size=len(vocab),
