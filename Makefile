@@ -35,9 +35,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed-$(GPU): pyproject.toml | $(BIN)/python
+$(VENV)/.installed-$(GPU): pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/pip install $(TORCH) $(TORCH_ARGS)
-	$(BIN)/pip install -e ".[$(EXTRAS)]"
+	$(BIN)/pip install -e ".[$(EXTRAS)]" -c constraints.txt
 	touch $@
 
 setup: $(VENV)/.installed-$(GPU)  ## virtual environment with everything installed

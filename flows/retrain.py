@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 
 from llmrec import pipeline
 from llmrec.config import load_params
@@ -80,6 +81,13 @@ def retrain(params_file: str = "params.yaml", overrides: list[str] = []) -> dict
     drift_verdict = drift(params_file, overrides)
     decision = promote(params_file, overrides, registered, drift_verdict)
     logger.info("\n%s", decision["summary"])
+    create_markdown_artifact(
+        key="retrain-report",
+        markdown=f"{evaluated['markdown']}\n\n**Model** {registered['name']} v{registered['version']} "
+        f"(data `{data_version['dvc_md5']}`)\n\n**Drift**: {drift_verdict.get('summary') or drift_verdict.get('skipped')}"
+        f"\n\n```\n{decision['summary']}\n```",
+        description="Holdout metrics, drift verdict and promotion decision",
+    )
     if not overrides:
         record_pipeline()
     return {

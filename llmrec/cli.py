@@ -33,7 +33,7 @@ class State:
 
     @classmethod
     def params(cls) -> Params:
-        return load_params(cls.params_file, cls.overrides)
+        return _run(load_params, cls.params_file, cls.overrides)
 
 
 @app.callback()

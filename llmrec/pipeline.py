@@ -120,6 +120,12 @@ def run_evaluate(params: Params, with_champion: bool = True, progress: bool = Tr
             scorers["champion"] = model_scorer(champion, split.train.items, params.eval.batch_size, progress)
     report = evaluate_rankers(holdout, scorers, params.eval.ks)
     report.holdout.update({"cutoff": split.cutoff.isoformat(), "champion_version": champion_version})
+    if "champion" in report.per_impression:
+        from llmrec.evaluation.stats import paired_bootstrap
+
+        report.holdout["vs_champion"] = paired_bootstrap(
+            report.per_impression["model"], report.per_impression["champion"], params.promotion.metric, seed=params.eval.seed
+        )
     report.save(params.eval.out)
     return {"metrics": report.metrics, "holdout": report.holdout, "markdown": report.to_markdown()}
 
@@ -211,6 +217,7 @@ def run_promote(params: Params, registered: dict[str, Any] | None = None, drift:
         challenger_version=registered["version"],
         champion_version=champion_version,
         drift=drift,
+        comparison=evaluation["holdout"].get("vs_champion"),
     )
     record = decision.to_dict()
     _write_json(_outputs(params) / "decision.json", record)

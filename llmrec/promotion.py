@@ -22,6 +22,7 @@ class Decision:
     best_baseline: str
     best_baseline_value: float
     drift: dict | None = field(default=None)
+    comparison: dict | None = field(default=None)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -38,11 +39,14 @@ def decide(
     challenger_version: str | None,
     champion_version: str | None,
     drift: dict | None,
+    comparison: dict | None = None,
 ) -> Decision:
     """Decide on the challenger from holdout metrics of `model`, the baselines and (if any) `champion`.
 
     - no champion: promote when the challenger beats every baseline on `params.metric`;
-    - champion: promote when the challenger beats it by more than `params.min_gain` on the same holdout.
+    - champion: promote when the challenger beats it by more than `params.min_gain` on the same holdout;
+      with a paired `comparison` (bootstrap interval of the difference), the interval's lower bound
+      must clear the margin, so a gain within noise never promotes.
     The drift verdict is recorded with the decision and named in the reasons.
     """
     metric = params.metric
@@ -69,15 +73,24 @@ def decide(
     else:
         gain = value - champion_value
         reasons.append(f"champion v{champion_version} {metric} = {champion_value:.4f} on the same holdout (gain {gain:+.4f})")
+        evidence = gain
+        if comparison is not None:
+            evidence = comparison["low"]
+            reasons.append(
+                f"paired difference {comparison['difference']:+.4f}, {comparison['confidence']:.0%} interval "
+                f"[{comparison['low']:+.4f}, {comparison['high']:+.4f}] over {comparison['impressions']} impressions"
+            )
         if value <= best_value:
             action, rule = KEEP, "challenger-below-baseline"
             reasons.append("the challenger does not beat the baselines")
-        elif gain > params.min_gain:
+        elif evidence > params.min_gain:
             action, rule = PROMOTE, "challenger-beats-champion"
-            reasons.append(f"gain {gain:+.4f} exceeds the required margin {params.min_gain}")
+            what = "the interval's lower bound" if comparison is not None else "the gain"
+            reasons.append(f"{what} ({evidence:+.4f}) clears the required margin {params.min_gain}")
         else:
             action, rule = KEEP, "champion-holds"
-            reasons.append(f"gain {gain:+.4f} does not exceed the required margin {params.min_gain}")
+            what = "the interval's lower bound" if comparison is not None else "the gain"
+            reasons.append(f"{what} ({evidence:+.4f}) does not clear the required margin {params.min_gain}: the champion stays")
     return Decision(
         action=action,
         rule=rule,
@@ -90,4 +103,5 @@ def decide(
         best_baseline=best_name,
         best_baseline_value=best_value,
         drift=drift,
+        comparison=comparison,
     )

@@ -26,3 +26,14 @@ def test_challenger_below_baseline_never_replaces_champion():
     metrics = {"model": {"ndcg@10": 0.28}, "champion": {"ndcg@10": 0.20}, **BASE}
     d = decide(metrics, PromotionParams(), challenger_version="3", champion_version="1", drift=None)
     assert d.action == KEEP and d.rule == "challenger-below-baseline"
+
+
+def test_gain_within_noise_is_not_promoted():
+    metrics = {"model": {"ndcg@10": 0.42}, "champion": {"ndcg@10": 0.41}, **BASE}
+    noisy = {"difference": 0.01, "low": -0.02, "high": 0.04, "confidence": 0.95, "impressions": 250}
+    d = decide(metrics, PromotionParams(), challenger_version="2", champion_version="1", drift=None, comparison=noisy)
+    assert d.action == KEEP and d.rule == "champion-holds"
+    assert any("interval" in r for r in d.reasons)
+    sure = {**noisy, "low": 0.004}
+    d = decide(metrics, PromotionParams(), challenger_version="2", champion_version="1", drift=None, comparison=sure)
+    assert d.action == PROMOTE

@@ -1,0 +1,66 @@
+"""The command line as a user meets it: help texts, clear errors, exit codes."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from llmrec.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_every_stage():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("generate", "ingest", "validate", "version", "train", "evaluate", "register", "drift", "promote", "retrain", "demo"):
+        assert command in result.output
+
+
+def test_library_never_imports_prefect():
+    code = (
+        "import sys, llmrec.cli, llmrec.pipeline, llmrec.training, llmrec.tracking, llmrec.validation, llmrec.drift; "
+        "assert not [m for m in sys.modules if m.startswith('prefect')], 'prefect imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_ingest_unknown_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "ratings.csv").write_text("user,item\n")
+    result = runner.invoke(app, ["ingest", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert "no known dataset format" in result.output
+    assert "news.tsv" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_override_is_a_clear_error():
+    result = runner.invoke(app, ["--set", "train.lr=-1", "train"])
+    assert result.exit_code == 1
+    assert "train.lr" in result.output
+
+
+def test_validate_reports_dangling_items_and_exits_1(tmp_path, tiny_world, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "mind"
+    shutil.copytree(tiny_world / "period1", folder)
+    news = (folder / "news.tsv").read_text().splitlines(keepends=True)
+    removed = news[0].split("\t")[0]
+    (folder / "news.tsv").write_text("".join(news[1:]))
+    assert runner.invoke(app, ["ingest", str(folder)]).exit_code == 0
+    result = runner.invoke(app, ["validate"])
+    assert result.exit_code == 1
+    assert "ValidationFailed" in result.output
+    assert removed in result.output  # the offending id is shown
+    assert Path("outputs/validation/validation.json").is_file()
+
+
+def test_generate_is_deterministic(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for out in (a, b):
+        assert runner.invoke(app, ["generate", "--preset", "tiny", "--out", str(out), "--period", "1"]).exit_code == 0
+    assert (a / "period1" / "behaviors.tsv").read_bytes() == (b / "period1" / "behaviors.tsv").read_bytes()
+    assert not (a / "period2").exists()
