@@ -71,16 +71,15 @@ def retrain(params_file: str = "params.yaml", overrides: list[str] = []) -> dict
     """Retrain the ranker on the current data and let the promotion policy decide on it."""
     logger = get_run_logger()
     ingested = ingest(params_file, overrides)
-    logger.info("ingested %s", ingested)
     validated = validate(params_file, overrides)
     data_version = version(params_file, overrides)
     trained = train(params_file, overrides)
     evaluated = evaluate(params_file, overrides)
-    logger.info("\n%s", evaluated["markdown"])
+    logger.info("holdout metrics of the model: %s", {k: round(v, 4) for k, v in evaluated["metrics"]["model"].items()})
     registered = register(params_file, overrides)
     drift_verdict = drift(params_file, overrides)
     decision = promote(params_file, overrides, registered, drift_verdict)
-    logger.info("\n%s", decision["summary"])
+    logger.info("decision: %s (%s)", decision["action"], decision["rule"])
     create_markdown_artifact(
         key="retrain-report",
         markdown=f"{evaluated['markdown']}\n\n**Model** {registered['name']} v{registered['version']} "

@@ -156,7 +156,7 @@ def train_cross_encoder(
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         pairs += len(batch_items)
-        losses.append(float(loss))
+        losses.append(loss.item())
         rate = pairs / (time.perf_counter() - started)
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", pairs_s=f"{rate:.0f}")
         if on_step is not None:
