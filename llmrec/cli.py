@@ -216,6 +216,81 @@ def demo(
     typer.echo("Look around: `make mlflow-ui` (models, runs, reports), outputs/ (reports), `dvc status`.")
 
 
+models_app = typer.Typer(help="Registered model versions and the `champion` alias (MLflow registry).", no_args_is_help=True)
+data_app = typer.Typer(help="Data versions (DVC).", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(data_app, name="data")
+
+
+def _model_name() -> str:
+    return State.params().tracking.model_name
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Every version, newest first: aliases, holdout nDCG@10 and AUC, data version, decision."""
+    from llmrec import tracking
+
+    versions = _run(tracking.list_versions, _model_name())
+    typer.echo(f"{'version':>7}  {'aliases':<28} {'ndcg@10':>8} {'auc':>7}  {'data (dvc md5)':<16} decision")
+    for v in versions:
+        typer.echo(
+            f"{v.version:>7}  {','.join(v.aliases) or '-':<28} {v.metrics.get('ndcg_at_10', float('nan')):>8.4f} "
+            f"{v.metrics.get('auc', float('nan')):>7.4f}  {v.tags.get('data.dvc_md5', '?')[:16]:<16} {v.tags.get('decision', '-')}"
+        )
+
+
+@models_app.command("show")
+def models_show(version: Annotated[str, typer.Argument(help="Version number.")]) -> None:
+    """Tags (lineage, decision), aliases and metrics of one version."""
+    from llmrec import tracking
+
+    info = _run(tracking.get_version, _model_name(), version=version)
+    if info is None:
+        typer.secho(f"error: no version {version}; see `llmrec models list`", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+    _echo_json({"version": info.version, "aliases": info.aliases, "run_id": info.run_id, "metrics": info.metrics,
+                "tags": {k: v for k, v in info.tags.items() if k != "data.dvc_file"}})
+
+
+@models_app.command("promote")
+def models_promote(
+    version: Annotated[str, typer.Argument(help="Version to make champion.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded with the alias move).")] = "manual promotion",
+) -> None:
+    """Make a version the champion by hand; the old champion becomes `previous`."""
+    from llmrec import tracking
+
+    if _run(tracking.get_version, _model_name(), version=version) is None:
+        typer.secho(f"error: no version {version}; see `llmrec models list`", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+    old = _run(tracking.promote, _model_name(), version, reason)
+    typer.echo(f"champion: v{old} -> v{version}" if old else f"champion: v{version}")
+
+
+@models_app.command("rollback")
+def models_rollback() -> None:
+    """Move `champion` back to the `previous` version in one step (run again to undo)."""
+    from llmrec import tracking
+
+    old, new = _run(tracking.rollback, _model_name())
+    typer.echo(f"champion: v{old} -> v{new} (v{old} is now `previous`)")
+
+
+@data_app.command("checkout")
+def data_checkout(
+    model_version: Annotated[str, typer.Option("--model-version", "-m", help="Registered model version whose data to restore.")],
+) -> None:
+    """Restore data/ byte-for-byte to what a model version was trained on (current data is snapshotted first)."""
+    from llmrec import pipeline
+
+    info = _run(pipeline.checkout_model_data, State.params(), model_version)
+    typer.echo(
+        f"data/ restored to {info['dvc_md5']}, the data of version {info['version']} ({info['data_path']}, "
+        f"git {str(info['git_revision'])[:10]}). Back to the latest: `git checkout data.dvc && dvc checkout`."
+    )
+
+
 def _retrain_flow():
     # The CLI is the one place that reaches into flows/: the library itself never imports Prefect.
     from flows.retrain import retrain as retrain_flow

@@ -143,6 +143,7 @@ def run_register(params: Params, run_name: str = "retrain") -> dict[str, Any]:
     tags = {
         "run_name": run_name,
         "data.dvc_md5": version["dvc_md5"],
+        "data.dvc_file": version["dvc_file"],
         "data.git_revision": version["git_revision"],
         "data.git_dirty": str(version["git_dirty"]).lower(),
         "data.path": params.data.path,
@@ -235,6 +236,22 @@ def run_promote(params: Params, registered: dict[str, Any] | None = None, drift:
 def _outputs(params: Params) -> Path:
     """Folder for the small records of the latest run (registered version, drift verdict, decision)."""
     return Path(params.eval.out).parent
+
+
+def checkout_model_data(params: Params, version: str, root: str | Path = ".") -> dict[str, Any]:
+    """Restore data/ to exactly what a registered model version was trained on."""
+    from llmrec import tracking
+    from llmrec.errors import TrackingError
+    from llmrec.versioning import checkout_data
+
+    info = tracking.get_version(params.tracking.model_name, version=version)
+    if info is None:
+        raise TrackingError(f"model {params.tracking.model_name!r} has no version {version}", fix="see `llmrec models list`")
+    dvc_file = info.tags.get("data.dvc_file")
+    if not dvc_file:
+        raise TrackingError(f"version {version} carries no data.dvc_file tag (registered before lineage was recorded)")
+    md5 = checkout_data(dvc_file, root=root)
+    return {"version": version, "dvc_md5": md5, "git_revision": info.tags.get("data.git_revision"), "data_path": info.tags.get("data.path")}
 
 
 def flat_params(params: Params) -> dict[str, Any]:

@@ -131,6 +131,7 @@ def register_model(
                 signature=infer_signature(example, output),
                 input_example=example,
                 registered_model_name=model_name,
+                pip_requirements=_requirements(),
             )
         client.set_terminated(run_id, "FINISHED")
     except Exception:
@@ -142,6 +143,19 @@ def register_model(
     client.set_model_version_tag(model_name, version, "run_id", run_id)
     log.info("registered %s version %s (run %s)", model_name, version, run_id)
     return RegisteredVersion(model_name, version, run_id, f"models:/{model_name}/{version}")
+
+
+def _requirements() -> list[str]:
+    """The serving environment, stated instead of inferred (inference re-imports the model: slow)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for name in ("llmrec", "torch", "transformers", "safetensors", "pandas", "pyarrow", "mlflow"):
+        try:
+            out.append(f"{name}=={version(name).split('+')[0]}")
+        except PackageNotFoundError:
+            out.append(name)
+    return out
 
 
 def metric_key(name: str) -> str:
@@ -228,12 +242,83 @@ def log_run_dict(run_id: str, data: dict, name: str, root: str | Path = ".") -> 
         client.log_artifact(run_id, str(path))
 
 
+ALIAS_LOG_TAG = "alias_log"
+ALIAS_LOG_KEEP = 25
+
+
+def alias_log(model_name: str, root: str | Path = ".") -> list[dict]:
+    """Recent alias moves, newest last (MLflow keeps no history of aliases, so llmrec records it)."""
+    _, client = _client(root)
+    tags = client.get_registered_model(model_name).tags
+    return json.loads(tags.get(ALIAS_LOG_TAG, "[]"))
+
+
+def _record_move(client: Any, model_name: str, move: dict) -> None:
+    tags = client.get_registered_model(model_name).tags
+    moves = json.loads(tags.get(ALIAS_LOG_TAG, "[]"))[-(ALIAS_LOG_KEEP - 1) :]
+    moves.append({**move, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    client.set_registered_model_tag(model_name, ALIAS_LOG_TAG, json.dumps(moves))
+
+
 def promote(model_name: str, version: str, reason: str, root: str | Path = ".") -> str | None:
     """Make `version` the champion; the old champion becomes `previous`. Returns the old champion."""
     _, client = _client(root)
     old = get_version(model_name, alias=CHAMPION, root=root)
-    if old is not None and old.version != version:
+    if old is not None and old.version == version:
+        return old.version
+    if old is not None:
         client.set_registered_model_alias(model_name, PREVIOUS, old.version)
     client.set_registered_model_alias(model_name, CHAMPION, version)
-    client.set_model_version_tag(model_name, version, "promoted_reason", reason)
+    client.set_model_version_tag(model_name, version, "promoted_reason", reason[:4000])
+    _record_move(client, model_name, {"alias": CHAMPION, "from": old.version if old else None, "to": version, "reason": reason[:300]})
     return old.version if old else None
+
+
+def rollback(model_name: str, root: str | Path = ".") -> tuple[str, str]:
+    """Move `champion` back to `previous` in one step; returns (from_version, to_version).
+
+    The rolled-back version becomes `previous`, so a second rollback undoes the first.
+    """
+    _, client = _client(root)
+    champion = get_version(model_name, alias=CHAMPION, root=root)
+    previous = get_version(model_name, alias=PREVIOUS, root=root)
+    if champion is None or previous is None:
+        raise TrackingError(
+            f"nothing to roll back to: model {model_name!r} has no "
+            + ("champion" if champion is None else "previous champion"),
+            fix="see `llmrec models list`; promote a version explicitly with `llmrec models promote N`",
+        )
+    client.set_registered_model_alias(model_name, CHAMPION, previous.version)
+    client.set_registered_model_alias(model_name, PREVIOUS, champion.version)
+    _record_move(client, model_name, {"alias": CHAMPION, "from": champion.version, "to": previous.version, "reason": "rollback"})
+    return champion.version, previous.version
+
+
+def list_versions(model_name: str, root: str | Path = ".") -> list[VersionInfo]:
+    """Every version of the registered model, newest first, with its aliases and holdout metrics."""
+    _, client = _client(root)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        registered = client.get_registered_model(model_name)
+    except MlflowException as exc:
+        raise TrackingError(
+            f"no registered model named {model_name!r} in {tracking_uri(root)}",
+            fix="run `llmrec retrain` (or `make demo`) first, or set MLFLOW_TRACKING_URI / tracking.model_name",
+        ) from exc
+    by_version: dict[str, list[str]] = {}
+    for alias, version in (registered.aliases or {}).items():
+        by_version.setdefault(str(version), []).append(alias)
+    out = []
+    for mv in client.search_model_versions(f"name='{model_name}'"):
+        run = client.get_run(mv.run_id) if mv.run_id else None
+        out.append(
+            VersionInfo(
+                version=str(mv.version),
+                run_id=mv.run_id or "",
+                tags=dict(mv.tags),
+                aliases=sorted(by_version.get(str(mv.version), [])),
+                metrics=dict(run.data.metrics) if run else {},
+            )
+        )
+    return sorted(out, key=lambda v: int(v.version), reverse=True)

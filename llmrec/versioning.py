@@ -110,3 +110,27 @@ def commit_pipeline(root: str | Path = ".") -> None:
 
 def pipeline_status(root: str | Path = ".") -> str:
     return _run(["dvc", "status"], repo_root(root), "dvc status").strip()
+
+
+def checkout_data(dvc_file: str, root: str | Path = ".") -> str:
+    """Restore data/ to the version described by `dvc_file` (a data.dvc text); returns its md5.
+
+    The current data is snapshotted first (`dvc add`), so nothing in the workspace is lost:
+    `git checkout data.dvc && dvc checkout` (or checking out the newer model's data) brings it back.
+    """
+    root = repo_root(root)
+    wanted = yaml.safe_load(dvc_file)["outs"][0]["md5"]
+    if (root / TRACKED_DATA).exists():
+        _run(["dvc", "add", TRACKED_DATA], root, "dvc add (snapshot of the current data)")
+    (root / f"{TRACKED_DATA}.dvc").write_text(dvc_file)
+    try:
+        _run(["dvc", "checkout", "--force", f"{TRACKED_DATA}.dvc"], root, "dvc checkout")
+    except VersioningError:
+        if not _has_remote(root):
+            raise
+        _run(["dvc", "pull", "--force", f"{TRACKED_DATA}.dvc"], root, "dvc pull")
+    status = _run(["dvc", "status", f"{TRACKED_DATA}.dvc"], root, "dvc status")
+    if "up to date" not in status:
+        raise VersioningError(f"data/ does not match version {wanted} after checkout: {status.strip()}", where=str(root))
+    log.info("data/ restored to version %s", wanted)
+    return wanted

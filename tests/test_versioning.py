@@ -32,3 +32,28 @@ def test_data_outside_the_tracked_folder_is_refused(project, tmp_path):
     outside.mkdir()
     with pytest.raises(VersioningError, match="outside the DVC-tracked folder"):
         version_data(outside)
+
+
+def test_data_of_an_old_version_is_restored_byte_for_byte_after_two_changes(project):
+    from llmrec.versioning import checkout_data
+
+    folder = project / "data" / "batch"
+    folder.mkdir(parents=True)
+    original = {"news.tsv": b"N1\tsports\tfootball\tA title\t\t\t[]\t[]\n", "behaviors.tsv": b"1\tU1\t11/9/2019 1:00:00 AM\t\tN1-1\n"}
+    for name, content in original.items():
+        (folder / name).write_bytes(content)
+    v1 = version_data(folder)
+    (folder / "news.tsv").write_bytes(b"changed\n")
+    v2 = version_data(folder)
+    (folder / "extra.tsv").write_bytes(b"new file\n")
+    (folder / "behaviors.tsv").unlink()
+    v3 = version_data(folder)
+    assert len({v1.dvc_md5, v2.dvc_md5, v3.dvc_md5}) == 3
+
+    assert checkout_data(v1.dvc_file) == v1.dvc_md5
+    assert sorted(p.name for p in folder.iterdir()) == sorted(original)
+    for name, content in original.items():
+        assert (folder / name).read_bytes() == content
+    assert checkout_data(v3.dvc_file) == v3.dvc_md5  # and forward again
+    assert (folder / "extra.tsv").read_bytes() == b"new file\n"
+    assert not (folder / "behaviors.tsv").exists()

@@ -1,0 +1,66 @@
+"""The MLflow registry through llmrec.tracking: versions, champion / previous aliases, rollback."""
+
+import pandas as pd
+import pytest
+
+from llmrec import tracking
+from llmrec.errors import TrackingError
+
+
+@pytest.fixture
+def registry(tmp_path, monkeypatch, tiny_backbone):
+    from llmrec.models.cross_encoder import CrossEncoder
+    from llmrec.models.text import TextConfig
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    model_dir = CrossEncoder.from_backbone(tiny_backbone, TextConfig(), 32, str(tiny_backbone), "cpu").save(tmp_path / "model")
+    items = tmp_path / "items.parquet"
+    pd.DataFrame({"item_id": ["N1", "N2", "N3"], "title": ["a", "b", "c"], "text": "", "category": "x", "subcategory": "y"}).to_parquet(items)
+    versions = [
+        tracking.register_model(model_dir, items, model_name="m", experiment="e", params={"p": i}, metrics={"ndcg@10": 0.1 * i},
+                                tags={"data.dvc_md5": f"md5-{i}"}, step_losses=[1.0, 0.5])
+        for i in (1, 2, 3)
+    ]
+    return tmp_path, [v.version for v in versions]
+
+
+def test_promote_rollback_and_alias_log(registry):
+    root, (v1, v2, v3) = registry
+    assert (root / "mlflow.db").is_file()  # the default store is a sqlite file in the project folder
+    with pytest.raises(TrackingError, match="nothing to roll back"):
+        tracking.rollback("m")
+    assert tracking.promote("m", v1, "first") is None
+    assert tracking.promote("m", v3, "better") == v1
+    assert tracking.get_version("m", alias="previous").version == v1
+    assert tracking.rollback("m") == (v3, v1)
+    assert tracking.get_version("m", alias="champion").version == v1
+    assert tracking.get_version("m", alias="previous").version == v3
+    moves = tracking.alias_log("m")
+    assert [(m["from"], m["to"], m["reason"]) for m in moves] == [(None, v1, "first"), (v1, v3, "better"), (v3, v1, "rollback")]
+
+    listed = tracking.list_versions("m")
+    assert [v.version for v in listed] == [v3, v2, v1]
+    assert listed[-1].aliases == ["champion"] and listed[0].aliases == ["previous"]
+    assert listed[0].metrics["ndcg_at_10"] == pytest.approx(0.3)
+    assert listed[0].tags["data.dvc_md5"] == "md5-3"
+
+
+def test_logged_model_ranks_candidates(registry):
+    import mlflow
+
+    root, (v1, _, _) = registry
+    tracking.promote("m", v1, "first")
+    mlflow.set_tracking_uri(tracking.tracking_uri(root))
+    model = mlflow.pyfunc.load_model("models:/m@champion")
+    out = model.predict(pd.DataFrame({"history": ["N1 N2", "N1"], "item_id": ["N3", "N2"]}))
+    assert list(out["item_id"]) == ["N3", "N2"] and out["score"].notna().all()
+    folder = tracking.download_model_dir("m", v1, root / "dl")
+    assert (folder / "model.safetensors").is_file() and (folder / "llmrec.json").is_file()
+
+
+def test_unknown_model_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(TrackingError, match="no registered model named 'nope'"):
+        tracking.list_versions("nope")
