@@ -44,7 +44,7 @@ def evaluate(params_file: str, overrides: list[str]) -> dict[str, Any]:
     return pipeline.run_evaluate(_params(params_file, overrides))
 
 
-@task(name="register", retries=2, retry_delay_seconds=[2, 10])
+@task(name="register")  # no retries: a retry after a half-finished registration would duplicate the version
 def register(params_file: str, overrides: list[str]) -> dict[str, Any]:
     return pipeline.run_register(_params(params_file, overrides))
 
@@ -54,7 +54,7 @@ def drift(params_file: str, overrides: list[str]) -> dict[str, Any]:
     return pipeline.run_drift(_params(params_file, overrides))
 
 
-@task(name="promote", retries=2, retry_delay_seconds=[2, 10])
+@task(name="promote")
 def promote(params_file: str, overrides: list[str], registered: dict, drift_verdict: dict) -> dict[str, Any]:
     return pipeline.run_promote(_params(params_file, overrides), registered, drift_verdict)
 
@@ -76,8 +76,8 @@ def retrain(params_file: str = "params.yaml", overrides: list[str] = []) -> dict
     trained = train(params_file, overrides)
     evaluated = evaluate(params_file, overrides)
     logger.info("holdout metrics of the model: %s", {k: round(v, 4) for k, v in evaluated["metrics"]["model"].items()})
-    registered = register(params_file, overrides)
     drift_verdict = drift(params_file, overrides)
+    registered = register(params_file, overrides)
     decision = promote(params_file, overrides, registered, drift_verdict)
     logger.info("decision: %s (%s)", decision["action"], decision["rule"])
     create_markdown_artifact(

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from llmrec.errors import ConfigError
 
@@ -106,6 +106,13 @@ class Params(_Section):
     drift: DriftParams = Field(default_factory=DriftParams)
     promotion: PromotionParams = Field(default_factory=PromotionParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
+
+    @model_validator(mode="after")
+    def _metric_is_computed(self) -> "Params":
+        known = ["auc", "mrr", *(f"ndcg@{k}" for k in self.eval.ks)]
+        if self.promotion.metric not in known:
+            raise ValueError(f"promotion.metric {self.promotion.metric!r} is not computed; choose one of {known} (or add k to eval.ks)")
+        return self
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -54,11 +54,20 @@ class ValidationFailed(DataError):
     def __init__(self, what: str, *, summary: str, report_path: str | None = None) -> None:
         self.summary = summary
         self.report_path = report_path
+        self._what = what
         super().__init__(
             f"{what}\n{summary}",
             where=report_path,
             fix="fix the rows listed above in the source files, then run again",
         )
+
+
+    def __reduce__(self):  # picklable, so orchestrators can persist and ship the failure
+        return (_rebuild_validation_failed, (self._what, self.summary, self.report_path))
+
+
+def _rebuild_validation_failed(what: str, summary: str, report_path: str | None) -> ValidationFailed:
+    return ValidationFailed(what, summary=summary, report_path=report_path)
 
 
 class ModelError(LlmrecError):

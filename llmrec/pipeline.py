@@ -29,7 +29,29 @@ def _write_json(path: str | Path, data: dict) -> Path:
 
 
 def _read_json(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text())
+    path = Path(path)
+    if not path.is_file():
+        from llmrec.errors import DataError
+
+        raise DataError(
+            f"{path.name} is missing: the stage that writes it has not run",
+            where=str(path),
+            fix="run the stages in order (ingest, validate, version, train, evaluate, register, drift, promote) or `llmrec retrain`",
+        )
+    return json.loads(path.read_text())
+
+
+def _check_same_model(*records: dict) -> None:
+    """Refuse to mix records of different models (e.g. metrics of an older training run)."""
+    from llmrec.errors import ModelError
+
+    shas = {r.get("model_sha") for r in records}
+    if len(shas) != 1 or None in shas:
+        raise ModelError(
+            "the trained model, its evaluation and its registration do not belong together "
+            f"(weights fingerprints {sorted(str(s) for s in shas)})",
+            fix="re-run `llmrec evaluate` (and `register`) after training, or run `llmrec retrain`",
+        )
 
 
 def run_ingest(params: Params) -> dict[str, Any]:
@@ -78,7 +100,9 @@ def run_train(params: Params, progress: bool = True) -> dict[str, Any]:
 
     split = _split(params)
     result = train_cross_encoder(split.train, params.model, params.train, params.train.out, progress=progress)
-    info = {**result.to_dict(), "split": split.describe()}
+    from llmrec.models.cross_encoder import fingerprint
+
+    info = {**result.to_dict(), "split": split.describe(), "model_sha": fingerprint(params.train.out)}
     _write_json(Path(params.train.out) / "train.json", info)
     return {k: v for k, v in info.items() if k != "losses"}
 
@@ -119,7 +143,11 @@ def run_evaluate(params: Params, with_champion: bool = True, progress: bool = Tr
             champion = CrossEncoder.load(folder, device=params.train.device)
             scorers["champion"] = model_scorer(champion, split.train.items, params.eval.batch_size, progress)
     report = evaluate_rankers(holdout, scorers, params.eval.ks)
-    report.holdout.update({"cutoff": split.cutoff.isoformat(), "champion_version": champion_version})
+    from llmrec.models.cross_encoder import fingerprint
+
+    report.holdout.update(
+        {"cutoff": split.cutoff.isoformat(), "champion_version": champion_version, "model_sha": fingerprint(params.train.out)}
+    )
     if "champion" in report.per_impression:
         from llmrec.evaluation.stats import paired_bootstrap
 
@@ -139,6 +167,10 @@ def run_register(params: Params, run_name: str = "retrain") -> dict[str, Any]:
     version = _read_json(Path(params.data.prepared) / "data_version.json")
     ingest_info = _read_json(Path(params.data.prepared) / "ingest.json")
     validation = Path(params.data.validation) / "validation.json"
+    from llmrec.models.cross_encoder import fingerprint
+
+    current = {"model_sha": fingerprint(params.train.out)}
+    _check_same_model(train_info, {"model_sha": evaluation["holdout"].get("model_sha")}, current)
     split = train_info["split"]
     tags = {
         "run_name": run_name,
@@ -170,8 +202,9 @@ def run_register(params: Params, run_name: str = "retrain") -> dict[str, Any]:
         artifacts=[Path(params.eval.out) / "report.md", Path(params.eval.out) / "metrics.json", Path(params.data.validation), Path(params.data.prepared) / "data_version.json"],
     )
     tracking.set_alias(params.tracking.model_name, tracking.CHALLENGER, registered.version)
-    _write_json(_outputs(params) / "registered.json", registered.to_dict())
-    return registered.to_dict()
+    record = {**registered.to_dict(), "model_sha": current["model_sha"]}
+    _write_json(_outputs(params) / "registered.json", record)
+    return record
 
 
 def run_drift(params: Params) -> dict[str, Any]:
@@ -185,6 +218,13 @@ def run_drift(params: Params) -> dict[str, Any]:
         result = {"skipped": "no champion yet: nothing to compare against", "drift_detected": False, "n_current": 0}
         _write_json(_outputs(params) / "drift_verdict.json", result)
         return result
+    if not {"data.train_end", "data.end"} <= set(champion.tags):
+        from llmrec.errors import TrackingError
+
+        raise TrackingError(
+            f"champion v{champion.version} has no data.train_end / data.end tags, so its reference data is unknown",
+            fix="promote a version registered by llmrec (see `llmrec models list`)",
+        )
     dataset = Dataset.load(params.data.prepared)
     reference = time_slice(dataset, end=pd.Timestamp(champion.tags["data.train_end"]), inclusive_end=True)
     current = time_slice(dataset, start=pd.Timestamp(champion.tags["data.end"]))
@@ -208,29 +248,43 @@ def run_promote(params: Params, registered: dict[str, Any] | None = None, drift:
     registered = registered or _read_json(_outputs(params) / "registered.json")
     drift = drift if drift is not None else _read_json(_outputs(params) / "drift_verdict.json")
     evaluation = _read_json(Path(params.eval.out) / "metrics.json")
+    _check_same_model(registered, {"model_sha": evaluation["holdout"].get("model_sha")})
     champion = tracking.get_version(params.tracking.model_name, alias=tracking.CHAMPION)
     champion_version = champion.version if champion else None
+    metrics = evaluation["metrics"]
     if champion_version != evaluation["holdout"].get("champion_version"):
-        champion_version = None  # the champion changed since evaluation: compare against baselines only
+        # the champion was not scored (or changed since): the policy must not treat this as "no champion"
+        metrics = {k: v for k, v in metrics.items() if k != "champion"}
     decision = decide(
-        evaluation["metrics"],
+        metrics,
         params.promotion,
         challenger_version=registered["version"],
         champion_version=champion_version,
         drift=drift,
-        comparison=evaluation["holdout"].get("vs_champion"),
+        comparison=evaluation["holdout"].get("vs_champion") if "champion" in metrics else None,
     )
     record = decision.to_dict()
     _write_json(_outputs(params) / "decision.json", record)
+    try:
+        _record_decision(params, registered, record, drift, decision.action == PROMOTE)
+    except Exception:
+        tracking.set_version_tags(params.tracking.model_name, registered["version"], {"decision": "failed"})
+        raise
+    return {**record, "summary": decision.summary()}
+
+
+def _record_decision(params: Params, registered: dict, record: dict, drift: dict, promote: bool) -> None:
+    """Attach the decision to the MLflow run and version, then (only then) move the alias."""
+    from llmrec import tracking
+
     tracking.log_run_dict(registered["run_id"], record, "decision.json")
     if drift.get("html_path"):
         tracking.log_run_artifacts(registered["run_id"], [drift["html_path"], Path(drift["html_path"]).with_suffix(".json")])
+    if promote:
+        tracking.promote(params.tracking.model_name, registered["version"], "; ".join(record["reasons"]))
     tracking.set_version_tags(
-        params.tracking.model_name, registered["version"], {"decision": decision.action, "decision.rule": decision.rule}
+        params.tracking.model_name, registered["version"], {"decision": record["action"], "decision.rule": record["rule"]}
     )
-    if decision.action == PROMOTE:
-        tracking.promote(params.tracking.model_name, registered["version"], "; ".join(decision.reasons))
-    return {**record, "summary": decision.summary()}
 
 
 def _outputs(params: Params) -> Path:

@@ -63,7 +63,13 @@ def decide(
             reasons.append("no drift detected since the champion's data")
     champion_value = metrics.get("champion", {}).get(metric) if champion_version else None
 
-    if champion_version is None or champion_value is None:
+    if champion_version is not None and champion_value is None:
+        action, rule = KEEP, "champion-not-evaluated"
+        reasons.append(
+            f"champion v{champion_version} was not scored on this holdout, so the challenger cannot replace it: "
+            "run the evaluation with the champion (the `retrain` flow does)"
+        )
+    elif champion_version is None:
         if value > best_value:
             action, rule = PROMOTE, "first-champion-beats-baselines"
             reasons.append("no champion yet and the challenger beats every baseline")

@@ -111,8 +111,9 @@ def register_model(
         client.log_batch(run_id, params=[_param(k, v) for k, v in params.items()])
         now = int(time.time() * 1000)
         client.log_batch(run_id, metrics=[Metric(metric_key(k), float(v), now, 0) for k, v in metrics.items()])
-        for step, loss in enumerate(step_losses or []):
-            client.log_metric(run_id, "train_loss", loss, step=step)
+        curve = [Metric("train_loss", float(loss), now, step) for step, loss in enumerate(step_losses or [])]
+        for start in range(0, len(curve), 1000):
+            client.log_batch(run_id, metrics=curve[start : start + 1000])
         for key, value in tags.items():
             client.set_tag(run_id, key, value)
         for path in artifacts or []:
@@ -132,6 +133,7 @@ def register_model(
                 input_example=example,
                 registered_model_name=model_name,
                 pip_requirements=_requirements(),
+                code_paths=[str(Path(__file__).resolve().parent)],  # the model carries llmrec's code
             )
         client.set_terminated(run_id, "FINISHED")
     except Exception:
@@ -150,7 +152,7 @@ def _requirements() -> list[str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = []
-    for name in ("llmrec", "torch", "transformers", "safetensors", "pandas", "pyarrow", "mlflow"):
+    for name in ("torch", "transformers", "safetensors", "pandas", "pyarrow", "pyyaml", "pydantic", "mlflow"):
         try:
             out.append(f"{name}=={version(name).split('+')[0]}")
         except PackageNotFoundError:
@@ -185,8 +187,10 @@ def get_version(model_name: str, alias: str | None = None, version: str | None =
 
     try:
         mv = client.get_model_version_by_alias(model_name, alias) if alias else client.get_model_version(model_name, version)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise TrackingError(f"the MLflow store did not answer: {exc}", where=tracking_uri(root)) from exc
     run = client.get_run(mv.run_id) if mv.run_id else None
     return VersionInfo(
         version=str(mv.version),

@@ -37,3 +37,19 @@ def test_gain_within_noise_is_not_promoted():
     sure = {**noisy, "low": 0.004}
     d = decide(metrics, PromotionParams(), challenger_version="2", champion_version="1", drift=None, comparison=sure)
     assert d.action == PROMOTE
+
+
+def test_a_champion_that_was_not_scored_is_never_replaced_unseen():
+    d = decide({"model": {"ndcg@10": 0.90}, **BASE}, PromotionParams(), challenger_version="4", champion_version="1", drift=None)
+    assert d.action == KEEP and d.rule == "champion-not-evaluated"
+
+
+def test_unknown_promotion_metric_is_a_config_error():
+    import pytest
+
+    from llmrec.config import load_params
+    from llmrec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="ndcg@20"):
+        load_params(overrides=["promotion.metric=ndcg@20"])
+    assert load_params(overrides=["promotion.metric=ndcg@20", "eval.ks=[10, 20]"]).promotion.metric == "ndcg@20"

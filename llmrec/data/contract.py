@@ -43,6 +43,10 @@ class Dataset:
     @classmethod
     def load(cls, folder: str | Path) -> "Dataset":
         folder = Path(folder)
+        if not (folder / "interactions.parquet").is_file():
+            from llmrec.errors import DataError
+
+            raise DataError.at("no canonical tables here", folder, fix="run `llmrec ingest` first")
         return cls(
             items=pd.read_parquet(folder / "items.parquet"),
             impressions=pd.read_parquet(folder / "impressions.parquet"),

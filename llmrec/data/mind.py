@@ -38,7 +38,10 @@ def _read_lines(path: Path) -> list[str]:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise DataError.at(f"not valid UTF-8 (byte {exc.start})", path, line=line, fix=_FIX_FORMAT) from exc
-    lines = text.splitlines()
+    # split on newlines only: str.splitlines() would also split on form feeds, U+2028 etc. in titles
+    lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+    if lines and lines[-1] == "":
+        lines.pop()
     if not any(line.strip() for line in lines):
         raise DataError.at("file is empty", path, fix="export the full file again")
     return lines

@@ -27,7 +27,10 @@ def paired_bootstrap(
     if len(diff) == 0:
         raise ValueError("the two evaluations share no impression")
     rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, len(diff), size=(n_resamples, len(diff)))].mean(axis=1)
+    chunk = max(1, 2_000_000 // len(diff))  # bounded memory on large holdouts
+    means = np.concatenate(
+        [diff[rng.integers(0, len(diff), size=(min(chunk, n_resamples - s), len(diff)))].mean(axis=1) for s in range(0, n_resamples, chunk)]
+    )
     alpha = (1 - confidence) / 2
     return {
         "metric": metric,

@@ -18,6 +18,20 @@ log = logging.getLogger(__name__)
 META_FILE = "llmrec.json"
 
 
+def fingerprint(folder: str | Path) -> str:
+    """sha256 of a saved model's weights: ties metrics and registry entries to the exact model."""
+    import hashlib
+
+    path = Path(folder) / "model.safetensors"
+    if not path.is_file():
+        raise ModelError("no model.safetensors in the model folder", where=str(folder), fix="run `llmrec train`")
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
 def pick_device(device: str = "auto") -> torch.device:
     """CUDA, then Apple MPS, then CPU; or the one asked for."""
     if device == "auto":

@@ -69,3 +69,27 @@ def test_impression_metrics_skips_one_class_impressions():
     assert summary["impressions"] == 1
     assert summary["auc"] == pytest.approx(0.0)
     assert summary["mrr"] == pytest.approx(1 / 3)
+
+
+def test_ties_get_the_expected_value_over_orderings():
+    # all tied: the click is equally likely at ranks 1..4
+    labels, scores = np.array([1, 0, 0, 0]), np.zeros(4)
+    assert metrics.mrr(labels, scores) == pytest.approx(np.mean(1 / np.arange(1, 5)), abs=TOL)
+    assert metrics.ndcg(labels, scores, 2) == pytest.approx((1 + 1 / np.log2(3)) / 4, abs=TOL)
+    # the logged order of tied candidates does not matter
+    assert metrics.ndcg(np.array([0, 0, 0, 1]), scores, 10) == metrics.ndcg(labels, scores, 10)
+
+
+def test_ndcg_matches_sklearn_without_ties():
+    from sklearn.metrics import ndcg_score
+
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        n = int(rng.integers(2, 40))
+        labels = rng.integers(0, 2, n)
+        if labels.sum() == 0:
+            continue
+        scores = rng.permutation(n).astype(float)
+        for k in (5, 10, 100):
+            expected = ndcg_score(labels[None, :], scores[None, :], k=k)
+            assert metrics.ndcg(labels, scores, k) == pytest.approx(expected, abs=1e-9)
