@@ -291,6 +291,23 @@ def data_checkout(
     )
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind (loopback by default; 0.0.0.0 exposes it).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    alias: Annotated[str, typer.Option(help="Registry alias to serve and follow.")] = "champion",
+    poll_seconds: Annotated[float, typer.Option(help="How often to check whether the alias moved.")] = 10.0,
+) -> None:
+    """REST API over the `champion`: POST /recommend, GET /health, GET /model, docs at /docs.
+
+    When the alias moves (promotion, rollback) the server loads the new version in the
+    background and switches without dropping requests.
+    """
+    from llmrec.serving import serve as run_server
+
+    _run(run_server, host=host, port=port, model_name=_model_name(), alias=alias, poll_seconds=poll_seconds)
+
+
 def _retrain_flow():
     # The CLI is the one place that reaches into flows/: the library itself never imports Prefect.
     from flows.retrain import retrain as retrain_flow

@@ -25,6 +25,7 @@ ARTIFACTS_DIR = "mlartifacts"
 def _mlflow():
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
 
     return mlflow
@@ -124,6 +125,8 @@ def register_model(
                 client.log_artifact(run_id, str(path))
         example = pd.DataFrame({"history": ["N1 N2"], "item_id": ["N3"]})
         output = pd.DataFrame({"item_id": ["N3"], "score": [0.0]})
+        # the CloudPickle warning is expected: the pickled object is llmrec's own class, loaded from code_paths
+        logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name="model",
