@@ -29,7 +29,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test mlflow-ui clean
+.PHONY: setup demo test mlflow-ui up down clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,12 @@ test: setup  ## the test suite
 
 mlflow-ui: setup  ## browse runs and registered models at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000 --workers 1
+
+up: setup  ## local stack: Prefect server + UI (:4200), MLflow server + UI (:5000), the retrain deployment runner
+	infra/local/stack.sh up
+
+down:  ## stop exactly what `make up` started
+	infra/local/stack.sh down
 
 clean:  ## remove pipeline outputs, the local MLflow store and the demo data (keeps the venv)
 	rm -rf outputs mlflow.db mlartifacts data/synthetic

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Local stack: Prefect server (UI :4200), MLflow tracking server (UI :5000) and the runner that
+# serves the `retrain` deployment. `stack.sh up` starts what is not running and waits for each
+# health check; `stack.sh down` stops exactly what `up` started (PIDs in .llmrec/run/).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+BIN=${BIN:-$ROOT/.venv/bin}
+RUN=$ROOT/.llmrec/run
+PREFECT_PORT=${PREFECT_PORT:-4200}
+MLFLOW_PORT=${MLFLOW_PORT:-5000}
+export PREFECT_HOME=$ROOT/.llmrec/prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1 MLFLOW_DISABLE_TELEMETRY=true
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false   # saves ~2 GB of worker processes
+mkdir -p "$RUN" "$PREFECT_HOME"
+
+alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
+
+start() {  # name, command...
+  local name=$1; shift
+  if alive "$name"; then echo "$name already running (pid $(cat "$RUN/$name.pid"))"; return; fi
+  (setsid "$@" > "$RUN/$name.log" 2>&1 & echo $! > "$RUN/$name.pid")
+}
+
+wait_for() {  # name, url, seconds
+  local name=$1 url=$2 limit=$3
+  for _ in $(seq "$limit"); do
+    if curl -sf "$url" > /dev/null; then echo "$name is up: $url"; return 0; fi
+    alive "$name" || { echo "$name exited; last log lines:"; tail -20 "$RUN/$name.log"; return 1; }
+    sleep 1
+  done
+  echo "$name did not answer $url within ${limit}s (log: $RUN/$name.log)"; return 1
+}
+
+stop() {  # name: SIGTERM the process group, then SIGKILL after 20 s
+  local name=$1
+  alive "$name" || { rm -f "$RUN/$name.pid"; return 0; }
+  local pid; pid=$(cat "$RUN/$name.pid")
+  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid"
+  for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+  kill -KILL -- "-$pid" 2>/dev/null || true
+  rm -f "$RUN/$name.pid"; echo "stopped $name"
+}
+
+case "${1:-}" in
+  up)
+    start prefect "$BIN/prefect" server start --host 127.0.0.1 --port "$PREFECT_PORT"
+    start mlflow "$BIN/mlflow" server --backend-store-uri "sqlite:///$ROOT/mlflow.db" \
+      --artifacts-destination "$ROOT/mlartifacts" --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1
+    wait_for prefect "http://127.0.0.1:$PREFECT_PORT/api/health" 120
+    wait_for mlflow "http://127.0.0.1:$MLFLOW_PORT/health" 120
+    PREFECT_API_URL="http://127.0.0.1:$PREFECT_PORT/api" MLFLOW_TRACKING_URI="http://127.0.0.1:$MLFLOW_PORT" \
+      PREFECT_RUNNER_POLL_FREQUENCY=2 PATH="$BIN:$PATH" start runner "$BIN/python" -m flows.deploy
+    for _ in $(seq 60); do grep -q "retrain" "$RUN/runner.log" 2>/dev/null && break; sleep 1; done
+    alive runner || { echo "runner exited:"; tail -20 "$RUN/runner.log"; exit 1; }
+    cat <<TXT
+
+llmrec stack is up
+  Prefect UI   http://127.0.0.1:$PREFECT_PORT   (Deployments -> retrain/retrain -> Run)
+  MLflow UI    http://127.0.0.1:$MLFLOW_PORT
+  from a shell PREFECT_API_URL=http://127.0.0.1:$PREFECT_PORT/api $BIN/prefect deployment run retrain/retrain
+  logs         $RUN/*.log          stop with: make down
+TXT
+    ;;
+  down)
+    stop runner; stop mlflow; stop prefect ;;
+  status)
+    for n in prefect mlflow runner; do alive "$n" && echo "$n running (pid $(cat "$RUN/$n.pid"))" || echo "$n stopped"; done ;;
+  *) echo "usage: $0 up|down|status"; exit 2 ;;
+esac
