@@ -29,7 +29,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test mlflow-ui up down clean
+.PHONY: setup demo test mlflow-ui up down bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,9 @@ up: setup  ## local stack: Prefect server + UI (:4200), MLflow server + UI (:500
 
 down:  ## stop exactly what `make up` started
 	infra/local/stack.sh down
+
+bench: setup  ## benchmarks -> bench/results/*.json + *.md
+	$(BIN)/python bench/train_throughput.py
 
 clean:  ## remove pipeline outputs, the local MLflow store and the demo data (keeps the venv)
 	rm -rf outputs mlflow.db mlartifacts data/synthetic
