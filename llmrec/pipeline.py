@@ -209,15 +209,19 @@ def run_register(params: Params, run_name: str = "retrain") -> dict[str, Any]:
 
 def run_drift(params: Params) -> dict[str, Any]:
     """Evidently drift of the data that arrived after the champion's data vs what it was trained on."""
+    result = _drift_verdict(params)
+    _write_json(_outputs(params) / "drift_verdict.json", result)
+    return result
+
+
+def _drift_verdict(params: Params) -> dict[str, Any]:
     from llmrec import tracking
     from llmrec.data.split import time_slice
     from llmrec.drift import drift_report, impression_features
 
     champion = tracking.get_version(params.tracking.model_name, alias=tracking.CHAMPION)
     if champion is None:
-        result = {"skipped": "no champion yet: nothing to compare against", "drift_detected": False, "n_current": 0}
-        _write_json(_outputs(params) / "drift_verdict.json", result)
-        return result
+        return {"skipped": "no champion yet: nothing to compare against", "drift_detected": False, "n_current": 0}
     if not {"data.train_end", "data.end"} <= set(champion.tags):
         from llmrec.errors import TrackingError
 
@@ -229,15 +233,11 @@ def run_drift(params: Params) -> dict[str, Any]:
     reference = time_slice(dataset, end=pd.Timestamp(champion.tags["data.train_end"]), inclusive_end=True)
     current = time_slice(dataset, start=pd.Timestamp(champion.tags["data.end"]))
     if current.impressions.empty:
-        result = {"skipped": f"no data newer than the champion's ({champion.tags['data.end']})", "drift_detected": False, "n_current": 0}
-        _write_json(_outputs(params) / "drift_verdict.json", result)
-        return result
+        return {"skipped": f"no data newer than the champion's ({champion.tags['data.end']})", "drift_detected": False, "n_current": 0}
     verdict = drift_report(
         impression_features(reference), impression_features(current), params.drift.out, params.drift.share_threshold
     )
-    result = {**verdict.to_dict(), "champion_version": champion.version, "summary": verdict.summary()}
-    _write_json(_outputs(params) / "drift_verdict.json", result)
-    return result
+    return {**verdict.to_dict(), "champion_version": champion.version, "summary": verdict.summary()}
 
 
 def run_promote(params: Params, registered: dict[str, Any] | None = None, drift: dict[str, Any] | None = None) -> dict[str, Any]:
