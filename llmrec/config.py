@@ -46,8 +46,30 @@ class SyntheticParams(_Section):
         return self.presets[self.preset]
 
 
+class TablesParams(_Section):
+    """Generic CSV/Parquet source: which files, and which of their columns mean what."""
+
+    items: str = Field("items.csv", description="Items file inside the data folder (.csv or .parquet)")
+    interactions: str = Field("interactions.csv", description="Interactions file inside the data folder (.csv or .parquet)")
+    item_columns: dict[str, str | None] = Field(
+        default_factory=lambda: {"item_id": "item_id", "title": "title", "text": None, "category": None, "subcategory": None},
+        description="canonical item column -> column in the items file (null = not in the file)",
+    )
+    interaction_columns: dict[str, str | None] = Field(
+        default_factory=lambda: {"user_id": "user_id", "item_id": "item_id", "timestamp": "timestamp", "label": None, "impression_id": None},
+        description="canonical interaction column -> column in the interactions file (null = not in the file)",
+    )
+    timestamp_unit: Literal["auto", "s", "ms", "iso"] = Field(
+        "auto", description="auto: ISO-8601 text or epoch seconds; s / ms: epoch numbers; iso: text dates"
+    )
+
+
 class DataParams(_Section):
-    path: str = Field("data/synthetic", description="MIND folder, or a folder of MIND batch folders")
+    path: str = Field("data/synthetic", description="Source folder (MIND, MovieLens or CSV/Parquet tables), or a folder of batch folders")
+    format: Literal["auto", "mind", "movielens", "tables"] = Field("auto", description="Source format; auto = detect from the files")
+    keep_entities: bool = Field(False, description="MIND: keep the title/abstract entity columns in the items table")
+    min_rating: float = Field(0.0, ge=0, description="Rated sources: ratings below this are not positives (0 = every rating counts)")
+    tables: TablesParams = Field(default_factory=TablesParams)
     holdout_days: int = Field(1, ge=1, description="Last N days held out for evaluation")
     prepared: str = "outputs/prepared"
     validation: str = "outputs/validation"
