@@ -99,6 +99,7 @@ class TrainParams(_Section):
 class EvalParams(_Section):
     ks: list[int] = Field(default_factory=lambda: [5, 10])
     max_impressions: int = Field(250, ge=0, description="Holdout impressions scored (0 = all)")
+    negatives: int = Field(99, ge=1, description="Sampled negatives per holdout event when the source logs no non-clicks")
     seed: int = 13
     batch_size: int = Field(64, ge=1)
     out: str = "outputs/eval"

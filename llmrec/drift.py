@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from llmrec.data.context import history_lengths
 from llmrec.data.contract import UNLABELED, Dataset
 from llmrec.errors import DataError
 
@@ -40,8 +41,11 @@ VALIDATE_FIRST = "validate the dataset first (llmrec.validation.validate_dataset
 # --- features ----------------------------------------------------------------------------------
 
 
-def impression_features(dataset: Dataset) -> pd.DataFrame:
+def impression_features(dataset: Dataset, log: Dataset | None = None) -> pd.DataFrame:
     """One row per impression (index: impression_id) with the behaviour features drift looks at.
+
+    `log` (default: `dataset`) is what derived histories are counted in, for sources without
+    explicit histories (see `llmrec.data.context`).
 
     history_len, n_candidates, hour (UTC): int; ctr: clicks / labeled candidates (NaN if none
     labeled); clicked_title_len: mean title word count of the clicked items (NaN if no click);
@@ -54,7 +58,7 @@ def impression_features(dataset: Dataset) -> pd.DataFrame:
     labeled = inter[inter["label"] != UNLABELED]
     clicks = _clicked_items(inter, dataset.items)
     frame = pd.DataFrame(index=imps.index)
-    frame["history_len"] = _history_len(imps["history"])
+    frame["history_len"] = history_lengths(log or dataset, dataset.impressions).to_numpy()
     frame["n_candidates"] = counts.reindex(imps.index, fill_value=0).astype("int64")
     frame["ctr"] = labeled.groupby("impression_id")["label"].mean().reindex(imps.index).astype("float64")
     frame["clicked_title_len"] = clicks.groupby("impression_id")["title_len"].mean().reindex(imps.index)
@@ -78,10 +82,6 @@ def _check_tables(dataset: Dataset) -> None:
     if dup.any():
         first = dataset.impressions.loc[dup, "impression_id"].iloc[0]
         raise DataError(f"impression_id {first!r} is not unique", fix=VALIDATE_FIRST)
-
-
-def _history_len(history: pd.Series) -> pd.Series:
-    return history.fillna("").astype(str).str.split().str.len().fillna(0).astype("int64")
 
 
 def _clicked_items(inter: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:

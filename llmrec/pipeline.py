@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from llmrec.config import Params
+from llmrec.data.context import with_context
 from llmrec.data.contract import Dataset
 from llmrec.data.ingest import ingest
 from llmrec.data.split import temporal_split
@@ -56,11 +57,13 @@ def _check_same_model(*records: dict) -> None:
 
 def run_ingest(params: Params) -> dict[str, Any]:
     """Source files -> canonical Parquet tables in data.prepared."""
-    result = ingest(params.data.path, params.data.prepared)
+    result = ingest(params.data.path, params.data.prepared, params.data)
     d = result.dataset
     info = {
         "source": params.data.path,
         "format": result.format,
+        "explicit_history": d.source.explicit_history,
+        "logged_negatives": d.source.logged_negatives,
         "batches": result.batches,
         "items": len(d.items),
         "impressions": len(d.impressions),
@@ -99,11 +102,17 @@ def run_train(params: Params, progress: bool = True) -> dict[str, Any]:
     from llmrec.training import train_cross_encoder
 
     split = _split(params)
-    result = train_cross_encoder(split.train, params.model, params.train, params.train.out, progress=progress)
+    train = split.train
+    if params.train.max_train_impressions:
+        recent = train.impressions.sort_values("timestamp", kind="stable").tail(params.train.max_train_impressions)
+        train = train.restrict(recent["impression_id"])
+    train = with_context(train, split.train, params.train.negatives_per_positive, params.train.seed)
+    result = train_cross_encoder(train, params.model, params.train, params.train.out, progress=progress)
     from llmrec.models.cross_encoder import fingerprint
 
     info = {**result.to_dict(), "split": split.describe(), "model_sha": fingerprint(params.train.out)}
     _write_json(Path(params.train.out) / "train.json", info)
+    _write_plot(params, "train_loss.csv", pd.DataFrame({"step": range(1, len(result.losses) + 1), "loss": result.losses}))
     return {k: v for k, v in info.items() if k != "losses"}
 
 
@@ -128,8 +137,10 @@ def run_evaluate(params: Params, with_champion: bool = True, progress: bool = Tr
     )
     from llmrec.models.cross_encoder import CrossEncoder
 
-    split = _split(params)
+    dataset = Dataset.load(params.data.prepared)
+    split = temporal_split(dataset, params.data.holdout_days)
     holdout = sample_impressions(split.holdout, params.eval.max_impressions, params.eval.seed)
+    holdout = with_context(holdout, dataset, params.eval.negatives, params.eval.seed)
     model = CrossEncoder.load(params.train.out, device=params.train.device)
     scorers = {
         "model": model_scorer(model, split.train.items, params.eval.batch_size, progress),
@@ -155,6 +166,7 @@ def run_evaluate(params: Params, with_champion: bool = True, progress: bool = Tr
             report.per_impression["model"], report.per_impression["champion"], params.promotion.metric, seed=params.eval.seed
         )
     report.save(params.eval.out)
+    _write_plot(params, "rankers.csv", report.table().rename_axis("ranker").reset_index())
     return {"metrics": report.metrics, "holdout": report.holdout, "markdown": report.to_markdown()}
 
 
@@ -235,7 +247,7 @@ def _drift_verdict(params: Params) -> dict[str, Any]:
     if current.impressions.empty:
         return {"skipped": f"no data newer than the champion's ({champion.tags['data.end']})", "drift_detected": False, "n_current": 0}
     verdict = drift_report(
-        impression_features(reference), impression_features(current), params.drift.out, params.drift.share_threshold
+        impression_features(reference, dataset), impression_features(current, dataset), params.drift.out, params.drift.share_threshold
     )
     return {**verdict.to_dict(), "champion_version": champion.version, "summary": verdict.summary()}
 
@@ -285,6 +297,13 @@ def _record_decision(params: Params, registered: dict, record: dict, drift: dict
     tracking.set_version_tags(
         params.tracking.model_name, registered["version"], {"decision": record["action"], "decision.rule": record["rule"]}
     )
+
+
+def _write_plot(params: Params, name: str, frame: pd.DataFrame) -> None:
+    """Data for `dvc plots show` (declared in dvc.yaml): outputs/plots/<name>."""
+    folder = _outputs(params) / "plots"
+    folder.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(folder / name, index=False)
 
 
 def _outputs(params: Params) -> Path:

@@ -33,6 +33,7 @@ from llmrec.data.contract import (
     IMPRESSION_COLUMNS,
     INTERACTION_COLUMNS,
     ITEM_COLUMNS,
+    OPTIONAL_ITEM_COLUMNS,
     UNLABELED,
     Dataset,
 )
@@ -45,6 +46,9 @@ WARNING = "warning"
 SITE_NAME = "llmrec_data_docs"
 CTR_RANGE = (0.005, 0.5)
 MAX_EMPTY_HISTORY_SHARE = 0.5
+MAX_NO_CLICK_SHARE = 0.5         # impressions without any click (logged-negative sources)
+MAX_ONE_EVENT_USER_SHARE = 0.5   # users with a single event cannot be trained or evaluated on
+EARLIEST = pd.Timestamp("1990-01-01", tz="UTC")
 N_EXAMPLES = 5
 RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 20}  # deduplicated to N_EXAMPLES
 
@@ -210,9 +214,10 @@ def _suites(gxe: Any, dataset: Dataset) -> list[_Suite]:
     items, imps, inter = dataset.items, dataset.impressions, dataset.interactions
     return [
         _Suite("items", items, _item_expectations(gxe, items)),
-        _Suite("impressions", imps, _impression_expectations(gxe, imps)),
-        _Suite("interactions", inter, _interaction_expectations(gxe, inter)),
+        _Suite("impressions", imps, _impression_expectations(gxe, imps, dataset.source.explicit_history)),
+        _Suite("interactions", inter, _interaction_expectations(gxe, inter, dataset.source.logged_negatives)),
         *_reference_suites(gxe, dataset),
+        *_distribution_suites(gxe, dataset),
     ]
 
 
@@ -238,7 +243,8 @@ def _not_null(gxe: Any, table: str, frame: pd.DataFrame, columns: list[str], sev
 
 def _item_expectations(gxe: Any, items: pd.DataFrame) -> list:
     t = "items"
-    out = _columns(gxe, t, ITEM_COLUMNS) + _not_null(gxe, t, items, ["item_id", "title"])
+    expected = ITEM_COLUMNS + [c for c in OPTIONAL_ITEM_COLUMNS if c in items.columns]
+    out = _columns(gxe, t, expected) + _not_null(gxe, t, items, ["item_id", "title"])
     out += _not_null(gxe, t, items, ["text", "category", "subcategory"], WARNING)
     if "item_id" in items.columns:
         out.append(gxe.ExpectColumnValuesToBeUnique(column="item_id", meta=_meta(t, column="item_id")))
@@ -248,12 +254,29 @@ def _item_expectations(gxe: Any, items: pd.DataFrame) -> list:
     return out
 
 
-def _impression_expectations(gxe: Any, imps: pd.DataFrame) -> list:
+def _timestamp_range(gxe: Any, table: str, frame: pd.DataFrame) -> list:
+    """Timestamps between 1990 and now: later ones cannot have been logged yet."""
+    if "timestamp" not in frame.columns:
+        return []
+    now = pd.Timestamp.now(tz="UTC")
+    return [
+        gxe.ExpectColumnValuesToBeBetween(
+            column="timestamp",
+            min_value=EARLIEST,
+            max_value=now,
+            meta=_meta(table, column="timestamp"),
+            notes=f"timestamps must lie between {EARLIEST:%Y-%m-%d} and the validation time ({now:%Y-%m-%d %H:%M} UTC)",
+        )
+    ]
+
+
+def _impression_expectations(gxe: Any, imps: pd.DataFrame, explicit_history: bool = True) -> list:
     t = "impressions"
     out = _columns(gxe, t, IMPRESSION_COLUMNS) + _not_null(gxe, t, imps, IMPRESSION_COLUMNS)
+    out += _timestamp_range(gxe, t, imps)
     if "impression_id" in imps.columns:
         out.append(gxe.ExpectColumnValuesToBeUnique(column="impression_id", meta=_meta(t, column="impression_id")))
-    if "history" in imps.columns:
+    if "history" in imps.columns and explicit_history:
         out.append(
             gxe.ExpectColumnValueLengthsToBeBetween(
                 column="history",
@@ -266,10 +289,11 @@ def _impression_expectations(gxe: Any, imps: pd.DataFrame) -> list:
     return out
 
 
-def _interaction_expectations(gxe: Any, inter: pd.DataFrame) -> list:
+def _interaction_expectations(gxe: Any, inter: pd.DataFrame, logged_negatives: bool = True) -> list:
     t = "interactions"
     cols = set(inter.columns)
     out = _columns(gxe, t, INTERACTION_COLUMNS) + _not_null(gxe, t, inter, INTERACTION_COLUMNS)
+    out += _timestamp_range(gxe, t, inter)
     if "label" in cols:
         labels = [UNLABELED, 0, 1]
         ints = ["int8", "int16", "int32", "int64"]
@@ -278,8 +302,23 @@ def _interaction_expectations(gxe: Any, inter: pd.DataFrame) -> list:
     if {"impression_id", "item_id"} <= cols:
         pair = ["impression_id", "item_id"]
         out.append(gxe.ExpectCompoundColumnsToBeUnique(column_list=pair, meta=_meta(t, column=",".join(pair))))
-    if "label" in cols and (inter["label"] != UNLABELED).any():
+    if logged_negatives and "label" in cols and (inter["label"] != UNLABELED).any():
         out.append(_ctr_expectation(gxe))
+    if not logged_negatives and "label" in cols:
+        out.append(
+            gxe.ExpectColumnValuesToBeInSet(
+                column="label", value_set=[1], meta=_meta(t, column="label"),
+                notes="a source without logged non-clicks holds positive events only (label 1)",
+            )
+        )
+    if {"user_id", "item_id", "timestamp"} <= cols:
+        event = ["user_id", "item_id", "timestamp"]
+        out.append(
+            gxe.ExpectCompoundColumnsToBeUnique(
+                column_list=event, meta=_meta(t, WARNING, ",".join(event)),
+                notes="warning: the same user-item event is logged more than once at the same instant",
+            )
+        )
     return out
 
 
@@ -344,6 +383,50 @@ def _explode_history(impressions: pd.DataFrame) -> pd.Series:
     """Every history entry of every impression, one per row."""
     hist = impressions["history"].where(impressions["history"].notna(), "").astype(str).str.split()
     return hist.explode().dropna().reset_index(drop=True)
+
+
+# --- distribution sanity ---------------------------------------------------------------------
+# Shares over groups (impressions, users) are computed with pandas into one-row-per-group frames;
+# GX checks them with `mostly`, so the share and the offending groups show in Data Docs.
+
+
+def _distribution_suites(gxe: Any, dataset: Dataset) -> list[_Suite]:
+    inter = dataset.interactions
+    if not {"impression_id", "user_id", "label"} <= set(inter.columns) or inter.empty:
+        return []
+    suites = []
+    labeled = inter[inter["label"] != UNLABELED]
+    if dataset.source.logged_negatives and not labeled.empty:
+        clicks = labeled.groupby("impression_id")["label"].max().rename("has_click").reset_index()
+        suites.append(
+            _Suite(
+                "impression_clicks",
+                clicks,
+                [
+                    gxe.ExpectColumnValuesToBeInSet(
+                        column="has_click", value_set=[1], mostly=1 - MAX_NO_CLICK_SHARE,
+                        meta=_meta("interactions", WARNING, "label", check="impressions without a click"),
+                        notes=f"warning: more than {MAX_NO_CLICK_SHARE:.0%} of labeled impressions have no click",
+                    )
+                ],
+            )
+        )
+    events = inter.loc[inter["label"] == 1].groupby("user_id").size().rename("events").reset_index()
+    if not events.empty:
+        suites.append(
+            _Suite(
+                "user_activity",
+                events,
+                [
+                    gxe.ExpectColumnValuesToBeBetween(
+                        column="events", min_value=2, mostly=1 - MAX_ONE_EVENT_USER_SHARE,
+                        meta=_meta("interactions", WARNING, "user_id", check="users with a single positive event"),
+                        notes=f"warning: more than {MAX_ONE_EVENT_USER_SHARE:.0%} of users have a single positive event",
+                    )
+                ],
+            )
+        )
+    return suites
 
 
 # --- reading the results back ----------------------------------------------------------------

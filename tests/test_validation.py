@@ -183,3 +183,35 @@ def test_label_must_be_integer(tmp_path: Path) -> None:
     ds.interactions["label"] = ds.interactions["label"].astype("float64")
     f = failure(validate_dataset(ds, tmp_path), "interactions", "expect_column_values_to_be_in_type_list", "label")
     assert f.examples == ["float64"]
+
+
+def test_future_timestamp_is_an_error(tmp_path: Path) -> None:
+    ds = make_dataset()
+    ds.impressions.loc[2, "timestamp"] = pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=30)
+    f = failure(validate_dataset(ds, tmp_path), "impressions", "expect_column_values_to_be_between", "timestamp")
+    assert f.severity == "error" and f.unexpected_count == 1
+
+
+def test_duplicate_events_and_few_clicks_are_warnings(tmp_path: Path) -> None:
+    ds = make_dataset()
+    dup = ds.interactions.iloc[[0]].assign(impression_id="I1")  # same user/item/time logged under another impression
+    ds.interactions = pd.concat([ds.interactions, dup], ignore_index=True)
+    ds.interactions.loc[ds.interactions["impression_id"].isin(["I2", "I3", "I4", "I5", "I6"]), "label"] = 0
+    result = validate_dataset(ds, tmp_path)
+    assert result.success, result.summary()
+    checks = {f.expectation for f in result.warnings}
+    assert "expect_compound_columns_to_be_unique" in checks
+    assert any(f.column == "label" and f.expectation == "expect_column_values_to_be_in_set" for f in result.warnings)
+
+
+def test_positive_only_source_checks_labels_and_skips_click_rate(tmp_path: Path) -> None:
+    from llmrec.data.contract import SourceInfo
+
+    ds = make_dataset(n_candidates=1)
+    ds.impressions["history"] = ""
+    ds.source = SourceInfo(format="tables", explicit_history=False, logged_negatives=False)
+    result = validate_dataset(ds, tmp_path)
+    assert result.success and result.warnings == [], result.summary()  # ctr 1.0 and empty histories are normal here
+    ds.interactions.loc[0, "label"] = 0
+    f = failure(validate_dataset(ds, tmp_path / "bad"), "interactions", "expect_column_values_to_be_in_set", "label")
+    assert f.severity == "error"

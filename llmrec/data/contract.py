@@ -29,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 ITEM_COLUMNS = ["item_id", "title", "text", "category", "subcategory"]
+OPTIONAL_ITEM_COLUMNS = ["title_entities", "abstract_entities"]  # MIND with data.keep_entities
 IMPRESSION_COLUMNS = ["impression_id", "user_id", "timestamp", "history"]
 INTERACTION_COLUMNS = ["impression_id", "user_id", "item_id", "timestamp", "label"]
 UNLABELED = -1

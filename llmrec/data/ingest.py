@@ -1,4 +1,8 @@
-"""Ingest: find the source format in a folder, read it, and write canonical tables."""
+"""Ingest: find the source format in a folder, read it, and write canonical tables.
+
+A data folder is either one batch of a known format, or a folder of batch folders of the same
+format (read in name order and concatenated; impression ids get the batch name as prefix).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from llmrec.data import mind
+from llmrec.config import DataParams
+from llmrec.data import mind, movielens, tables
 from llmrec.data.contract import Dataset
 from llmrec.errors import DataError
 
 log = logging.getLogger(__name__)
+
+EXPECTED = (
+    "MIND (news.tsv + behaviors.tsv), MovieLens ml-100k (u.data + u.item), ml-1m (ratings.dat + movies.dat), "
+    "ml-latest / ml-25m (ratings.csv + movies.csv), or your own tables (data.tables.items + "
+    "data.tables.interactions, e.g. items.csv + interactions.csv)"
+)
 
 
 @dataclass
@@ -29,41 +40,96 @@ class IngestResult:
         )
 
 
-def find_batches(path: Path) -> list[Path]:
-    """A MIND folder is one batch; a folder of MIND folders is several batches, in name order."""
+def detect_format(folder: Path, params: DataParams) -> str | None:
+    """The format of one batch folder ('mind', 'ml-100k', 'ml-1m', 'ml-latest', 'tables') or None."""
+    found = []
+    if mind.is_mind_folder(folder):
+        found.append("mind")
+    layout = movielens.detect_layout(folder)
+    if layout:
+        found.append(layout)
+    if tables.is_tables_folder(folder, params.tables):
+        found.append("tables")
+    if params.format != "auto":
+        wanted = [f for f in found if f == params.format or (params.format == "movielens" and f.startswith("ml-"))]
+        return wanted[0] if wanted else None
+    if len(found) > 1:
+        raise DataError.at(
+            f"the folder holds files of several formats ({', '.join(found)})",
+            folder,
+            fix="keep one dataset per folder, or set data.format in params.yaml to say which one to read",
+        )
+    return found[0] if found else None
+
+
+def find_batches(path: Path, params: DataParams | None = None) -> tuple[str, list[Path]]:
+    """The format and the batch folders under `path`."""
+    params = params or DataParams()
     if not path.exists():
         raise DataError.at("data path does not exist", path, fix="check data.path in params.yaml or the PATH argument")
-    if mind.is_mind_folder(path):
-        return [path]
-    batches = sorted(p for p in path.iterdir() if p.is_dir() and mind.is_mind_folder(p))
+    if not path.is_dir():
+        raise DataError.at("data path is a file, not a folder", path, fix="pass the folder that holds the dataset's files")
+    fmt = detect_format(path, params)
+    if fmt:
+        return fmt, [path]
+    subfolders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    formats = {p: detect_format(p, params) for p in subfolders}
+    batches = [p for p, f in formats.items() if f]
+    kinds = sorted({f for f in formats.values() if f})
+    if len(kinds) > 1:
+        listing = ", ".join(f"{p.name}: {f}" for p, f in formats.items() if f)
+        raise DataError.at(
+            f"batch folders of different formats ({listing})",
+            path,
+            fix="every batch folder of one dataset must have the same format",
+        )
     if batches:
-        return batches
-    found = sorted(p.name for p in path.iterdir())[:10]
+        return kinds[0], batches
+    found = sorted(p.name for p in path.iterdir())[:12]
+    wanted = EXPECTED if params.format == "auto" else f"the {params.format} format (data.format)"
     raise DataError.at(
-        f"no known dataset format found (contents: {found or 'empty'})",
+        f"no known dataset format found (contents: {', '.join(found) or 'empty folder'})",
         path,
-        fix="expected a MIND folder (news.tsv + behaviors.tsv) or a folder of such folders, one per batch",
+        fix=f"expected a folder (or a folder of batch folders) holding {wanted}",
     )
 
 
-def load_source(path: str | Path) -> IngestResult:
+def _read_batch(fmt: str, folder: Path, params: DataParams, prefix: str, known_items: pd.Series | None) -> Dataset:
+    if fmt == "mind":
+        return mind.read_mind(folder, prefix=prefix, keep_entities=params.keep_entities, known_items=known_items)
+    if fmt.startswith("ml-"):
+        return movielens.read_movielens(folder, min_rating=params.min_rating, prefix=prefix)
+    return tables.read_tables(folder, params.tables, min_rating=params.min_rating, prefix=prefix)
+
+
+def load_source(path: str | Path, params: DataParams | None = None) -> IngestResult:
     """Read every batch under `path` and concatenate them into one canonical dataset."""
+    params = params or DataParams()
     path = Path(path)
-    batches = find_batches(path)
-    parts = [mind.read_mind(b, prefix=f"{b.name}:") for b in batches]
-    items = pd.concat([p.items for p in parts]).drop_duplicates("item_id", keep="last")
-    dataset = Dataset(
-        items=items.sort_values("item_id").reset_index(drop=True),
-        impressions=pd.concat([p.impressions for p in parts]).sort_values("timestamp", kind="stable").reset_index(drop=True),
-        interactions=pd.concat([p.interactions for p in parts]).reset_index(drop=True),
-    )
-    result = IngestResult(dataset=dataset, format="mind", batches=[b.name for b in batches])
+    fmt, batches = find_batches(path, params)
+    log.info("found %s data in %s (%d batch(es))", fmt, path, len(batches))
+    parts: list[Dataset] = []
+    for batch in batches:
+        known = pd.concat([p.items["item_id"] for p in parts]) if parts else None
+        parts.append(_read_batch(fmt, batch, params, f"{batch.name}:", known))
+    if len(parts) == 1:
+        dataset = parts[0]
+        dataset.impressions = dataset.impressions.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    else:
+        items = pd.concat([p.items for p in parts]).drop_duplicates("item_id", keep="last")
+        dataset = Dataset(
+            items=items.sort_values("item_id").reset_index(drop=True),
+            impressions=pd.concat([p.impressions for p in parts]).sort_values("timestamp", kind="stable").reset_index(drop=True),
+            interactions=pd.concat([p.interactions for p in parts]).reset_index(drop=True),
+            source=parts[0].source,
+        )
+    result = IngestResult(dataset=dataset, format=fmt, batches=[b.name for b in batches])
     log.info("ingested %s", result.summary())
     return result
 
 
-def ingest(path: str | Path, out: str | Path) -> IngestResult:
+def ingest(path: str | Path, out: str | Path, params: DataParams | None = None) -> IngestResult:
     """Read the source at `path` and write canonical Parquet tables to `out`."""
-    result = load_source(path)
+    result = load_source(path, params)
     result.dataset.save(out)
     return result

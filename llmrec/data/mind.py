@@ -12,10 +12,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from llmrec.data.contract import UNLABELED, Dataset
+from llmrec.data import checks
+from llmrec.data.contract import UNLABELED, Dataset, SourceInfo
 from llmrec.errors import DataError
 
 NEWS_COLUMNS = ["item_id", "category", "subcategory", "title", "abstract", "url", "title_entities", "abstract_entities"]
+ENTITY_COLUMNS = ["title_entities", "abstract_entities"]
 MIND_TIME_FORMAT = "%m/%d/%Y %I:%M:%S %p"
 MIND_FILES = ("news.tsv", "behaviors.tsv")
 _FIX_FORMAT = "MIND files are UTF-8, tab-separated, without a header; see README 'Bring your own data'"
@@ -64,10 +66,12 @@ def _split_rows(path: Path, lines: list[str], n_columns: int, names: str) -> lis
     return rows
 
 
-def read_news(path: str | Path) -> pd.DataFrame:
-    """Read news.tsv into the canonical items table."""
+def read_news(path: str | Path, keep_entities: bool = False) -> pd.DataFrame:
+    """Read news.tsv into the canonical items table (plus the entity JSON columns if asked)."""
     path = Path(path)
-    rows = _split_rows(path, _read_lines(path), 8, "id, category, subcategory, title, abstract, url, entities x2")
+    lines = _read_lines(path)
+    rows = _split_rows(path, lines, 8, "id, category, subcategory, title, abstract, url, entities x2")
+    line_numbers = np.asarray(_line_numbers(lines))
     news = pd.DataFrame(rows, columns=NEWS_COLUMNS)
     items = pd.DataFrame(
         {
@@ -78,13 +82,22 @@ def read_news(path: str | Path) -> pd.DataFrame:
             "subcategory": news["subcategory"].str.strip(),
         }
     )
+    checks.check_not_blank(items["item_id"], path, line_numbers, "id")
+    checks.check_unique(items["item_id"], path, line_numbers, "id")
+    checks.check_not_blank(items["title"], path, line_numbers, "title")
+    if keep_entities:
+        for column in ENTITY_COLUMNS:
+            items[column] = news[column].str.strip()
     return items
 
 
-def read_behaviors(path: str | Path, prefix: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
+def read_behaviors(
+    path: str | Path, prefix: str = "", known_items: pd.Series | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read behaviors.tsv into canonical (impressions, interactions) tables.
 
     `prefix` is prepended to impression ids so batches from several files never collide.
+    With `known_items`, every history entry and candidate must be one of them (else the line is named).
     """
     path = Path(path)
     lines = _read_lines(path)
@@ -102,10 +115,13 @@ def read_behaviors(path: str | Path, prefix: str = "") -> tuple[pd.DataFrame, pd
             column="time",
         )
     stamps = stamps.dt.tz_localize("UTC")
+    lines_arr = np.asarray(line_numbers)
+    checks.check_time_range(stamps, path, lines_arr, "time")
     for column in ("impression_id", "user_id"):
         empty = (frame[column].str.strip() == "").to_numpy().nonzero()[0]
         if len(empty):
             raise DataError.at(f"empty {column}", path, line=line_numbers[int(empty[0])], column=column)
+    checks.check_unique(frame["impression_id"].str.strip(), path, lines_arr, "impression id")
     impression_ids = prefix + frame["impression_id"].str.strip()
     impressions = pd.DataFrame(
         {
@@ -116,7 +132,21 @@ def read_behaviors(path: str | Path, prefix: str = "") -> tuple[pd.DataFrame, pd
         }
     )
     interactions = _explode_candidates(path, frame["candidates"], impressions, line_numbers)
+    if known_items is not None:
+        _check_references(path, impressions, interactions, known_items, lines_arr)
     return impressions, interactions
+
+
+def _check_references(
+    path: Path, impressions: pd.DataFrame, interactions: pd.DataFrame, known: pd.Series, lines: np.ndarray
+) -> None:
+    hist = impressions["history"].str.split()
+    entries = hist.explode()
+    row_of_entry = np.repeat(np.arange(len(hist)), hist.str.len().fillna(0).astype(int).to_numpy())
+    entries = entries.dropna().reset_index(drop=True)
+    checks.check_known(entries, known, path, lines[row_of_entry], "history", "news.tsv")
+    row_of_candidate = pd.Index(impressions["impression_id"]).get_indexer(interactions["impression_id"])
+    checks.check_known(interactions["item_id"], known, path, lines[row_of_candidate], "impressions", "news.tsv")
 
 
 def _line_numbers(lines: list[str]) -> list[int]:
@@ -170,11 +200,18 @@ def _explode_candidates(
     ).assign(timestamp=lambda d: pd.to_datetime(d["timestamp"], utc=True))
 
 
-def read_mind(folder: str | Path, prefix: str = "") -> Dataset:
-    """Read one MIND folder (train, dev or test split) into canonical tables."""
+def read_mind(
+    folder: str | Path, prefix: str = "", keep_entities: bool = False, known_items: pd.Series | None = None
+) -> Dataset:
+    """Read one MIND folder (train, dev or test split) into canonical tables.
+
+    References are checked against this folder's news plus `known_items` (e.g. earlier batches).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError.at("not a folder", folder, fix="pass the folder that holds news.tsv and behaviors.tsv")
-    items = read_news(folder / "news.tsv")
-    impressions, interactions = read_behaviors(folder / "behaviors.tsv", prefix=prefix)
-    return Dataset(items=items, impressions=impressions, interactions=interactions)
+    checks.require_files(folder, list(MIND_FILES), "MIND")
+    items = read_news(folder / "news.tsv", keep_entities=keep_entities)
+    known = items["item_id"] if known_items is None else pd.concat([known_items, items["item_id"]])
+    impressions, interactions = read_behaviors(folder / "behaviors.tsv", prefix=prefix, known_items=known)
+    return Dataset(items=items, impressions=impressions, interactions=interactions, source=SourceInfo(format="mind"))

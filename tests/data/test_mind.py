@@ -105,7 +105,8 @@ def test_batches_are_concatenated_with_unique_impression_ids(tmp_path):
     write_mind(tmp_path / "all" / "period1")
     later = [[r[0], r[1], r[2].replace("11/1", "11/2"), r[3], r[4]] for r in BEHAVIORS]
     write_mind(tmp_path / "all" / "period2", behaviors=later)
-    assert [p.name for p in find_batches(tmp_path / "all")] == ["period1", "period2"]
+    fmt, batches = find_batches(tmp_path / "all")
+    assert fmt == "mind" and [p.name for p in batches] == ["period1", "period2"]
     result = load_source(tmp_path / "all")
     ds = result.dataset
     assert result.batches == ["period1", "period2"]
@@ -133,3 +134,49 @@ def test_temporal_split_never_trains_on_the_future(tmp_path):
     assert set(split.train.interactions["impression_id"]) == {"1", "2"}
     with pytest.raises(DataError, match="fewer than"):
         temporal_split(ds, holdout_days=3)
+
+
+@pytest.mark.parametrize(
+    ("news", "behaviors", "file", "line", "message"),
+    [
+        (NEWS + [NEWS[1]], BEHAVIORS, "news.tsv", 5, "duplicate id 'N2' (first seen on line 2)"),
+        (NEWS[:2] + [["N3", "travel", "beaches", "  ", "", "", "[]", "[]"]] + NEWS[3:], BEHAVIORS, "news.tsv", 3, "empty title"),
+        (NEWS, BEHAVIORS + [["4", "U3", "11/13/2019 1:00:00 PM", "N1 N99", "N2-1 N3-0"]], "behaviors.tsv", 4, "not in news.tsv ('N99')"),
+        (NEWS, BEHAVIORS + [["4", "U3", "11/13/2019 1:00:00 PM", "N1", "N2-1 N77-0"]], "behaviors.tsv", 4, "not in news.tsv ('N77')"),
+        (NEWS, BEHAVIORS + [["4", "U3", "11/13/2039 1:00:00 PM", "N1", "N2-1 N3-0"]], "behaviors.tsv", 4, "in the future"),
+        (NEWS, BEHAVIORS + [["2", "U3", "11/13/2019 1:00:00 PM", "N1", "N2-1 N3-0"]], "behaviors.tsv", 4, "duplicate id '2'"),
+    ],
+)
+def test_bad_rows_name_file_and_line(tmp_path, news, behaviors, file, line, message):
+    folder = write_mind(tmp_path / "bad", news=news, behaviors=behaviors)
+    with pytest.raises(DataError) as info:
+        load_source(folder)
+    text = str(info.value)
+    assert message in text and f"{file}, line {line}" in text
+
+
+def test_entities_are_kept_on_request(tmp_path):
+    from llmrec.config import DataParams
+
+    folder = write_mind(tmp_path / "m")
+    assert "title_entities" not in load_source(folder).dataset.items.columns
+    items = load_source(folder, DataParams(keep_entities=True)).dataset.items
+    assert json.loads(items.set_index("item_id").at["N1", "title_entities"])[0]["Label"] == "Tom Brady"
+
+
+def test_later_batches_may_refer_to_items_of_earlier_ones(tmp_path):
+    write_mind(tmp_path / "all" / "b1")
+    later = [["9", "U1", "11/14/2019 9:00:00 AM", "N1", "N5-1 N2-0"]]
+    write_mind(tmp_path / "all" / "b2", news=[["N5", "news", "x", "New story", "", "", "[]", "[]"]], behaviors=later)
+    ds = load_source(tmp_path / "all").dataset
+    assert set(ds.items["item_id"]) == {"N1", "N2", "N3", "N4", "N5"}
+    assert "b2:9" in set(ds.impressions["impression_id"])
+
+
+def test_a_folder_with_two_formats_is_refused(tmp_path):
+    folder = write_mind(tmp_path / "mixed")
+    (folder / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.0,964982703\n")
+    (folder / "movies.csv").write_text("movieId,title,genres\n1,Toy Story (1995),Comedy\n")
+    with pytest.raises(DataError, match="several formats") as info:
+        load_source(folder)
+    assert "mind" in str(info.value) and "ml-latest" in str(info.value)

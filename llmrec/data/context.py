@@ -1,0 +1,111 @@
+"""What a ranker sees of an impression: the user's history before it and the candidates shown.
+
+MIND gives both. Other sources do not (see `SourceInfo`): a history is then the user's label-1
+interactions strictly before the impression, and a positive-only log gets sampled negatives —
+drawn with a seed, only from items already seen in the log before the impression, never from the
+user's own earlier positives. `with_context` fills both into a slice of the data, so training,
+evaluation and drift read every source the same way; nothing here can see the future.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from llmrec.data.contract import Dataset
+
+HISTORY_KEEP = 50  # most recent events kept in a derived history (renderers use far fewer)
+
+
+def _ns(stamps: pd.Series) -> np.ndarray:
+    """UTC instants as datetime64[ns], comparable with np.searchsorted."""
+    return pd.to_datetime(stamps, utc=True).dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+
+
+def derived_history(log: Dataset, impressions: pd.DataFrame, max_len: int = HISTORY_KEEP) -> pd.Series:
+    """Space-separated ids of each impression user's label-1 items strictly before its timestamp."""
+    pos = log.interactions.loc[log.interactions["label"] == 1, ["user_id", "item_id", "timestamp"]]
+    pos = pos[pos["user_id"].isin(impressions["user_id"].unique())]
+    pos = pos.sort_values(["user_id", "timestamp"], kind="stable")
+    by_user = {
+        u: (_ns(g["timestamp"]), g["item_id"].to_numpy())
+        for u, g in pos.groupby("user_id", sort=False)
+    }
+    out = []
+    empty = (np.array([], dtype="datetime64[ns]"), np.array([], dtype=object))
+    for user, ts in zip(impressions["user_id"], _ns(impressions["timestamp"])):
+        times, items = by_user.get(user, empty)
+        end = int(np.searchsorted(times, ts, side="left"))
+        out.append(" ".join(items[max(0, end - max_len) : end]))
+    return pd.Series(out, index=impressions.index, dtype=object)
+
+
+def history_lengths(log: Dataset, impressions: pd.DataFrame) -> pd.Series:
+    """Number of history entries of each impression, without building the lists."""
+    if log.source.explicit_history:
+        return impressions["history"].fillna("").astype(str).str.split().str.len().fillna(0).astype("int64")
+    pos = log.interactions.loc[log.interactions["label"] == 1, ["user_id", "timestamp"]]
+    pos = pos.sort_values(["user_id", "timestamp"], kind="stable")
+    counts = []
+    grouped = {u: _ns(g) for u, g in pos.groupby("user_id", sort=False)["timestamp"]}
+    empty = np.array([], dtype="datetime64[ns]")
+    for user, ts in zip(impressions["user_id"], _ns(impressions["timestamp"])):
+        counts.append(int(np.searchsorted(grouped.get(user, empty), ts, side="left")))
+    return pd.Series(counts, index=impressions.index, dtype="int64")
+
+
+def sample_negatives(log: Dataset, impressions: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """`n` label-0 interactions per impression, reproducible for a given seed and slice.
+
+    Candidates are items whose first interaction in `log` is before the impression, minus the
+    user's positives up to and including it. Fewer than `n` are returned where fewer exist.
+    """
+    inter = log.interactions
+    first_seen = inter.groupby("item_id", sort=False)["timestamp"].min().sort_values(kind="stable")
+    seen_items = first_seen.index.to_numpy()
+    seen_times = _ns(first_seen)
+    pos = inter.loc[(inter["label"] == 1) & inter["user_id"].isin(impressions["user_id"].unique()), ["user_id", "item_id", "timestamp"]]
+    pos = pos.sort_values(["user_id", "timestamp"], kind="stable")
+    by_user = {u: (_ns(g["timestamp"]), g["item_id"].to_numpy()) for u, g in pos.groupby("user_id", sort=False)}
+    empty = (np.array([], dtype="datetime64[ns]"), np.array([], dtype=object))
+    rng = np.random.default_rng(seed)
+    rows: list[tuple[str, str, str, object]] = []
+    order = impressions.sort_values("impression_id", kind="stable")  # same draws whatever the row order
+    for imp, user, ts in zip(order["impression_id"], order["user_id"], _ns(order["timestamp"])):
+        available = int(np.searchsorted(seen_times, ts, side="left"))
+        times, items = by_user.get(user, empty)
+        exclude = set(items[: int(np.searchsorted(times, ts, side="right"))])
+        picks: list[str] = []
+        if available > len(exclude):
+            tries = 0
+            chosen: set[str] = set()
+            while len(picks) < n and tries < 20:
+                draw = seen_items[rng.integers(0, available, size=2 * n)]
+                for item in draw:
+                    if item not in exclude and item not in chosen:
+                        chosen.add(item)
+                        picks.append(item)
+                        if len(picks) == n:
+                            break
+                tries += 1
+        rows.extend((imp, user, item, ts) for item in picks)
+    frame = pd.DataFrame(rows, columns=["impression_id", "user_id", "item_id", "timestamp"])
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    frame["label"] = np.zeros(len(frame), dtype=np.int8)
+    return frame
+
+
+def with_context(part: Dataset, log: Dataset, negatives: int, seed: int) -> Dataset:
+    """`part` with histories derived and negatives sampled where its source lacks them.
+
+    `log` is everything known (usually the whole ingested dataset); only its rows before each
+    impression are used. Sources that log both (MIND) come back unchanged.
+    """
+    imps, inter = part.impressions, part.interactions
+    if not part.source.explicit_history:
+        imps = imps.assign(history=derived_history(log, imps))
+    if not part.source.logged_negatives and negatives > 0:
+        sampled = sample_negatives(log, imps, negatives, seed)
+        inter = pd.concat([inter, sampled[inter.columns]], ignore_index=True)
+        inter = inter.sort_values(["impression_id", "label"], ascending=[True, False], kind="stable").reset_index(drop=True)
+    return Dataset(part.items, imps.reset_index(drop=True), inter, part.source)
