@@ -19,6 +19,7 @@ times per run).
 from __future__ import annotations
 
 import json
+import numbers
 import logging
 import os
 import shutil
@@ -63,6 +64,7 @@ class Failure:
     severity: str  # "error" | "warning"
     unexpected_count: int
     examples: list = field(default_factory=list)
+    rows: list[int] = field(default_factory=list)  # first offending rows (0-based) of the canonical table
 
 
 @dataclass
@@ -92,14 +94,15 @@ class ValidationResult:
         ]
         if not self.failures:
             return lines[0]
-        rows = [("severity", "table", "expectation", "column", "unexpected", "examples")]
+        rows = [("severity", "table", "expectation", "column", "unexpected", "rows", "examples")]
         for f in sorted(self.failures, key=lambda f: (f.severity != ERROR, f.table)):
+            where = ", ".join(str(r) for r in f.rows[:N_EXAMPLES]) + (", ..." if len(f.rows) > N_EXAMPLES else "")
             rows.append(
-                (f.severity, f.table, f.expectation, f.column or "-", str(f.unexpected_count), _short(f.examples))
+                (f.severity, f.table, f.expectation, f.column or "-", str(f.unexpected_count), where or "-", _short(f.examples))
             )
-        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        widths = [max(len(r[i]) for r in rows) for i in range(6)]
         for r in rows:
-            lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5])
+            lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r[:6], widths)) + "  " + r[6])
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -374,15 +377,17 @@ def _reference_suite(gxe: Any, name: str, table: str, refs: dict[str, tuple[str,
 
 
 def _dangling(values: pd.Series, known: pd.Series) -> pd.Series:
-    """The values not found in `known` (null where found, and where the value itself is null)."""
-    values = values.reset_index(drop=True)
+    """The values not found in `known` (null where found, and where the value itself is null).
+
+    The index is kept: it is the offending row of the table the values come from.
+    """
     return values.where(~values.isin(known) & values.notna()).astype(object)
 
 
 def _explode_history(impressions: pd.DataFrame) -> pd.Series:
     """Every history entry of every impression, one per row."""
     hist = impressions["history"].where(impressions["history"].notna(), "").astype(str).str.split()
-    return hist.explode().dropna().reset_index(drop=True)
+    return hist.explode().dropna()  # index = the impression's row, repeated per entry
 
 
 # --- distribution sanity ---------------------------------------------------------------------
@@ -462,6 +467,7 @@ def _failure(res: Any, meta: dict[str, Any]) -> Failure:
         severity=meta.get("severity", ERROR),
         unexpected_count=count,
         examples=examples,
+        rows=sorted({int(i) for i in detail.get("partial_unexpected_index_list") or [] if isinstance(i, numbers.Real)})[: 2 * N_EXAMPLES],
     )
 
 

@@ -99,7 +99,7 @@ def _read_batch(fmt: str, folder: Path, params: DataParams, prefix: str, known_i
         return mind.read_mind(folder, prefix=prefix, keep_entities=params.keep_entities, known_items=known_items)
     if fmt.startswith("ml-"):
         return movielens.read_movielens(folder, min_rating=params.min_rating, prefix=prefix)
-    return tables.read_tables(folder, params.tables, min_rating=params.min_rating, prefix=prefix)
+    return tables.read_tables(folder, params.tables, min_rating=params.min_rating, prefix=prefix, known_items=known_items)
 
 
 def load_source(path: str | Path, params: DataParams | None = None) -> IngestResult:
