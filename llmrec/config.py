@@ -70,7 +70,10 @@ class DataParams(_Section):
     keep_entities: bool = Field(False, description="MIND: keep the title/abstract entity columns in the items table")
     min_rating: float = Field(0.0, ge=0, description="Rated sources: ratings below this are not positives (0 = every rating counts)")
     tables: TablesParams = Field(default_factory=TablesParams)
-    holdout_days: int = Field(1, ge=1, description="Last N days held out for evaluation")
+    split: Literal["auto", "temporal", "leave-last-out"] = Field(
+        "auto", description="Holdout: temporal (last days) or each user's last event; auto picks by source"
+    )
+    holdout_days: int = Field(1, ge=1, description="Temporal split: the last N days are held out for evaluation")
     prepared: str = "outputs/prepared"
     validation: str = "outputs/validation"
 

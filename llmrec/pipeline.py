@@ -17,7 +17,7 @@ from llmrec.config import Params
 from llmrec.data.context import with_context
 from llmrec.data.contract import Dataset
 from llmrec.data.ingest import ingest
-from llmrec.data.split import temporal_split
+from llmrec.data.split import make_split
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def run_version(params: Params, root: str | Path = ".") -> dict[str, Any]:
 
 
 def _split(params: Params):
-    return temporal_split(Dataset.load(params.data.prepared), params.data.holdout_days)
+    return make_split(Dataset.load(params.data.prepared), params.data.split, params.data.holdout_days)
 
 
 def run_train(params: Params, progress: bool = True) -> dict[str, Any]:
@@ -138,7 +138,7 @@ def run_evaluate(params: Params, with_champion: bool = True, progress: bool = Tr
     from llmrec.models.cross_encoder import CrossEncoder
 
     dataset = Dataset.load(params.data.prepared)
-    split = temporal_split(dataset, params.data.holdout_days)
+    split = make_split(dataset, params.data.split, params.data.holdout_days)
     holdout = sample_impressions(split.holdout, params.eval.max_impressions, params.eval.seed)
     holdout = with_context(holdout, dataset, params.eval.negatives, params.eval.seed)
     model = CrossEncoder.load(params.train.out, device=params.train.device)

@@ -1,4 +1,11 @@
-"""Temporal split: the last days are the holdout; nothing in training comes after the cutoff."""
+"""Train/holdout splits.
+
+temporal        the last days are the holdout; nothing in training comes after the cutoff
+                (impression logs such as MIND, where every impression has candidates to rank).
+leave-last-out  each user's last event is the holdout, everything before it trains (positive-only
+                logs such as MovieLens, where days of the calendar are a poor unit). Other users'
+                events after a holdout event may still train: the usual caveat of this protocol.
+"""
 
 from __future__ import annotations
 
@@ -63,3 +70,34 @@ def time_slice(
     if end is not None:
         keep &= (ts <= end) if inclusive_end else (ts < end)
     return dataset.restrict(dataset.impressions.loc[keep, "impression_id"])
+
+
+def leave_last_out_split(dataset: Dataset, min_events: int = 2) -> Split:
+    """Hold out each user's last labelled impression (users with fewer than `min_events` all train)."""
+    labelled = dataset.interactions.loc[dataset.interactions["label"] != UNLABELED, "impression_id"].unique()
+    imps = dataset.impressions[dataset.impressions["impression_id"].isin(labelled)]
+    if imps.empty:
+        raise DataError("no labelled impressions to split", fix="training needs labelled events")
+    ordered = imps.sort_values(["user_id", "timestamp", "impression_id"], kind="stable")
+    n = ordered.groupby("user_id", sort=False)["impression_id"].transform("size")
+    last = ~ordered.duplicated("user_id", keep="last") & (n >= min_events)
+    if not last.any():
+        raise DataError(
+            f"no user has {min_events} or more events, so nothing can be held out",
+            fix="use more data, or data.split: temporal",
+        )
+    holdout = ordered.loc[last, "impression_id"]
+    return Split(
+        train=dataset.restrict(ordered.loc[~last, "impression_id"]),
+        holdout=dataset.restrict(holdout),
+        cutoff=ordered.loc[last, "timestamp"].min(),
+    )
+
+
+def make_split(dataset: Dataset, how: str, holdout_days: int) -> Split:
+    """The split named by data.split; "auto" = leave-last-out for positive-only logs, else temporal."""
+    if how == "auto":
+        how = "temporal" if dataset.source.logged_negatives else "leave-last-out"
+    if how == "leave-last-out":
+        return leave_last_out_split(dataset)
+    return temporal_split(dataset, holdout_days)

@@ -103,3 +103,22 @@ def test_negative_count_is_bounded_by_what_exists(n: int) -> None:
     log = implicit_log(n_items=20)
     neg = sample_negatives(log, log.impressions.head(20), n=n, seed=0)
     assert len(neg) <= 20 * min(n, 20)
+
+
+def test_leave_last_out_holds_out_each_users_last_event() -> None:
+    from llmrec.data.split import make_split
+
+    log = implicit_log()
+    split = make_split(log, "auto", holdout_days=1)
+    last = log.impressions.sort_values("timestamp").groupby("user_id").tail(1)
+    counts = log.impressions.groupby("user_id").size()
+    expected = set(last.loc[last["user_id"].map(counts) >= 2, "impression_id"])
+    assert set(split.holdout.impressions["impression_id"]) == expected
+    assert not set(split.train.impressions["impression_id"]) & expected
+    per_user_train_end = split.train.impressions.groupby("user_id")["timestamp"].max()
+    held = split.holdout.impressions.set_index("user_id")["timestamp"]
+    assert (per_user_train_end.reindex(held.index) <= held).all()  # a user's training events come before their holdout
+    mind_like = Dataset(log.items, log.impressions, log.interactions, SourceInfo())
+    temporal = make_split(mind_like, "auto", holdout_days=3)
+    assert temporal.cutoff == temporal.cutoff.floor("D")  # temporal: whole days
+    assert temporal.train.impressions["timestamp"].max() < temporal.cutoff <= temporal.holdout.impressions["timestamp"].min()

@@ -1,0 +1,385 @@
+"""MovieLens loader: ratings + movies files (three layouts) -> canonical tables.
+
+ml-100k    u.data  user \\t item \\t rating \\t unix seconds;  u.item  movie id|title|release date|video
+           release date|IMDb URL|one 0/1 flag per genre (latin-1); genre names from u.genre if present
+ml-1m      ratings.dat  UserID::MovieID::Rating::Timestamp;  movies.dat  MovieID::Title::Genres (latin-1)
+           (ml-10m has the same files)
+ml-latest  ratings.csv  userId,movieId,rating,timestamp;  movies.csv  movieId,title,genres (UTF-8,
+           quoted);  tags.csv  userId,movieId,tag,timestamp (optional). Also ml-latest-small, ml-20m, ml-25m.
+
+Every rating at or above `min_rating` is a positive event and its own one-candidate impression.
+Ratings are read by pyarrow with typed columns; only when that fails is the file split line by line
+to name the bad line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from llmrec.data import checks
+from llmrec.data.contract import ITEM_COLUMNS, Dataset, SourceInfo
+from llmrec.errors import DataError
+
+LAYOUTS: dict[str, list[str]] = {
+    "ml-100k": ["u.data", "u.item"],
+    "ml-1m": ["ratings.dat", "movies.dat"],
+    "ml-latest": ["ratings.csv", "movies.csv"],
+}
+GENRES_100K = [
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
+    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+]  # fmt: skip
+NO_GENRES = "(no genres listed)"
+MAX_TAGS = 10
+RATING_MIN, RATING_MAX = 0.5, 5.0
+_RATINGS = {
+    "ml-100k": ("u.data", "\t", ["user id", "item id", "rating", "timestamp"], "latin-1"),
+    "ml-1m": ("ratings.dat", "::", ["UserID", "MovieID", "Rating", "Timestamp"], "latin-1"),
+    "ml-latest": ("ratings.csv", ",", ["userId", "movieId", "rating", "timestamp"], "utf-8"),
+}
+_EXPECTED = "u.data + u.item (ml-100k), ratings.dat + movies.dat (ml-1m), ratings.csv + movies.csv (ml-latest, ml-25m)"
+_UNIT_FIX = "check the unit of the timestamps (seconds vs milliseconds)"
+_LAST_SECOND = 253_402_300_799  # 9999-12-31 23:59:59 UTC, the last time pandas can print
+_YEAR = r"^(?P<title>.*?\S)\s*\((?P<year>\d{4})\)$"
+_SEP_NAMES = {"\t": "tab", "|": "'|'", "::": "'::'", ",": "comma"}
+_FORMATS = {
+    "u.data": "tab-separated without a header: user id, item id, rating, unix seconds",
+    "u.item": "latin-1, '|'-separated without a header: "
+    "movie id|title|release date|video release date|IMDb URL|0/1 per genre",
+    "u.genre": "latin-1 'name|index' lines, one per genre flag of u.item",
+    "ratings.dat": "UserID::MovieID::Rating::Timestamp lines without a header",
+    "movies.dat": "latin-1 MovieID::Title::Genres lines without a header (genres '|'-separated)",
+    "ratings.csv": "UTF-8 CSV with the header userId,movieId,rating,timestamp",
+    "movies.csv": "UTF-8 CSV with the header movieId,title,genres (titles with commas in quotes)",
+    "tags.csv": "UTF-8 CSV with the header userId,movieId,tag,timestamp",
+}
+
+
+@dataclass
+class _Table:
+    """Rows of one source file, the source line (1-based) of each row, and how the file should look."""
+
+    path: Path
+    frame: pd.DataFrame
+    lines: np.ndarray
+
+    @property
+    def fix(self) -> str:
+        return _fix(self.path)
+
+    def number(self, column: str) -> pd.Series:
+        """A numeric column; text is parsed by the shared check, which names the line."""
+        values = self.frame[column]
+        if values.dtype != object:
+            return values
+        try:
+            return checks.to_number(values, self.path, self.lines, column)
+        except DataError as exc:
+            raise DataError(exc.what, where=exc.where, fix=exc.fix or self.fix) from None
+
+
+def detect_layout(folder: Path) -> str | None:
+    """The MovieLens layout whose required files are all in `folder`, or None."""
+    found = [name for name, files in LAYOUTS.items() if all((Path(folder) / f).is_file() for f in files)]
+    if len(found) > 1:
+        listing = "; ".join(f"{name}: {' + '.join(LAYOUTS[name])}" for name in found)
+        raise DataError.at(
+            f"the folder holds files of several MovieLens layouts ({listing})", folder, fix="keep one layout per folder"
+        )
+    return found[0] if found else None
+
+
+def read_movielens(folder: str | Path, *, min_rating: float = 0.0, prefix: str = "") -> Dataset:
+    """Read one MovieLens folder; ratings below `min_rating` are dropped, the rest are positive events."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError.at("not a folder", folder, fix="pass the folder that holds the MovieLens files")
+    layout = detect_layout(folder)
+    if layout is None:
+        for name, files in LAYOUTS.items():
+            if any((folder / f).is_file() for f in files):
+                checks.require_files(folder, files, name)
+        raise DataError.at("no MovieLens files here", folder, fix=f"expected {_EXPECTED}")
+    items, item_ids = _MOVIE_READERS[layout](folder)
+    ratings_file, sep, names, encoding = _RATINGS[layout]
+    ratings = _read_numeric(folder / ratings_file, sep, names, header=layout == "ml-latest", encoding=encoding)
+    events = _events(ratings, item_ids, LAYOUTS[layout][1], min_rating)
+    impressions, interactions = checks.implicit_impressions(events, prefix)
+    source = SourceInfo(format=layout, explicit_history=False, logged_negatives=False)
+    return Dataset(items, impressions, interactions, source)
+
+
+def _movies_100k(folder: Path) -> tuple[pd.DataFrame, pd.Series]:
+    genres = _genre_names(folder / "u.genre")
+    names = ["movie id", "title", "release date", "video release date", "IMDb URL", *genres]
+    movies = _read_fields(folder / "u.item", "|", names, _latin1(folder / "u.item"))
+    flags = movies.frame[genres].apply(lambda s: s.str.strip())
+    for genre in genres:
+        _fail(~flags[genre].isin(["0", "1"]), "genre flag is not 0 or 1", movies, genre)
+    onehot = (flags == "1").to_numpy()
+    genre_lists = pd.Series([[g for g, on in zip(genres, row) if on] for row in onehot], dtype=object)
+    release_year = movies.frame["release date"].str.extract(r"(\d{4})\s*$", expand=False)
+    return _items(movies, "movie id", "title", genre_lists, release_year, None)
+
+
+def _genre_names(path: Path) -> list[str]:
+    if not path.is_file():
+        return GENRES_100K
+    table = _read_fields(path, "|", ["genre", "index"], _latin1(path))
+    checks.check_not_blank(table.frame["genre"], table.path, table.lines, "genre")
+    index = _whole(table, "index")
+    checks.check_unique(index.astype(str), table.path, table.lines, "index")
+    return list(table.frame["genre"].str.strip().iloc[np.argsort(index.to_numpy(), kind="stable")])
+
+
+def _movies_1m(folder: Path) -> tuple[pd.DataFrame, pd.Series]:
+    movies = _read_fields(folder / "movies.dat", "::", ["MovieID", "Title", "Genres"], _latin1(folder / "movies.dat"))
+    return _items(movies, "MovieID", "Title", _split_genres(movies.frame["Genres"]), None, None)
+
+
+def _movies_latest(folder: Path) -> tuple[pd.DataFrame, pd.Series]:
+    movies = _read_quoted(folder / "movies.csv", ["movieId", "title", "genres"])
+    tags = _tag_text(folder / "tags.csv") if (folder / "tags.csv").is_file() else None
+    return _items(movies, "movieId", "title", _split_genres(movies.frame["genres"]), None, tags)
+
+
+_MOVIE_READERS = {"ml-100k": _movies_100k, "ml-1m": _movies_1m, "ml-latest": _movies_latest}
+
+
+def _split_genres(genres: pd.Series) -> pd.Series:
+    return genres.map(lambda g: [x.strip() for x in str(g).split("|") if x.strip() and x.strip() != NO_GENRES])
+
+
+def _tag_text(path: Path) -> pd.Series:
+    """movie id -> 'Tags: a, b': distinct tags (lower case), most frequent first, at most MAX_TAGS."""
+    table = _read_quoted(path, ["userId", "movieId", "tag", "timestamp"])
+    tags = pd.DataFrame({"movie": _whole(table, "movieId"), "tag": table.frame["tag"].str.strip().str.lower()})
+    counts = tags[tags["tag"] != ""].value_counts(["movie", "tag"]).reset_index(name="n")
+    counts = counts.sort_values(["movie", "n", "tag"], ascending=[True, False, True])
+    counts = counts.groupby("movie").head(MAX_TAGS)
+    return "Tags: " + counts.groupby("movie")["tag"].agg(", ".join)
+
+
+def _items(
+    movies: _Table, id_col: str, title_col: str, genres: pd.Series, year: pd.Series | None, tags: pd.Series | None
+) -> tuple[pd.DataFrame, pd.Series]:
+    """Canonical items and their numeric ids, after the row checks."""
+    ids = _whole(movies, id_col)
+    checks.check_unique(ids.astype(str), movies.path, movies.lines, id_col)
+    checks.check_not_blank(movies.frame[title_col], movies.path, movies.lines, title_col)
+    full = movies.frame[title_col].str.strip()
+    parsed = full.str.extract(_YEAR)
+    year = parsed["year"] if year is None else parsed["year"].fillna(year)
+    parts = [year.fillna(""), genres.str.join(", ")]
+    if tags is not None:
+        parts.append(ids.map(tags).fillna(""))
+    text = pd.Series("", index=full.index, dtype=object)
+    for part in parts:
+        text = text + np.where((text != "") & (part != ""), ". ", "") + part
+    items = pd.DataFrame(
+        {
+            "item_id": ids.astype(str),
+            "title": parsed["title"].fillna(full),
+            "text": text,
+            "category": genres.str[0].fillna(""),
+            "subcategory": genres.str[1].fillna(""),
+        }
+    )
+    return items[ITEM_COLUMNS], ids
+
+
+def _events(ratings: _Table, item_ids: pd.Series, movies_file: str, min_rating: float) -> pd.DataFrame:
+    """Checked (user_id, item_id, timestamp) events of the ratings at or above `min_rating`."""
+    path, lines = ratings.path, ratings.lines
+    user_col, movie_col, rating_col, time_col = ratings.frame.columns
+    if not len(ratings.frame):
+        raise DataError.at("no ratings in the file", path, fix=ratings.fix)
+    users, movies, seconds = _whole(ratings, user_col), _whole(ratings, movie_col), _whole(ratings, time_col)
+    rating = ratings.number(rating_col)
+    outside = ~((rating >= RATING_MIN) & (rating <= RATING_MAX))
+    _fail(outside, f"rating is outside {RATING_MIN}..{RATING_MAX:g}", ratings, rating_col, "ratings are 0.5 to 5 stars")
+    _fail(seconds > _LAST_SECOND, "timestamp is in the future (after year 9999)", ratings, time_col, _UNIT_FIX)
+    stamps = pd.Series(seconds.to_numpy().astype("datetime64[s]")).dt.tz_localize("UTC")
+    checks.check_time_range(stamps, path, lines, time_col)
+    if not movies.isin(item_ids).all():
+        checks.check_known(movies.astype(str), item_ids.astype(str), path, lines, movie_col, movies_file)
+    user_codes, movie_codes = pd.factorize(users)[0], pd.factorize(movies)[0]
+    key = pd.Series(user_codes.astype(np.int64) * (int(movie_codes.max()) + 1) + movie_codes)
+    dup = key.duplicated().to_numpy()
+    if dup.any():
+        j = int(np.flatnonzero(dup)[0])
+        first = int(np.flatnonzero(key.to_numpy() == key.iat[j])[0])
+        raise DataError.at(
+            f"user {users.iat[j]} rated movie {movies.iat[j]} twice (lines {lines[first]} and {lines[j]}); "
+            f"{int(dup.sum()):,} duplicate rating(s) in all",
+            path,
+            line=int(lines[j]),
+            column=movie_col,
+            fix="keep one rating per user and movie",
+        )
+    keep = (rating >= min_rating).to_numpy()
+    if not keep.any():
+        raise DataError.at(f"no rating is at or above min_rating {min_rating:g}", path, fix="lower data.min_rating")
+    return pd.DataFrame(
+        {
+            "user_id": _as_str(users.to_numpy()[keep]),
+            "item_id": _as_str(movies.to_numpy()[keep]),
+            "timestamp": stamps[keep].dt.as_unit("ns").reset_index(drop=True),
+        }
+    )
+
+
+def _as_str(values: np.ndarray) -> np.ndarray:
+    codes, uniques = pd.factorize(values)
+    return uniques.astype(str).astype(object)[codes]
+
+
+def _whole(table: _Table, column: str) -> pd.Series:
+    """Ids and unix seconds: whole numbers >= 0."""
+    values = table.number(column)
+    bad = values < 0 if values.dtype.kind in "iu" else (values < 0) | (values % 1 != 0)
+    _fail(bad, "is not a whole number >= 0", table, column)
+    return values.astype(np.int64)
+
+
+def _fail(mask: pd.Series, what: str, table: _Table, column: str, fix: str | None = None) -> None:
+    """checks.fail_first quoting the bad cell (its text is only built on failure)."""
+    if mask.any():
+        values = table.frame[column].astype(str)
+        checks.fail_first(mask.to_numpy(), what, table.path, table.lines, column, fix or table.fix, values=values)
+
+
+def _read_numeric(path: Path, sep: str, names: list[str], *, header: bool, encoding: str) -> _Table:
+    """A ratings file: one typed pyarrow read; when that fails, split per line to name the bad one."""
+    checks.require_not_empty(path)
+    if header:
+        _check_header(path, names)
+    types = {n: pa.float64() if n.lower() == "rating" else pa.int64() for n in names}
+    data = path.read_bytes() if len(sep) > 1 else b""
+    if len(sep) == 1 or b"\t" not in data:
+        source = path if len(sep) == 1 else pa.BufferReader(data.replace(sep.encode(), b"\t"))
+        try:
+            table = pacsv.read_csv(
+                source,
+                read_options=pacsv.ReadOptions(column_names=names, skip_rows=int(header)),
+                parse_options=pacsv.ParseOptions(delimiter=sep if len(sep) == 1 else "\t", ignore_empty_lines=False),
+                convert_options=pacsv.ConvertOptions(column_types=types),
+            )
+            if not any(column.null_count for column in table.columns):  # a blank line is a row of nulls
+                return _Table(path, table.to_pandas(), np.arange(table.num_rows) + 1 + int(header))
+        except pa.ArrowException:
+            pass
+    return _read_fields(path, sep, names, encoding, header=header, types=types)
+
+
+def _read_fields(
+    path: Path, sep: str, names: list[str], encoding: str, *, header: bool = False, types: dict | None = None
+) -> _Table:
+    """Split every line of an unquoted file on `sep`; blank lines are skipped, field counts checked."""
+    checks.require_not_empty(path)
+    try:
+        text = pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(column_names=["line"], encoding=encoding),
+            parse_options=pacsv.ParseOptions(delimiter="\x1f", quote_char=False, ignore_empty_lines=False),
+            convert_options=pacsv.ConvertOptions(column_types={"line": pa.string()}),
+        ).column("line")
+    except pa.ArrowInvalid as exc:
+        if "UTF8" in str(exc):
+            _decode(path, encoding)
+        raise DataError.at(f"cannot read the file ({exc})", path, fix=_fix(path)) from exc
+    keep = pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(text)), 0).to_numpy(zero_copy_only=False)
+    keep[: int(header)] = False
+    lines = np.flatnonzero(keep) + 1
+    parts = pc.split_pattern(text.filter(pa.array(keep)), sep)
+    _check_counts(pc.list_value_length(parts).to_numpy(zero_copy_only=False), lines, path, sep, names)
+    frame = pd.DataFrame({n: _column(pc.list_element(parts, i), (types or {}).get(n)) for i, n in enumerate(names)})
+    return _Table(path, frame, lines)
+
+
+def _column(values: pa.ChunkedArray, kind: pa.DataType | None) -> pd.Series:
+    if kind is not None:
+        try:
+            return pc.cast(values, kind).to_pandas()
+        except pa.ArrowException:
+            pass
+    return values.to_pandas().astype(object)
+
+
+def _read_quoted(path: Path, names: list[str]) -> _Table:
+    """A quoted, comma-separated UTF-8 file with a header: pyarrow first, Python's csv to name a bad line."""
+    checks.require_not_empty(path)
+    _check_header(path, names)
+    try:
+        table = pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(column_names=names, skip_rows=1),
+            parse_options=pacsv.ParseOptions(ignore_empty_lines=False),
+            convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names}),
+        )
+        return _Table(path, table.to_pandas(), np.arange(table.num_rows) + 2)
+    except pa.ArrowException:  # a blank or bad line, or bad UTF-8: Python's csv names it
+        pass
+    reader = csv.reader(io.StringIO(_decode(path, "utf-8"), newline=""))
+    rows, lines, start = [], [], 1
+    for row in reader:
+        if any(field.strip() for field in row):
+            rows.append(row)
+            lines.append(start)
+        start = reader.line_num + 1
+    rows, line_numbers = rows[1:], np.array(lines[1:], dtype=np.int64)
+    _check_counts(np.array([len(row) for row in rows], dtype=np.int64), line_numbers, path, ",", names)
+    return _Table(path, pd.DataFrame(rows, columns=names, dtype=object), line_numbers)
+
+
+def _check_header(path: Path, names: list[str]) -> None:
+    with path.open("rb") as fh:
+        first = fh.readline().decode("utf-8", errors="replace").lstrip("\ufeff").rstrip("\r\n")
+    found = [field.strip() for field in next(csv.reader([first]), [])]
+    _check_counts(np.array([len(found)]), np.array([1]), path, ",", names)
+    if found != names:
+        raise DataError.at(f"header is {first!r}, expected {','.join(names)!r}", path, line=1, fix=_fix(path))
+
+
+def _check_counts(counts: np.ndarray, lines: np.ndarray, path: Path, sep: str, names: list[str]) -> None:
+    bad = np.flatnonzero(counts != len(names))
+    if not len(bad):
+        return
+    found = int(counts[bad[0]])
+    problem = "wrong separator?" if found == 1 else "truncated line:" if found < len(names) else "too many fields:"
+    raise DataError.at(
+        f"{problem} expected {len(names)} {_SEP_NAMES[sep]}-separated columns ({', '.join(names)}), found {found}"
+        + (f"; {len(bad) - 1:,} more line(s) like it" if len(bad) > 1 else ""),
+        path,
+        line=int(lines[bad[0]]),
+        fix=_fix(path),
+    )
+
+
+def _decode(path: Path, encoding: str) -> str:
+    try:
+        return path.read_bytes().decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise checks.decode_error(path, exc, encoding, _fix(path)) from exc
+
+
+def _latin1(path: Path) -> str:
+    """'latin-1', or 'utf-8' for a latin-1 file someone saved as UTF-8 (valid UTF-8 is almost never latin-1 text)."""
+    try:
+        path.read_bytes().decode("utf-8")
+    except (UnicodeDecodeError, OSError):
+        return "latin-1"
+    return "utf-8"
+
+
+def _fix(path: Path) -> str:
+    return f"{path.name} is {_FORMATS[path.name]}"
