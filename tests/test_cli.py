@@ -28,7 +28,7 @@ def test_library_never_imports_prefect():
 
 
 def test_ingest_unknown_folder_is_a_clear_error(tmp_path):
-    (tmp_path / "ratings.csv").write_text("user,item\n")
+    (tmp_path / "ratings.txt").write_text("user,item\n")
     result = runner.invoke(app, ["ingest", str(tmp_path), "--out", str(tmp_path / "out")])
     assert result.exit_code == 1
     assert "no known dataset format" in result.output
@@ -44,13 +44,23 @@ def test_bad_override_is_a_clear_error():
 
 
 def test_validate_reports_dangling_items_and_exits_1(tmp_path, tiny_world, monkeypatch):
+    import pandas as pd
+
     monkeypatch.chdir(tmp_path)
     folder = tmp_path / "mind"
     shutil.copytree(tiny_world / "period1", folder)
     news = (folder / "news.tsv").read_text().splitlines(keepends=True)
-    removed = news[0].split("\t")[0]
-    (folder / "news.tsv").write_text("".join(news[1:]))
+    clicked = pd.read_csv(folder / "behaviors.tsv", sep="\t", header=None)[4].str.split().explode().str.rsplit("-", n=1).str[0]
+    removed_line = next(line for line in news if line.split("\t")[0] in set(clicked))
+    removed = removed_line.split("\t")[0]
+    (folder / "news.tsv").write_text("".join(line for line in news if line is not removed_line))
+    result = runner.invoke(app, ["ingest", str(folder)])  # the loader catches it first, naming the line
+    assert result.exit_code == 1 and "behaviors.tsv, line" in result.output and removed in result.output
+
+    (folder / "news.tsv").write_text("".join(news))
     assert runner.invoke(app, ["ingest", str(folder)]).exit_code == 0
+    items = pd.read_parquet("outputs/prepared/items.parquet")  # tables edited behind the loader's back
+    items[items["item_id"] != removed].to_parquet("outputs/prepared/items.parquet", index=False)
     result = runner.invoke(app, ["validate"])
     assert result.exit_code == 1
     assert "ValidationFailed" in result.output

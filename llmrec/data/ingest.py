@@ -85,6 +85,7 @@ def find_batches(path: Path, params: DataParams | None = None) -> tuple[str, lis
         )
     if batches:
         return kinds[0], batches
+    _raise_if_partial(path, params)
     found = sorted(p.name for p in path.iterdir())[:12]
     wanted = EXPECTED if params.format == "auto" else f"the {params.format} format (data.format)"
     raise DataError.at(
@@ -92,6 +93,20 @@ def find_batches(path: Path, params: DataParams | None = None) -> tuple[str, lis
         path,
         fix=f"expected a folder (or a folder of batch folders) holding {wanted}",
     )
+
+
+def _raise_if_partial(folder: Path, params: DataParams) -> None:
+    """A folder holding some but not all files of a format: name the missing ones."""
+    layouts = {"mind": list(mind.MIND_FILES), **movielens.LAYOUTS, "tables": [params.tables.items, params.tables.interactions]}
+    for fmt, names in layouts.items():
+        present = [n for n in names if (folder / n).is_file()]
+        if present and len(present) < len(names):
+            missing = [n for n in names if n not in present]
+            raise DataError.at(
+                f"missing file {', '.join(missing)}: the folder looks like {fmt} data ({', '.join(present)} found)",
+                folder,
+                fix=f"a {fmt} folder holds {' + '.join(names)}; restore the missing file",
+            )
 
 
 def _read_batch(fmt: str, folder: Path, params: DataParams, prefix: str, known_items: pd.Series | None) -> Dataset:

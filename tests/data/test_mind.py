@@ -83,8 +83,8 @@ def test_malformed_behaviors_line_names_file_line_and_problem(tmp_path, line, me
 def test_missing_news_file(tmp_path):
     folder = write_mind(tmp_path / "m")
     (folder / "news.tsv").unlink()
-    with pytest.raises(DataError, match="no known dataset format"):
-        load_source(folder)  # the folder no longer looks like MIND at all
+    with pytest.raises(DataError, match="missing file news.tsv: the folder looks like mind"):
+        load_source(folder)
     with pytest.raises(DataError, match="missing file news.tsv"):
         read_mind(folder)
 
