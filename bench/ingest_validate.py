@@ -6,6 +6,8 @@ stage's own) the way the pipeline does: `ingest` (read + checks + canonical Parq
 `validate` (Great Expectations suites + Data Docs). Writes bench/results/ingest_validate.{json,md}.
 
     .venv/bin/python bench/ingest_validate.py [--rows 1000000 --rows 4000000] [--formats ml-latest mind]
+
+Results of earlier runs at other sizes are kept in the JSON/markdown (a 25M-row run takes ~10 min).
 """
 
 from __future__ import annotations
@@ -117,6 +119,11 @@ def main() -> None:
                     r = run_stage(stage, src, prepared, report)
                     results.append({"format": fmt, "source_mb": round(size_mb, 1), **r})
                     print(f"{fmt:10s} {r['rows']:>10,} rows  {stage:8s} {r['seconds']:6.1f} s  {r['rows_per_s']:>10,.0f} rows/s  peak {r['peak_rss_mb']:,.0f} MB", flush=True)
+    previous = OUT / "ingest_validate.json"
+    if previous.is_file():  # keep measurements of other sizes/formats from earlier runs, replace re-measured ones
+        fresh = {(r["format"], r["rows"], r["stage"]) for r in results}
+        kept = [r for r in json.loads(previous.read_text())["results"] if (r["format"], r["rows"], r["stage"]) not in fresh]
+        results = sorted(kept + results, key=lambda r: (r["format"], r["rows"], r["stage"] != "ingest"))
     meta = {"machine": f"{platform.machine()}, {platform.processor() or ''} {__import__('os').cpu_count()} CPUs".strip(), "python": platform.python_version()}
     OUT.mkdir(exist_ok=True)
     (OUT / "ingest_validate.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
