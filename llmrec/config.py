@@ -103,6 +103,16 @@ class EvalParams(_Section):
     ks: list[int] = Field(default_factory=lambda: [5, 10])
     max_impressions: int = Field(250, ge=0, description="Holdout impressions scored (0 = all)")
     negatives: int = Field(99, ge=1, description="Sampled negatives per holdout event when the source logs no non-clicks")
+    baselines: list[Literal["popularity", "random", "tfidf", "zero_shot", "itemknn", "ease"]] = Field(
+        default_factory=lambda: ["popularity", "random", "tfidf", "zero_shot", "itemknn", "ease"],
+        description="Baselines scored on the same holdout as the model",
+    )
+    catalogue_impressions: int = Field(50, ge=0, description="Holdout impressions ranked against the whole catalogue (0 = skip)")
+    retriever: Literal["popularity", "tfidf", "zero_shot", "itemknn", "ease"] = Field(
+        "ease", description="Catalogue protocol: whose top-N the cross-encoder re-ranks"
+    )
+    rerank_top: int = Field(20, ge=1, description="Catalogue protocol: how many retrieved items the cross-encoder re-ranks")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="Level of the bootstrap intervals")
     seed: int = 13
     batch_size: int = Field(64, ge=1)
     out: str = "outputs/eval"
@@ -116,6 +126,10 @@ class DriftParams(_Section):
 class PromotionParams(_Section):
     metric: str = Field("ndcg@10", description="Holdout metric the policy compares")
     min_gain: float = Field(0.0, ge=0, description="Required gain of challenger over champion")
+    must_beat: list[str] = Field(
+        default_factory=lambda: ["popularity", "random"],
+        description="Baselines a challenger must beat to be promoted (all are reported either way)",
+    )
 
 
 class TrackingParams(_Section):
@@ -132,6 +146,12 @@ class Params(_Section):
     drift: DriftParams = Field(default_factory=DriftParams)
     promotion: PromotionParams = Field(default_factory=PromotionParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
+
+    @model_validator(mode="after")
+    def _retriever_is_a_baseline(self) -> "Params":
+        if self.eval.catalogue_impressions and self.eval.retriever not in self.eval.baselines:
+            raise ValueError(f"eval.retriever {self.eval.retriever!r} must be one of eval.baselines {self.eval.baselines}")
+        return self
 
     @model_validator(mode="after")
     def _metric_is_computed(self) -> "Params":

@@ -128,46 +128,66 @@ def champion_model_dir(params: Params, dest: str | Path) -> tuple[str | None, Pa
 
 def run_evaluate(params: Params, with_champion: bool = True, progress: bool = True) -> dict[str, Any]:
     """Score the holdout with the model, baselines and the champion; write metrics + report."""
-    from llmrec.evaluation.evaluate import (
-        evaluate_rankers,
-        model_scorer,
-        popularity_scorer,
-        random_scorer,
-        sample_impressions,
-    )
-    from llmrec.models.cross_encoder import CrossEncoder
+    from llmrec.evaluation.baselines import fit_baselines
+    from llmrec.evaluation.evaluate import evaluate, model_scorer, sample_impressions
+    from llmrec.models.backbone import resolve_backbone
+    from llmrec.models.cross_encoder import CrossEncoder, fingerprint
 
     dataset = Dataset.load(params.data.prepared)
     split = make_split(dataset, params.data.split, params.data.holdout_days)
     holdout = sample_impressions(split.holdout, params.eval.max_impressions, params.eval.seed)
     holdout = with_context(holdout, dataset, params.eval.negatives, params.eval.seed)
+    train = with_context(split.train, split.train, 0, params.eval.seed)  # histories for the collaborative baselines
     model = CrossEncoder.load(params.train.out, device=params.train.device)
-    scorers = {
-        "model": model_scorer(model, split.train.items, params.eval.batch_size, progress),
-        "popularity": popularity_scorer(split.train),
-        "random": random_scorer(params.eval.seed),
-    }
+    scorers = {"model": model_scorer(model, split.train.items, params.eval.batch_size, progress)}
     champion_version = None
     if with_champion:
         champion_version, folder = champion_model_dir(params, Path(params.eval.out) / "champion")
         if folder is not None:
             champion = CrossEncoder.load(folder, device=params.train.device)
             scorers["champion"] = model_scorer(champion, split.train.items, params.eval.batch_size, progress)
-    report = evaluate_rankers(holdout, scorers, params.eval.ks)
-    from llmrec.models.cross_encoder import fingerprint
-
-    report.holdout.update(
-        {"cutoff": split.cutoff.isoformat(), "champion_version": champion_version, "model_sha": fingerprint(params.train.out)}
-    )
-    if "champion" in report.per_impression:
-        from llmrec.evaluation.stats import paired_bootstrap
-
-        report.holdout["vs_champion"] = paired_bootstrap(
-            report.per_impression["model"], report.per_impression["champion"], params.promotion.metric, seed=params.eval.seed
+    backbone = resolve_backbone(params.model.backbone) if "zero_shot" in params.eval.baselines else None
+    scorers.update(
+        fit_baselines(
+            train, dataset.items, params.eval.baselines, backbone=backbone, seed=params.eval.seed,
+            batch_size=params.eval.batch_size, device=params.train.device, progress=progress,
         )
-    report.save(params.eval.out)
+    )
+    pair_scorers = {"model", "champion"}
+    report = evaluate(
+        holdout, split.train, dataset, scorers,
+        ks=params.eval.ks, primary=params.promotion.metric, seed=params.eval.seed,
+        catalogue_scorers=[n for n in scorers if n not in pair_scorers] if params.eval.catalogue_impressions else None,
+        rerankers={n: (params.eval.retriever, params.eval.rerank_top) for n in pair_scorers},
+        catalogue_impressions=params.eval.catalogue_impressions, confidence=params.eval.confidence,
+    )
+    report.holdout.update(
+        {
+            "cutoff": split.cutoff.isoformat(),
+            "split": params.data.split if params.data.split != "auto" else ("temporal" if dataset.source.logged_negatives else "leave-last-out"),
+            "champion_version": champion_version,
+            "model_sha": fingerprint(params.train.out),
+        }
+    )
+    from llmrec.evaluation.stats import paired_bootstrap
+
+    per = report.per_impression
+    if "champion" in per:
+        report.comparisons["vs_champion"] = paired_bootstrap(per["model"], per["champion"], params.promotion.metric, seed=params.eval.seed)
+        report.holdout["vs_champion"] = report.comparisons["vs_champion"]
+    baselines = [b for b in params.eval.baselines if b in report.metrics]
+    if baselines:
+        best = max(baselines, key=lambda b: report.metrics[b].get(params.promotion.metric, float("-inf")))
+        report.comparisons[f"vs_{best}"] = paired_bootstrap(per["model"], per[best], params.promotion.metric, seed=params.eval.seed)
+    paths = report.save(params.eval.out)
     _write_plot(params, "rankers.csv", report.table().rename_axis("ranker").reset_index())
-    return {"metrics": report.metrics, "holdout": report.holdout, "markdown": report.to_markdown()}
+    return {
+        "metrics": report.metrics,
+        "holdout": report.holdout,
+        "comparisons": report.comparisons,
+        "markdown": report.to_markdown(),
+        "report_html": str(paths["html"]),
+    }
 
 
 def run_register(params: Params, run_name: str = "retrain") -> dict[str, Any]:
@@ -211,7 +231,7 @@ def run_register(params: Params, run_name: str = "retrain") -> dict[str, Any]:
         metrics=flat_metrics,
         tags=tags,
         step_losses=train_info.get("losses"),
-        artifacts=[Path(params.eval.out) / "report.md", Path(params.eval.out) / "metrics.json", Path(params.data.validation), Path(params.data.prepared) / "data_version.json"],
+        artifacts=[Path(params.eval.out) / "report.md", Path(params.eval.out) / "report.html", Path(params.eval.out) / "plots", Path(params.eval.out) / "metrics.json", Path(params.data.validation), Path(params.data.prepared) / "data_version.json"],
     )
     tracking.set_alias(params.tracking.model_name, tracking.CHALLENGER, registered.version)
     record = {**registered.to_dict(), "model_sha": current["model_sha"]}

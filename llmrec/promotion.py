@@ -43,7 +43,8 @@ def decide(
 ) -> Decision:
     """Decide on the challenger from holdout metrics of `model`, the baselines and (if any) `champion`.
 
-    - no champion: promote when the challenger beats every baseline on `params.metric`;
+    - no champion: promote when the challenger beats every baseline in `params.must_beat` on `params.metric`
+      (stronger baselines outside that list are named in the reasons);
     - champion: promote when the challenger beats it by more than `params.min_gain` on the same holdout;
       with a paired `comparison` (bootstrap interval of the difference), the interval's lower bound
       must clear the margin, so a gain within noise never promotes.
@@ -51,10 +52,15 @@ def decide(
     """
     metric = params.metric
     value = metrics["model"][metric]
-    baselines = {k: v[metric] for k, v in metrics.items() if k not in ("model", "champion")}
+    scored = {k: v[metric] for k, v in metrics.items() if k not in ("model", "champion")}
+    baselines = {k: v for k, v in scored.items() if k in params.must_beat} or scored
     best_name = max(baselines, key=baselines.get)
     best_value = baselines[best_name]
-    reasons = [f"challenger {metric} = {value:.4f}; best baseline {best_name} = {best_value:.4f}"]
+    reasons = [f"challenger {metric} = {value:.4f}; best required baseline ({', '.join(sorted(baselines))}) {best_name} = {best_value:.4f}"]
+    stronger = {k: v for k, v in scored.items() if k not in baselines and v >= value}
+    if stronger:
+        listed = ", ".join(f"{k} {v:.4f}" for k, v in sorted(stronger.items(), key=lambda kv: -kv[1]))
+        reasons.append(f"note: baselines not in promotion.must_beat score at least as high: {listed}")
     if drift is not None:
         if drift.get("drift_detected"):
             drifted = ", ".join(drift.get("drifted_features", [])) or "none named"
@@ -72,7 +78,7 @@ def decide(
     elif champion_version is None:
         if value > best_value:
             action, rule = PROMOTE, "first-champion-beats-baselines"
-            reasons.append("no champion yet and the challenger beats every baseline")
+            reasons.append("no champion yet and the challenger beats every required baseline")
         else:
             action, rule = REJECT, "first-champion-below-baseline"
             reasons.append("no champion yet, and the challenger does not beat the baselines: nothing is served")

@@ -17,7 +17,7 @@ from llmrec.data.contract import Dataset
 HISTORY_KEEP = 50  # most recent events kept in a derived history (renderers use far fewer)
 
 
-def _ns(stamps: pd.Series) -> np.ndarray:
+def instants(stamps: pd.Series) -> np.ndarray:
     """UTC instants as datetime64[ns], comparable with np.searchsorted."""
     return pd.to_datetime(stamps, utc=True).dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
 
@@ -28,12 +28,12 @@ def derived_history(log: Dataset, impressions: pd.DataFrame, max_len: int = HIST
     pos = pos[pos["user_id"].isin(impressions["user_id"].unique())]
     pos = pos.sort_values(["user_id", "timestamp"], kind="stable")
     by_user = {
-        u: (_ns(g["timestamp"]), g["item_id"].to_numpy())
+        u: (instants(g["timestamp"]), g["item_id"].to_numpy())
         for u, g in pos.groupby("user_id", sort=False)
     }
     out = []
     empty = (np.array([], dtype="datetime64[ns]"), np.array([], dtype=object))
-    for user, ts in zip(impressions["user_id"], _ns(impressions["timestamp"])):
+    for user, ts in zip(impressions["user_id"], instants(impressions["timestamp"])):
         times, items = by_user.get(user, empty)
         end = int(np.searchsorted(times, ts, side="left"))
         out.append(" ".join(items[max(0, end - max_len) : end]))
@@ -47,9 +47,9 @@ def history_lengths(log: Dataset, impressions: pd.DataFrame) -> pd.Series:
     pos = log.interactions.loc[log.interactions["label"] == 1, ["user_id", "timestamp"]]
     pos = pos.sort_values(["user_id", "timestamp"], kind="stable")
     counts = []
-    grouped = {u: _ns(g) for u, g in pos.groupby("user_id", sort=False)["timestamp"]}
+    grouped = {u: instants(g) for u, g in pos.groupby("user_id", sort=False)["timestamp"]}
     empty = np.array([], dtype="datetime64[ns]")
-    for user, ts in zip(impressions["user_id"], _ns(impressions["timestamp"])):
+    for user, ts in zip(impressions["user_id"], instants(impressions["timestamp"])):
         counts.append(int(np.searchsorted(grouped.get(user, empty), ts, side="left")))
     return pd.Series(counts, index=impressions.index, dtype="int64")
 
@@ -63,15 +63,15 @@ def sample_negatives(log: Dataset, impressions: pd.DataFrame, n: int, seed: int)
     inter = log.interactions
     first_seen = inter.groupby("item_id", sort=False)["timestamp"].min().sort_values(kind="stable")
     seen_items = first_seen.index.to_numpy()
-    seen_times = _ns(first_seen)
+    seen_times = instants(first_seen)
     pos = inter.loc[(inter["label"] == 1) & inter["user_id"].isin(impressions["user_id"].unique()), ["user_id", "item_id", "timestamp"]]
     pos = pos.sort_values(["user_id", "timestamp"], kind="stable")
-    by_user = {u: (_ns(g["timestamp"]), g["item_id"].to_numpy()) for u, g in pos.groupby("user_id", sort=False)}
+    by_user = {u: (instants(g["timestamp"]), g["item_id"].to_numpy()) for u, g in pos.groupby("user_id", sort=False)}
     empty = (np.array([], dtype="datetime64[ns]"), np.array([], dtype=object))
     rng = np.random.default_rng(seed)
     rows: list[tuple[str, str, str, object]] = []
     order = impressions.sort_values("impression_id", kind="stable")  # same draws whatever the row order
-    for imp, user, ts in zip(order["impression_id"], order["user_id"], _ns(order["timestamp"])):
+    for imp, user, ts in zip(order["impression_id"], order["user_id"], instants(order["timestamp"])):
         available = int(np.searchsorted(seen_times, ts, side="left"))
         times, items = by_user.get(user, empty)
         exclude = set(items[: int(np.searchsorted(times, ts, side="right"))])

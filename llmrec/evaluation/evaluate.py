@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 from llmrec.data.contract import UNLABELED, Dataset, history_list
-from llmrec.evaluation import metrics
+from llmrec.evaluation import metrics, protocols
+from llmrec.evaluation.protocols import candidate_frame  # noqa: F401  (re-exported for callers)
 from llmrec.models.cross_encoder import CrossEncoder
 from llmrec.models.text import item_texts, user_text
 
@@ -25,13 +26,6 @@ def sample_impressions(holdout: Dataset, max_impressions: int, seed: int) -> Dat
     if max_impressions and len(labelled) > max_impressions:
         labelled = np.random.default_rng(seed).choice(labelled, size=max_impressions, replace=False)
     return holdout.restrict(pd.Index(labelled))
-
-
-def candidate_frame(holdout: Dataset) -> pd.DataFrame:
-    """One row per (impression, candidate) with the label and the user's history."""
-    return holdout.interactions[["impression_id", "item_id", "label"]].merge(
-        holdout.impressions[["impression_id", "history"]], on="impression_id", how="left"
-    )
 
 
 def model_scorer(model: CrossEncoder, items: pd.DataFrame, batch_size: int, progress: bool = False) -> Scorer:
@@ -64,41 +58,195 @@ def random_scorer(seed: int) -> Scorer:
 
 
 @dataclass
-class EvalReport:
-    metrics: dict[str, dict[str, float]]          # ranker name -> metric -> mean
+class ProtocolResult:
+    """Metrics of every ranker under one protocol."""
+
+    name: str
+    description: str
+    metrics: dict[str, dict[str, float]]  # ranker -> metric -> mean
+    intervals: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
     per_impression: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
+    skipped: int = 0
+    n_impressions: int = 0
+    n_candidates: int = 0
+
+    def to_dict(self) -> dict:
+        return {
+            "description": self.description,
+            "metrics": self.metrics,
+            "intervals": {r: {m: list(ci) for m, ci in v.items()} for r, v in self.intervals.items()},
+            "skipped": self.skipped,
+            "impressions": self.n_impressions,
+            "candidates": self.n_candidates,
+        }
+
+
+@dataclass
+class EvalReport:
+    """Everything one evaluation found: protocols, comparisons, segments and plot data."""
+
+    protocols: dict[str, ProtocolResult]
+    primary: str
     holdout: dict[str, object] = field(default_factory=dict)
+    comparisons: dict[str, dict] = field(default_factory=dict)
+    segments: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+    segment_protocol: str = ""
+    ndcg_curve: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+    score_samples: pd.DataFrame | None = field(default=None, repr=False)
+    confidence: float = 0.95
+
+    @property
+    def main(self) -> ProtocolResult:
+        """The protocol the promotion policy reads: each impression's own candidates."""
+        return self.protocols[self.segment_protocol]
+
+    @property
+    def metrics(self) -> dict[str, dict[str, float]]:
+        return self.main.metrics
+
+    @property
+    def per_impression(self) -> dict[str, pd.DataFrame]:
+        return self.main.per_impression
 
     def table(self) -> pd.DataFrame:
         return pd.DataFrame(self.metrics).T
 
-    def to_markdown(self, title: str = "Holdout evaluation") -> str:
-        table = self.table()
-        cols = [c for c in table.columns if c != "impressions"]
-        lines = [f"### {title}", "", "| ranker | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
-        for name, row in table.iterrows():
-            lines.append(f"| {name} | " + " | ".join(f"{row[c]:.4f}" for c in cols) + " |")
-        n = int(next(iter(self.metrics.values()))["impressions"]) if self.metrics else 0
-        lines += ["", f"{n} holdout impressions with at least one click and one non-click."]
-        return "\n".join(lines)
+    def to_markdown(self) -> str:
+        from llmrec.evaluation.report import to_markdown
 
-    def save(self, folder: str | Path) -> Path:
+        return to_markdown(self)
+
+    def save(self, folder: str | Path) -> dict[str, Path]:
+        """metrics.json, per-impression Parquet, report.md, report.html and plots/ under `folder`."""
+        from llmrec.evaluation.report import write_report
+
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "metrics.json").write_text(json.dumps({"metrics": self.metrics, "holdout": self.holdout}, indent=2))
-        (folder / "report.md").write_text(self.to_markdown() + "\n")
-        for name, frame in self.per_impression.items():
-            frame.to_parquet(folder / f"per_impression_{name}.parquet", index=False)
-        return folder
+        record = {
+            "metrics": self.metrics,
+            "protocol": self.segment_protocol,
+            "protocols": {name: p.to_dict() for name, p in self.protocols.items()},
+            "comparisons": self.comparisons,
+            "segments": self.segments.to_dict(orient="records"),
+            "holdout": self.holdout,
+        }
+        (folder / "metrics.json").write_text(json.dumps(record, indent=2, default=float))
+        for protocol in self.protocols.values():
+            for name, frame in protocol.per_impression.items():
+                frame.to_parquet(folder / f"per_impression_{protocol.name}_{name}.parquet", index=False)
+        return write_report(self, folder)
 
 
-def evaluate_rankers(holdout: Dataset, scorers: dict[str, Scorer], ks: list[int]) -> EvalReport:
-    """Score the same holdout candidates with every ranker and compute MIND's metrics."""
-    frame = candidate_frame(holdout)
-    report = EvalReport(metrics={}, holdout={"impressions": int(frame["impression_id"].nunique()), "candidates": len(frame)})
-    for name, scorer in scorers.items():
-        scored = frame.assign(score=scorer(frame))
-        per = metrics.impression_metrics(scored, ks)
-        report.metrics[name] = metrics.summarize(per)
-        report.per_impression[name] = per
+DESCRIPTIONS = {
+    protocols.IMPRESSIONS: "Each holdout impression's logged candidates (what was on screen); MIND's per-impression metrics.",
+    protocols.SAMPLED: "Each held-out event ranked against sampled negatives (seeded, the same for every ranker).",
+    protocols.CATALOGUE: "Each holdout impression against every item known at its time, minus the user's history. "
+    "Pair scorers re-rank the top of a retriever (named in brackets).",
+}
+
+
+def _score_protocol(
+    name: str, frame: pd.DataFrame, scorers: dict[str, Scorer], ks: list[int], primary: str, seed: int, confidence: float
+) -> tuple[ProtocolResult, dict[str, np.ndarray]]:
+    from llmrec.evaluation.stats import bootstrap_intervals
+
+    result = ProtocolResult(name, DESCRIPTIONS[name], {}, n_candidates=len(frame))
+    scores: dict[str, np.ndarray] = {}
+    for ranker, scorer in scorers.items():
+        scores[ranker] = np.asarray(scorer(frame), dtype=float)
+        per = metrics.impression_metrics(frame.assign(score=scores[ranker]), ks)
+        result.per_impression[ranker] = per
+        result.metrics[ranker] = metrics.summarize(per)
+        cols = [c for c in per.columns if c != "impression_id"]
+        result.intervals[ranker] = bootstrap_intervals(per, cols, confidence=confidence, seed=seed)
+        result.skipped = int(per.attrs.get("skipped", 0))
+        result.n_impressions = len(per)
+    return result, scores
+
+
+def segment_labels(frame: pd.DataFrame, train: Dataset, items: pd.DataFrame) -> pd.DataFrame:
+    """Per impression: history length bucket, cold/warm positive item, category of the positive."""
+    train_items = set(train.interactions.loc[train.interactions["label"] == 1, "item_id"])
+    for history in train.impressions["history"]:
+        train_items.update(history.split())
+    imp = frame.drop_duplicates("impression_id")[["impression_id", "history"]].set_index("impression_id")
+    n_hist = imp["history"].fillna("").str.split().str.len().fillna(0)
+    buckets = pd.cut(n_hist, [-1, 0, 4, 19, np.inf], labels=["0", "1-4", "5-19", "20+"]).astype(str)
+    pos = frame[frame["label"] == 1]
+    cold = (~pos["item_id"].isin(train_items)).groupby(pos["impression_id"]).all()
+    category = items.drop_duplicates("item_id").set_index("item_id")["category"]
+    first_cat = pos.groupby("impression_id")["item_id"].first().map(category).fillna("unknown")
+    top_cats = first_cat.value_counts().index[:6]
+    return pd.DataFrame(
+        {
+            "history length": buckets,
+            "positive item": cold.reindex(imp.index).map({True: "cold (unseen in training)", False: "warm"}),
+            "category": first_cat.reindex(imp.index).where(lambda c: c.isin(top_cats), "other"),
+        }
+    )
+
+
+def _segments(result: ProtocolResult, labels: pd.DataFrame, metric: str) -> pd.DataFrame:
+    rows = []
+    for ranker, per in result.per_impression.items():
+        joined = per.set_index("impression_id")[[metric]].join(labels, how="inner")
+        for kind in labels.columns:
+            for segment, group in joined.groupby(kind, sort=True):
+                rows.append({"ranker": ranker, "kind": kind, "segment": segment, "n": len(group), "value": float(group[metric].mean())})
+    return pd.DataFrame(rows)
+
+
+def evaluate(
+    holdout: Dataset,
+    train: Dataset,
+    log: Dataset,
+    scorers: dict[str, Scorer],
+    *,
+    ks: list[int],
+    primary: str,
+    seed: int,
+    catalogue_scorers: list[str] | None = None,
+    rerankers: dict[str, tuple[str, int]] | None = None,
+    catalogue_impressions: int = 100,
+    confidence: float = 0.95,
+) -> EvalReport:
+    """Score the holdout with every ranker under each protocol that applies.
+
+    `holdout` has its context (histories, sampled negatives) filled in. The catalogue protocol
+    runs the rankers in `catalogue_scorers` directly and each ranker in `rerankers` as a re-ranker of
+    (retriever name, top-N).
+    """
+    ks_all = sorted(set(ks) | {10})
+    list_name = protocols.list_protocol(holdout)
+    frame = protocols.candidate_frame(holdout)
+    main, main_scores = _score_protocol(list_name, frame, scorers, ks_all, primary, seed, confidence)
+    report = EvalReport({list_name: main}, primary, segment_protocol=list_name, confidence=confidence)
+    report.holdout = {"impressions": main.n_impressions, "candidates": len(frame), "protocol": list_name}
+
+    curve = []
+    for ranker, score in main_scores.items():
+        per = metrics.impression_metrics(frame.assign(score=score), list(range(1, 21)))
+        curve += [{"ranker": ranker, "k": k, "ndcg": float(per[f"ndcg@{k}"].mean())} for k in range(1, 21)]
+    report.ndcg_curve = pd.DataFrame(curve)
+    if "model" in main_scores:
+        sample = frame[["label"]].assign(score=main_scores["model"])
+        report.score_samples = sample.sample(min(len(sample), 20_000), random_state=seed)
+    report.segments = _segments(main, segment_labels(frame, train, holdout.items), primary)
+
+    if catalogue_scorers:
+        cat_frame = protocols.catalogue_frame(holdout, log, catalogue_impressions, seed)
+        if not cat_frame.empty:
+            cat_scorers = {n: scorers[n] for n in catalogue_scorers if n in scorers}
+            for name, (retriever, top) in (rerankers or {}).items():
+                if name in scorers and retriever in scorers:
+                    cat_scorers[f"{name} [{retriever} top-{top}]"] = _reranker(scorers[retriever], scorers[name], top)
+            cat, _ = _score_protocol(protocols.CATALOGUE, cat_frame, cat_scorers, ks_all, primary, seed, confidence)
+            report.protocols[protocols.CATALOGUE] = cat
     return report
+
+
+def _reranker(retriever: Scorer, ranker: Scorer, top: int) -> Scorer:
+    def score(frame: pd.DataFrame) -> np.ndarray:
+        return protocols.rerank_scores(np.asarray(retriever(frame), dtype=float), frame, top, ranker)
+
+    return score

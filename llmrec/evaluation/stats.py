@@ -40,3 +40,31 @@ def paired_bootstrap(
         "confidence": confidence,
         "impressions": int(len(diff)),
     }
+
+
+def bootstrap_intervals(
+    per_impression: pd.DataFrame,
+    metrics: list[str],
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap interval of the mean of each metric column, resampling impressions.
+
+    The resampled index sets depend only on the seed and the number of impressions, so rankers
+    evaluated on the same impressions get intervals from the same resamples.
+    """
+    n = len(per_impression)
+    if n == 0:
+        return {}
+    values = per_impression[metrics].to_numpy(dtype=float)
+    rng = np.random.default_rng(seed)
+    chunk = max(1, 2_000_000 // n)
+    means = []
+    for start in range(0, n_resamples, chunk):
+        idx = rng.integers(0, n, size=(min(chunk, n_resamples - start), n))
+        means.append(np.nanmean(values[idx], axis=1))  # (resamples, metrics)
+    means = np.concatenate(means)
+    alpha = (1 - confidence) / 2
+    low, high = np.nanquantile(means, alpha, axis=0), np.nanquantile(means, 1 - alpha, axis=0)
+    return {m: (float(lo), float(hi)) for m, lo, hi in zip(metrics, low, high)}

@@ -1,0 +1,242 @@
+"""Baselines without fine-tuning: content (TF-IDF, zero-shot backbone) and collaborative (ItemKNN, EASE).
+
+Each `*_scorer` fits on the training slice and returns a Scorer (frame -> one score per row).
+Collaborative models learn from the binary user x item consumption matrix of `consumption_matrix`:
+a user's label-1 training interactions plus the items of their training impressions' `history`.
+At scoring time a user is only the row's `history` (items consumed before that impression), never
+a user id, so no scorer can see the future. Scoring is vectorised and runs in bounded blocks, so
+logged candidate lists and full-catalogue frames (every impression x every item) both work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.linalg
+import scipy.sparse as sp
+from sklearn.preprocessing import normalize
+
+from llmrec.data.contract import Dataset
+from llmrec.errors import ConfigError, ModelError
+
+Scorer = Callable[[pd.DataFrame], np.ndarray]  # = llmrec.evaluation.evaluate.Scorer (no import: no cycle)
+NAMES = ("random", "popularity", "tfidf", "zero_shot", "itemknn", "ease")
+BLOCK = 1 << 22  # values materialised at once while scoring (32 MiB of float64)
+
+
+def consumption_matrix(train: Dataset) -> tuple[sp.csr_matrix, pd.Index]:
+    """Binary user x item matrix of the training slice (clicks + histories) and its item ids."""
+    inter, imps = train.interactions, train.impressions
+    clicks = inter.loc[inter["label"] == 1, ["user_id", "item_id"]]
+    hist = imps.assign(item_id=imps["history"].fillna("").str.split()).explode("item_id")
+    pairs = pd.concat([clicks, hist[["user_id", "item_id"]].dropna()]).drop_duplicates()
+    users, uids = pd.factorize(pairs["user_id"], sort=True)
+    items, ids = pd.factorize(pairs["item_id"], sort=True)
+    X = sp.csr_matrix((np.ones(len(pairs)), (users, items)), shape=(len(uids), len(ids)))
+    return X, pd.Index(ids)
+
+
+def _encode(frame: pd.DataFrame, index: pd.Index) -> tuple[np.ndarray, sp.csr_matrix, np.ndarray]:
+    """Per row: its unique-history code and candidate column (-1: unknown item);
+    H: unique history x item, binary, unknown ids dropped."""
+    codes, uniques = pd.factorize(frame["history"].fillna("").to_numpy(dtype=object))
+    tokens = pd.Series(uniques, dtype=object).str.split().explode()
+    cols = index.get_indexer(tokens.to_numpy())
+    ok = cols >= 0
+    H = sp.csr_matrix((np.ones(ok.sum()), (tokens.index.to_numpy()[ok], cols[ok])), shape=(len(uniques), len(index)))
+    H.data[:] = 1.0  # a repeated history item counts once
+    H.sort_indices()
+    return codes, H, index.get_indexer(frame["item_id"].to_numpy())
+
+
+@dataclass
+class ItemItemScorer:
+    """score = sum over history items h of matrix[h, candidate] (ItemKNN, EASE); unknown items add 0."""
+
+    index: pd.Index                       # item id of each row/column of `matrix`
+    matrix: np.ndarray | sp.csr_matrix    # item x item weights, matrix[h, c]
+
+    def __call__(self, frame: pd.DataFrame) -> np.ndarray:
+        codes, H, cand = _encode(frame, self.index)
+        lengths = np.where(cand >= 0, np.diff(H.indptr)[codes], 0)
+        out = np.zeros(len(frame))
+        step = max(1, BLOCK // max(1, int(lengths.max(initial=0))))
+        for a in range(0, len(frame), step):  # one (row, history item) pair per value, BLOCK at most
+            ln = lengths[a : a + step]
+            if not ln.any():
+                continue
+            rows = np.repeat(np.arange(len(ln)), ln)
+            offsets = np.arange(ln.sum()) - np.repeat(np.cumsum(ln) - ln, ln)
+            hist = H.indices[np.repeat(H.indptr[codes[a : a + step]], ln) + offsets]
+            values = np.asarray(self.matrix[hist, np.repeat(cand[a : a + step], ln)]).ravel()
+            out[a : a + step] = np.bincount(rows, weights=values, minlength=len(ln))
+        return out
+
+
+@dataclass
+class VectorScorer:
+    """score = cosine(sum of the history items' unit vectors, candidate unit vector) (TF-IDF, zero-shot)."""
+
+    index: pd.Index
+    vectors: np.ndarray | sp.csr_matrix   # one L2-normalised row per item (zero rows score 0)
+    prepare: Callable[[np.ndarray], None] | None = None  # fills the rows a frame needs (lazy vectors)
+
+    def __call__(self, frame: pd.DataFrame) -> np.ndarray:
+        codes, H, cand = _encode(frame, self.index)
+        if self.prepare is not None:
+            self.prepare(np.union1d(H.indices, cand[cand >= 0]))
+        out = np.zeros(len(frame))
+        known = np.flatnonzero((cand >= 0) & (np.diff(H.indptr)[codes] > 0))
+        order = known[np.argsort(codes[known], kind="stable")]
+        sorted_codes = codes[order]
+        step = max(1, BLOCK // max(1, len(np.unique(cand[known]))))
+        for start in range(0, H.shape[0], step):  # blocks of unique histories x their candidates
+            rows = order[np.searchsorted(sorted_codes, start) : np.searchsorted(sorted_codes, start + step)]
+            if not len(rows):
+                continue
+            ucols, inverse = np.unique(cand[rows], return_inverse=True)
+            profiles = normalize(H[start : start + step] @ self.vectors)  # mean direction = sum direction
+            block = profiles @ self.vectors[ucols].T
+            block = block.toarray() if sp.issparse(block) else np.asarray(block)
+            out[rows] = block[codes[rows] - start, inverse.ravel()]
+        return out
+
+
+def tfidf_scorer(train: Dataset, items: pd.DataFrame) -> Scorer:
+    """TF-IDF (sublinear tf) of title + text + category + subcategory; user = mean of history vectors.
+
+    Content only: the vocabulary and idf come from the text of all `items` (known at publish time);
+    `train` is accepted for a uniform signature and not used.
+    """
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    del train
+    items = items.drop_duplicates("item_id", keep="last")
+    text = items["title"].fillna("").astype(str)
+    for column in ("text", "category", "subcategory"):
+        text = text + " " + items[column].fillna("").astype(str)
+    vectors = TfidfVectorizer(sublinear_tf=True, dtype=np.float64).fit_transform(text).tocsr()
+    return VectorScorer(pd.Index(items["item_id"]), vectors)
+
+
+class _ItemEncoder:
+    """Mean-pooled, L2-normalised last hidden states of item texts, computed once per item on demand."""
+
+    def __init__(self, texts: list[str], folder: Path, batch_size: int, device: str, progress: bool) -> None:
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        from llmrec.models.cross_encoder import pick_device
+
+        hf_logging.set_verbosity_error()
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+            self.model = AutoModel.from_pretrained(folder, local_files_only=True).to(pick_device(device)).eval()
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"cannot load a model from the folder: {exc}", where=str(folder)) from exc
+        self.texts, self.batch_size, self.progress = texts, batch_size, progress
+        self.vectors = np.zeros((len(texts), self.model.config.hidden_size))
+        self.done = np.zeros(len(texts), dtype=bool)
+
+    def __call__(self, rows: np.ndarray) -> None:
+        import torch
+        from tqdm.auto import tqdm
+
+        todo = rows[~self.done[rows]]
+        for a in tqdm(range(0, len(todo), self.batch_size), desc="zero-shot items", disable=not self.progress):
+            batch = todo[a : a + self.batch_size]
+            texts = [self.texts[i] for i in batch]
+            enc = self.tokenizer(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")
+            enc = enc.to(self.model.device)
+            with torch.inference_mode():
+                hidden = self.model(**enc).last_hidden_state.float()
+            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+            self.vectors[batch] = torch.nn.functional.normalize(pooled, dim=-1).cpu().double().numpy()
+        self.done[todo] = True
+
+
+def zero_shot_scorer(
+    items: pd.DataFrame, backbone: str | Path, batch_size: int = 64, device: str = "cpu", progress: bool = False
+) -> Scorer:
+    """The pretrained backbone as is: item = mean-pooled text embedding, user = mean of history items, dot product."""
+    from llmrec.models.backbone import resolve_backbone
+    from llmrec.models.text import TextConfig, item_texts
+
+    texts = item_texts(items, TextConfig())
+    encoder = _ItemEncoder(list(texts.values()), resolve_backbone(str(backbone)), batch_size, device, progress)
+    return VectorScorer(pd.Index(list(texts)), encoder.vectors, prepare=encoder)
+
+
+def itemknn_scorer(train: Dataset, neighbours: int = 100, shrink: float = 10.0) -> Scorer:
+    """Item-based CF: shrunk cosine between item columns, each candidate's top `neighbours` kept.
+
+    sim(i, j) = |users(i) & users(j)| / (sqrt|users(i)| sqrt|users(j)| + shrink), sim(i, i) = 0;
+    score(c) = sum over history items h among c's neighbours of sim(h, c).
+    """
+    X, index = consumption_matrix(train)
+    co = (X.T @ X).tocsr()
+    norms = np.sqrt(co.diagonal())
+    co.setdiag(0.0)
+    co.eliminate_zeros()
+    co = co.tocoo()  # row = candidate c, col = neighbour h (co is symmetric)
+    sim = co.data / (norms[co.row] * norms[co.col] + shrink)
+    order = np.lexsort((co.col, -sim, co.row))
+    row, col, sim = co.row[order], co.col[order], sim[order]
+    keep = np.arange(len(row)) - np.searchsorted(row, row) < neighbours
+    W = sp.csr_matrix((sim[keep], (col[keep], row[keep])), shape=co.shape)  # W[h, c]
+    return ItemItemScorer(index, W)
+
+
+def ease_scorer(train: Dataset, l2: float = 500.0, max_items: int = 20_000) -> Scorer:
+    """EASE (Steck, "Embarrassingly Shallow Autoencoders for Sparse Data", WWW 2019).
+
+    P = (X^T X + l2 I)^-1, B = I - P diag(1/diag(P)) (so diag(B) = 0); score(c) = sum_h B[h, c].
+    Only the `max_items` most consumed items are modelled (others score 0): the Gram matrix, its
+    inverse and B are dense float64, 8 n^2 bytes each (3.2 GB at n = 20,000; ~2x that at peak, as
+    the inverse is formed in place), and the inversion takes O(n^3) time.
+    """
+    X, index = consumption_matrix(train)
+    counts = np.asarray(X.sum(axis=0)).ravel()
+    top = np.sort(np.argsort(-counts, kind="stable")[:max_items])
+    X, index = X[:, top], index[top]
+    gram = (X.T @ X).toarray().astype(np.float64)
+    gram[np.diag_indices_from(gram)] += l2
+    B = scipy.linalg.inv(gram, overwrite_a=True, check_finite=False)
+    del gram
+    B /= -np.diag(B).copy()  # B_ij = -P_ij / P_jj
+    np.fill_diagonal(B, 0.0)
+    return ItemItemScorer(index, B)
+
+
+def fit_baselines(
+    train: Dataset,
+    items: pd.DataFrame,
+    names: tuple[str, ...] | list[str] = NAMES,
+    backbone: str | Path | None = None,
+    seed: int = 0,
+    batch_size: int = 64,
+    device: str = "cpu",
+    progress: bool = False,
+) -> dict[str, Scorer]:
+    """Fit the named baselines (see NAMES); zero_shot needs a backbone ("default" or a model folder)."""
+    from llmrec.evaluation.evaluate import popularity_scorer, random_scorer
+
+    unknown = [n for n in names if n not in NAMES]
+    if unknown:
+        raise ConfigError(f"unknown baseline(s) {', '.join(unknown)}", fix=f"choose from {', '.join(NAMES)}")
+    if "zero_shot" in names and backbone is None:
+        raise ConfigError("the zero_shot baseline needs a backbone", fix='pass backbone="default" or a model folder')
+    builders: dict[str, Callable[[], Scorer]] = {
+        "random": lambda: random_scorer(seed),
+        "popularity": lambda: popularity_scorer(train),
+        "tfidf": lambda: tfidf_scorer(train, items),
+        "zero_shot": lambda: zero_shot_scorer(items, backbone, batch_size, device, progress),  # type: ignore[arg-type]
+        "itemknn": lambda: itemknn_scorer(train),
+        "ease": lambda: ease_scorer(train),
+    }
+    return {name: builders[name]() for name in names}

@@ -1,0 +1,87 @@
+"""Evaluation protocols: which candidates each holdout impression is ranked among.
+
+impressions  the candidates the log shows (MIND): the clicks among what was really on screen.
+sampled      positive-only logs: each held-out event against N sampled negatives (leave-last-out
+             with sampled negatives, as in the literature); the negatives are drawn once, with a seed,
+             so every model ranks the same lists and an evaluation run twice gives the same numbers.
+catalogue    every item already known at the impression's time, minus the user's history: what a
+             production retriever faces. Pair scorers (cross-encoder) cannot score thousands of items
+             per user, so they re-rank the top of a retriever there (retrieve-then-rerank).
+
+`candidate_frame` rows: impression_id, user_id, item_id, label (1 = positive), history.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from llmrec.data.context import instants
+from llmrec.data.contract import UNLABELED, Dataset
+
+IMPRESSIONS, SAMPLED, CATALOGUE = "impressions", "sampled", "catalogue"
+
+
+def list_protocol(dataset: Dataset) -> str:
+    """The name of the protocol that ranks each impression's own (logged or sampled) candidates."""
+    return IMPRESSIONS if dataset.source.logged_negatives else SAMPLED
+
+
+def candidate_frame(holdout: Dataset) -> pd.DataFrame:
+    """One row per (impression, candidate) with the label and the user's history."""
+    inter = holdout.interactions
+    inter = inter[inter["label"] != UNLABELED]
+    return inter[["impression_id", "user_id", "item_id", "label"]].merge(
+        holdout.impressions[["impression_id", "history"]], on="impression_id", how="left"
+    )
+
+
+def catalogue_frame(holdout: Dataset, log: Dataset, max_impressions: int, seed: int) -> pd.DataFrame:
+    """Each of (at most `max_impressions`, seeded) holdout impressions paired with the whole catalogue.
+
+    The catalogue at time t = items first seen in `log` before t, plus the impression's positives;
+    items in the user's history are removed (they are known, not recommendations).
+    """
+    positives = holdout.interactions[holdout.interactions["label"] == 1]
+    imps = holdout.impressions[holdout.impressions["impression_id"].isin(positives["impression_id"])]
+    imps = imps.sort_values("impression_id", kind="stable")
+    if max_impressions and len(imps) > max_impressions:
+        imps = imps.iloc[np.sort(np.random.default_rng(seed).choice(len(imps), max_impressions, replace=False))]
+    first_seen = log.interactions.groupby("item_id", sort=False)["timestamp"].min().sort_values(kind="stable")
+    known = first_seen.index.to_numpy()
+    known_times = instants(first_seen)
+    pos_by_imp = positives.groupby("impression_id")["item_id"].agg(list)
+    parts = []
+    for imp, user, ts, history in zip(imps["impression_id"], imps["user_id"], instants(imps["timestamp"]), imps["history"]):
+        available = known[: int(np.searchsorted(known_times, ts, side="left"))]
+        pos = pos_by_imp.get(imp, [])
+        seen = set(history.split()) if history else set()
+        cands = np.union1d(available, pos)
+        if seen:
+            cands = cands[~np.isin(cands, list(seen - set(pos)))]
+        parts.append(
+            pd.DataFrame(
+                {
+                    "impression_id": imp,
+                    "user_id": user,
+                    "item_id": cands,
+                    "label": np.isin(cands, pos).astype(np.int8),
+                    "history": history,
+                }
+            )
+        )
+    if not parts:
+        return pd.DataFrame(columns=["impression_id", "user_id", "item_id", "label", "history"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def rerank_scores(base: np.ndarray, frame: pd.DataFrame, top: int, scorer) -> np.ndarray:
+    """Scores where `scorer` re-ranks each impression's `top` rows by `base`; the rest keep `base` order below them."""
+    order = pd.DataFrame({"imp": frame["impression_id"].to_numpy(), "base": base, "row": np.arange(len(frame))})
+    order = order.sort_values(["imp", "base", "row"], ascending=[True, False, True], kind="stable")
+    head = order.groupby("imp", sort=False).head(top)["row"].to_numpy()
+    scores = base.astype(float) - (np.nanmax(np.abs(base)) + 1.0) * 2  # everything below the re-ranked head
+    if len(head):
+        reranked = np.asarray(scorer(frame.iloc[head].reset_index(drop=True)), dtype=float)
+        scores[head] = reranked - reranked.min() + 1.0 if len(reranked) else reranked
+    return scores
