@@ -221,6 +221,12 @@ def run_register(params: Params, run_name: str = "retrain") -> dict[str, Any]:
     }
     flat_metrics = {f"{name}.{k}": v for name, ms in evaluation["metrics"].items() for k, v in ms.items()}
     flat_metrics.update({k: v for k, v in evaluation["metrics"]["model"].items()})
+    main = evaluation.get("protocols", {}).get(evaluation.get("protocol", ""), {})
+    for metric, (low, high) in main.get("intervals", {}).get("model", {}).items():
+        flat_metrics.update({f"{metric}.ci_low": low, f"{metric}.ci_high": high})
+    for name, protocol in evaluation.get("protocols", {}).items():
+        if name != evaluation.get("protocol"):
+            flat_metrics.update({f"{name}.{r}.{k}": v for r, ms in protocol["metrics"].items() for k, v in ms.items()})
     flat_metrics.update({"train.pairs_per_second": train_info["pairs_per_second"], "train.seconds": train_info["seconds"]})
     registered = tracking.register_model(
         params.train.out,

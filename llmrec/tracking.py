@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import logging
 import os
 import tempfile
@@ -164,8 +165,8 @@ def _requirements() -> list[str]:
 
 
 def metric_key(name: str) -> str:
-    """MLflow metric names cannot hold '@': ndcg@10 -> ndcg_at_10."""
-    return name.replace("@", "_at_")
+    """MLflow metric names allow letters, digits, _ - . / and spaces: ndcg@10 -> ndcg_at_10, [..] -> _."""
+    return re.sub(r"[^A-Za-z0-9_\-./ ]+", "_", name.replace("@", "_at_")).strip("_ ")
 
 
 def _param(key: str, value: Any):

@@ -55,7 +55,9 @@ def test_retrain_story_two_periods(project, tiny_world, tiny_backbone):
     assert first["validation"]["success"]
     assert first["registered"]["version"] == "1"
     m = first["evaluation"]["metrics"]
-    assert set(m) == {"model", "popularity", "random"}
+    assert set(m) == {"model", "popularity", "random", "tfidf", "zero_shot", "itemknn", "ease"}
+    assert Path(first["evaluation"]["report_html"]).is_file()
+    assert "Protocol: catalogue" in first["evaluation"]["markdown"]
     assert m["model"]["ndcg@10"] > m["popularity"]["ndcg@10"], first["evaluation"]["markdown"]
     assert first["decision"]["action"] == "promote"
     assert first["drift"]["skipped"].startswith("no champion")
@@ -74,6 +76,8 @@ def test_retrain_story_two_periods(project, tiny_world, tiny_backbone):
     assert second["registered"]["version"] == "2"
     assert second["data_version"]["dvc_md5"] != md5_v1  # period 2 is a new data version
     assert "champion" in second["evaluation"]["metrics"]
+    vs = second["evaluation"]["comparisons"]["vs_champion"]
+    assert vs["low"] <= vs["difference"] <= vs["high"]
     drift = second["drift"]
     assert drift["drift_detected"], drift
     assert drift["champion_version"] == "1"

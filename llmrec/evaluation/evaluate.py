@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,7 +134,8 @@ class EvalReport:
         (folder / "metrics.json").write_text(json.dumps(record, indent=2, default=float))
         for protocol in self.protocols.values():
             for name, frame in protocol.per_impression.items():
-                frame.to_parquet(folder / f"per_impression_{protocol.name}_{name}.parquet", index=False)
+                safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
+                frame.to_parquet(folder / f"per_impression_{protocol.name}_{safe}.parquet", index=False)
         return write_report(self, folder)
 
 
@@ -146,8 +148,16 @@ DESCRIPTIONS = {
 
 
 def _score_protocol(
-    name: str, frame: pd.DataFrame, scorers: dict[str, Scorer], ks: list[int], primary: str, seed: int, confidence: float
+    name: str,
+    frame: pd.DataFrame,
+    scorers: dict[str, Scorer],
+    ks: list[int],
+    primary: str,
+    seed: int,
+    confidence: float,
+    popularity: pd.Series | None = None,
 ) -> tuple[ProtocolResult, dict[str, np.ndarray]]:
+    """Score `frame` with every ranker; with `popularity`, also catalogue coverage and popularity bias of the top 10."""
     from llmrec.evaluation.stats import bootstrap_intervals
 
     result = ProtocolResult(name, DESCRIPTIONS[name], {}, n_candidates=len(frame))
@@ -161,6 +171,10 @@ def _score_protocol(
         result.intervals[ranker] = bootstrap_intervals(per, cols, confidence=confidence, seed=seed)
         result.skipped = int(per.attrs.get("skipped", 0))
         result.n_impressions = len(per)
+        if popularity is not None:
+            top = metrics.top_k(frame.assign(score=scores[ranker]), 10)
+            result.metrics[ranker]["coverage@10"] = metrics.coverage(top, frame["item_id"].nunique())
+            result.metrics[ranker]["pop_bias@10"] = metrics.popularity_bias(top, popularity)
     return result, scores
 
 
@@ -171,7 +185,7 @@ def segment_labels(frame: pd.DataFrame, train: Dataset, items: pd.DataFrame) -> 
         train_items.update(history.split())
     imp = frame.drop_duplicates("impression_id")[["impression_id", "history"]].set_index("impression_id")
     n_hist = imp["history"].fillna("").str.split().str.len().fillna(0)
-    buckets = pd.cut(n_hist, [-1, 0, 4, 19, np.inf], labels=["0", "1-4", "5-19", "20+"]).astype(str)
+    buckets = pd.cut(n_hist, [-1, 0, 4, 19, np.inf], labels=["0", "1-4", "5-19", "20+"])  # ordered categories
     pos = frame[frame["label"] == 1]
     cold = (~pos["item_id"].isin(train_items)).groupby(pos["impression_id"]).all()
     category = items.drop_duplicates("item_id").set_index("item_id")["category"]
@@ -191,7 +205,7 @@ def _segments(result: ProtocolResult, labels: pd.DataFrame, metric: str) -> pd.D
     for ranker, per in result.per_impression.items():
         joined = per.set_index("impression_id")[[metric]].join(labels, how="inner")
         for kind in labels.columns:
-            for segment, group in joined.groupby(kind, sort=True):
+            for segment, group in joined.groupby(kind, sort=True, observed=True):  # categories keep their order
                 rows.append({"ranker": ranker, "kind": kind, "segment": segment, "n": len(group), "value": float(group[metric].mean())})
     return pd.DataFrame(rows)
 
@@ -240,7 +254,8 @@ def evaluate(
             for name, (retriever, top) in (rerankers or {}).items():
                 if name in scorers and retriever in scorers:
                     cat_scorers[f"{name} [{retriever} top-{top}]"] = _reranker(scorers[retriever], scorers[name], top)
-            cat, _ = _score_protocol(protocols.CATALOGUE, cat_frame, cat_scorers, ks_all, primary, seed, confidence)
+            clicks = train.interactions.loc[train.interactions["label"] == 1, "item_id"].value_counts()
+            cat, _ = _score_protocol(protocols.CATALOGUE, cat_frame, cat_scorers, ks_all, primary, seed, confidence, clicks)
             report.protocols[protocols.CATALOGUE] = cat
     return report
 

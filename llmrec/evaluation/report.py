@@ -18,7 +18,7 @@ import pandas as pd
 if TYPE_CHECKING:  # pragma: no cover
     from llmrec.evaluation.evaluate import EvalReport
 
-SHOWN = ["auc", "mrr", "ndcg@5", "ndcg@10", "hr@10"]
+SHOWN = ["auc", "mrr", "ndcg@5", "ndcg@10", "hr@10", "coverage@10", "pop_bias@10"]
 
 
 def _fmt(value: float, interval: tuple[float, float] | None = None) -> str:
@@ -71,12 +71,17 @@ def to_markdown(report: "EvalReport", plots: dict[str, str] | None = None) -> st
         lines += _md_table(*metrics_table(report, name))
         skipped = f"; {result.skipped} impression(s) without a positive and a negative skipped" if result.skipped else ""
         lines += ["", f"{result.n_impressions} impressions, {result.n_candidates:,} candidates{skipped}."]
+        if name == "catalogue":
+            lines += [
+                "coverage@10 = share of the catalogue that appears in some top-10; pop_bias@10 = mean popularity "
+                "percentile (0..1, training clicks) of the recommended items (0.5 = as popular as a random item)."
+            ]
     if report.comparisons:
         lines += ["", "### Comparisons", "", *_comparison_lines(report)]
     if not report.segments.empty:
         lines += ["", f"### Segments ({report.primary}, protocol {report.segment_protocol})", ""]
         seg = report.segments
-        pivot = seg.pivot_table(index=["kind", "segment", "n"], columns="ranker", values="value").reset_index()
+        pivot = seg.pivot_table(index=["kind", "segment", "n"], columns="ranker", values="value", sort=False).reset_index()
         rankers = [c for c in pivot.columns if c not in ("kind", "segment", "n")]
         rows = [[r["kind"], str(r["segment"]), str(int(r["n"])), *(_fmt(r[k]) for k in rankers)] for _, r in pivot.iterrows()]
         lines += _md_table(["segment kind", "segment", "impressions", *rankers], rows)

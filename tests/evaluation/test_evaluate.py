@@ -74,7 +74,10 @@ def test_report_has_protocols_intervals_segments_and_plots(mind_setup, tmp_path:
     for ranker, ci in main.intervals.items():
         low, high = ci["ndcg@10"]
         assert low <= main.metrics[ranker]["ndcg@10"] <= high
-    assert "model [popularity top-10]" in report.protocols["catalogue"].metrics
+    cat = report.protocols["catalogue"].metrics
+    assert "model [popularity top-10]" in cat
+    assert cat["popularity"]["pop_bias@10"] > cat["random"]["pop_bias@10"]
+    assert 0 < cat["random"]["coverage@10"] <= 1 and cat["popularity"]["coverage@10"] < cat["random"]["coverage@10"]
     assert set(report.segments["kind"]) == {"history length", "positive item", "category"}
     assert report.segments.groupby(["ranker", "kind"])["n"].sum().eq(main.n_impressions).all()
     assert sorted(report.ndcg_curve["k"].unique()) == list(range(1, 21))
