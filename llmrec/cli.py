@@ -129,14 +129,22 @@ def version() -> None:
 
 
 @app.command()
-def train() -> None:
-    """Fine-tune the ranker (model.*, train.*) on the training part of the temporal split."""
+def train(
+    model: Annotated[
+        Optional[str], typer.Option("--model", help="cross-encoder | two-tower (default model.type in params.yaml).")
+    ] = None,
+) -> None:
+    """Fine-tune the ranker (model.*, train.*) on the training part of the split."""
     from llmrec import pipeline
 
-    info = _run(pipeline.run_train, State.params())
+    if model:
+        State.overrides = [*State.overrides, f"model.type={model}"]
+    params = State.params()
+    info = _run(pipeline.run_train, params)
+    unit = "pairs/s" if params.model.type == "cross-encoder" else "clicks/s"
     typer.echo(
-        f"trained {info['steps']} steps on {info['device']} in {info['seconds']:.0f}s "
-        f"({info['pairs_per_second']:.1f} pairs/s), final loss {info['final_loss']:.3f} -> {info['model_dir']}"
+        f"trained a {params.model.type} for {info['steps']} steps on {info['device']} in {info['seconds']:.0f}s "
+        f"({info['pairs_per_second']:.1f} {unit}), final loss {info['final_loss']:.3f} -> {info['model_dir']}"
     )
 
 
@@ -144,7 +152,7 @@ def train() -> None:
 def evaluate(
     champion: Annotated[bool, typer.Option(help="Also score the current champion from the registry.")] = True,
 ) -> None:
-    """Score the holdout (per-impression AUC, MRR, nDCG@k) for the model, baselines and champion."""
+    """Score the holdout with the model, six baselines and the champion; write report.md/html + plots."""
     from llmrec import pipeline
 
     info = _run(pipeline.run_evaluate, State.params(), with_champion=champion)

@@ -79,7 +79,11 @@ class DataParams(_Section):
 
 
 class ModelParams(_Section):
-    type: Literal["cross-encoder"] = "cross-encoder"
+    type: Literal["cross-encoder", "two-tower"] = Field(
+        "cross-encoder", description="cross-encoder (pair scorer, re-ranks lists) or two-tower (item vectors, scores a catalogue)"
+    )
+    pooling: Literal["mean", "attention"] = Field("mean", description="two-tower: how history item vectors make the user vector")
+    tower_history: int = Field(20, ge=1, le=200, description="two-tower: most recent history items pooled into the user vector")
     backbone: str = Field("default", description="'default' (bundled MiniLM) or a local HF model folder")
     max_history: int = Field(3, ge=0, description="Most recent history titles in the user text")
     max_length: int = Field(64, ge=16, le=512, description="Max tokens per (history, candidate) pair")

@@ -99,15 +99,20 @@ def _split(params: Params):
 
 def run_train(params: Params, progress: bool = True) -> dict[str, Any]:
     """Fine-tune the ranker on the training part of the temporal split."""
-    from llmrec.training import train_cross_encoder
-
     split = _split(params)
     train = split.train
     if params.train.max_train_impressions:
         recent = train.impressions.sort_values("timestamp", kind="stable").tail(params.train.max_train_impressions)
         train = train.restrict(recent["impression_id"])
     train = with_context(train, split.train, params.train.negatives_per_positive, params.train.seed)
-    result = train_cross_encoder(train, params.model, params.train, params.train.out, progress=progress)
+    if params.model.type == "two-tower":
+        from llmrec.training_two_tower import train_two_tower
+
+        result = train_two_tower(train, params.model, params.train, params.train.out, progress=progress, pooling=params.model.pooling)
+    else:
+        from llmrec.training import train_cross_encoder
+
+        result = train_cross_encoder(train, params.model, params.train, params.train.out, progress=progress)
     from llmrec.models.cross_encoder import fingerprint
 
     info = {**result.to_dict(), "split": split.describe(), "model_sha": fingerprint(params.train.out)}
@@ -129,23 +134,26 @@ def champion_model_dir(params: Params, dest: str | Path) -> tuple[str | None, Pa
 def run_evaluate(params: Params, with_champion: bool = True, progress: bool = True) -> dict[str, Any]:
     """Score the holdout with the model, baselines and the champion; write metrics + report."""
     from llmrec.evaluation.baselines import fit_baselines
-    from llmrec.evaluation.evaluate import evaluate, model_scorer, sample_impressions
+    from llmrec.evaluation.evaluate import evaluate, sample_impressions
     from llmrec.models.backbone import resolve_backbone
-    from llmrec.models.cross_encoder import CrossEncoder, fingerprint
+    from llmrec.models.cross_encoder import fingerprint
+    from llmrec.models.ranker import is_pair_scorer, load_ranker, ranker_scorer
 
     dataset = Dataset.load(params.data.prepared)
     split = make_split(dataset, params.data.split, params.data.holdout_days)
     holdout = sample_impressions(split.holdout, params.eval.max_impressions, params.eval.seed)
     holdout = with_context(holdout, dataset, params.eval.negatives, params.eval.seed)
     train = with_context(split.train, split.train, 0, params.eval.seed)  # histories for the collaborative baselines
-    model = CrossEncoder.load(params.train.out, device=params.train.device)
-    scorers = {"model": model_scorer(model, split.train.items, params.eval.batch_size, progress)}
+    model = load_ranker(params.train.out, device=params.train.device)
+    scorers = {"model": ranker_scorer(model, split.train.items, params.eval.batch_size, progress)}
+    pair_scorers = {"model"} if is_pair_scorer(model) else set()
     champion_version = None
     if with_champion:
         champion_version, folder = champion_model_dir(params, Path(params.eval.out) / "champion")
         if folder is not None:
-            champion = CrossEncoder.load(folder, device=params.train.device)
-            scorers["champion"] = model_scorer(champion, split.train.items, params.eval.batch_size, progress)
+            champion = load_ranker(folder, device=params.train.device)
+            scorers["champion"] = ranker_scorer(champion, split.train.items, params.eval.batch_size, progress)
+            pair_scorers |= {"champion"} if is_pair_scorer(champion) else set()
     backbone = resolve_backbone(params.model.backbone) if "zero_shot" in params.eval.baselines else None
     scorers.update(
         fit_baselines(
@@ -153,7 +161,6 @@ def run_evaluate(params: Params, with_champion: bool = True, progress: bool = Tr
             batch_size=params.eval.batch_size, device=params.train.device, progress=progress,
         )
     )
-    pair_scorers = {"model", "champion"}
     report = evaluate(
         holdout, split.train, dataset, scorers,
         ks=params.eval.ks, primary=params.promotion.metric, seed=params.eval.seed,

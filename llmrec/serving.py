@@ -3,7 +3,7 @@
 A background thread polls the MLflow registry; when the alias points at another version it downloads
 and loads that version next to the one in use, then swaps a single reference. Requests keep the model
 object they grabbed, so none fails during a swap. Scoring renders texts with the shared
-`llmrec.models.text` functions through `model_scorer`, exactly as training and evaluation did.
+`llmrec.models.text` functions through `ranker_scorer`, exactly as training and evaluation did.
 
 Heavy libraries (torch, transformers, mlflow) are imported only when a model is loaded.
 """
@@ -265,14 +265,13 @@ class ModelHolder:
         """Download, load and warm up a version (the served model is untouched meanwhile)."""
         import pandas as pd
 
-        from llmrec.evaluation.evaluate import model_scorer
-        from llmrec.models.cross_encoder import CrossEncoder
+        from llmrec.models.ranker import load_ranker, ranker_scorer
 
         dest = self.cache_dir / f"v{info.version}-{uuid.uuid4().hex[:8]}"
         try:
             model_dir = tracking.download_model_dir(self.model_name, info.version, dest, root=self.root)
             items = pd.read_parquet(items_path(model_dir))
-            ranker = CrossEncoder.load(model_dir, device=self.device)
+            ranker = load_ranker(model_dir, device=self.device)
             loaded = LoadedModel(
                 name=self.model_name,
                 version=info.version,
@@ -281,7 +280,7 @@ class ModelHolder:
                 tags=dict(info.tags),
                 metrics={k: float(v) for k, v in info.metrics.items()},
                 catalogue=frozenset(items["item_id"].astype(str)),
-                scorer=model_scorer(ranker, items, batch_size=self.batch_size),
+                scorer=ranker_scorer(ranker, items, batch_size=self.batch_size),
                 folder=dest,
             )
             if not loaded.catalogue:

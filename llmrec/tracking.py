@@ -58,16 +58,15 @@ class RankerModel:
     """mlflow.pyfunc model: input columns `history` (space-separated item ids) and `item_id`; output `score`."""
 
     def load_context(self, context: Any) -> None:
-        from llmrec.models.cross_encoder import CrossEncoder
+        from llmrec.models.ranker import load_ranker, ranker_scorer
 
-        self.ranker = CrossEncoder.load(context.artifacts["model_dir"], device="cpu")
+        self.ranker = load_ranker(context.artifacts["model_dir"], device="cpu")
         self.items = pd.read_parquet(context.artifacts["items"])
+        self.scorer = ranker_scorer(self.ranker, self.items, batch_size=64)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        from llmrec.evaluation.evaluate import model_scorer
-
         frame = model_input[["history", "item_id"]].astype(str)
-        scores = model_scorer(self.ranker, self.items, batch_size=64)(frame)
+        scores = self.scorer(frame)
         return pd.DataFrame({"item_id": frame["item_id"].to_numpy(), "score": scores})
 
 
