@@ -80,7 +80,7 @@ class DataParams(_Section):
 
 class ModelParams(_Section):
     type: Literal["cross-encoder", "two-tower"] = Field(
-        "cross-encoder", description="cross-encoder (pair scorer, re-ranks lists) or two-tower (item vectors, scores a catalogue)"
+        "two-tower", description="two-tower (item vectors, scores a catalogue) or cross-encoder (pair scorer, re-ranks lists)"
     )
     pooling: Literal["mean", "attention"] = Field("mean", description="two-tower: how history item vectors make the user vector")
     tower_history: int = Field(20, ge=1, le=200, description="two-tower: most recent history items pooled into the user vector")
