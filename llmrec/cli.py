@@ -87,7 +87,10 @@ def generate(
 
 @app.command("ingest")
 def ingest_cmd(
-    path: Annotated[Optional[Path], typer.Argument(help="MIND folder or folder of batch folders (default data.path).")] = None,
+    path: Annotated[
+        Optional[Path],
+        typer.Argument(help="Dataset folder (MIND, MovieLens ml-100k/1m/latest/25m, or CSV/Parquet tables per data.tables), or a folder of batch folders (default data.path)."),
+    ] = None,
     out: Annotated[Optional[Path], typer.Option(help="Where to write the canonical tables (default data.prepared).")] = None,
 ) -> None:
     """Read a dataset folder (format detected from its files) into canonical Parquet tables."""
@@ -113,10 +116,8 @@ def validate() -> None:
     from llmrec import pipeline
 
     result = _run(pipeline.run_validate, State.params())
-    s = result["statistics"]
-    typer.echo(f"validation passed: {s}; Data Docs: {result.get('docs_path')}")
-    for failure in result.get("failures", []):
-        typer.secho(f"warning: {failure}", fg=typer.colors.YELLOW)
+    typer.secho(result["summary"], fg=typer.colors.YELLOW if result["n_warnings"] else None)
+    typer.echo(f"Data Docs: {result.get('docs_path')}")
 
 
 @app.command()

@@ -114,6 +114,7 @@ class ValidationResult:
             "failures": [_jsonable(asdict(f)) for f in self.failures],
             "statistics": self.statistics,
             "docs_path": self.docs_path,
+            "summary": self.summary(),
         }
 
     def raise_for_errors(self) -> None:
