@@ -80,9 +80,11 @@ def retrain(params_file: str = "params.yaml", overrides: list[str] = []) -> dict
     registered = register(params_file, overrides)
     decision = promote(params_file, overrides, registered, drift_verdict)
     logger.info("decision: %s (%s)", decision["action"], decision["rule"])
+    tables = evaluated["markdown"].split("\n### Plots")[0]  # the UI cannot show the report's local PNGs
     create_markdown_artifact(
         key="retrain-report",
-        markdown=f"{evaluated['markdown']}\n\n**Model** {registered['name']} v{registered['version']} "
+        markdown=f"{tables}\n\nFull report with plots: `{evaluated['report_html']}`"
+        f"\n\n**Model** {registered['name']} v{registered['version']} "
         f"(data `{data_version['dvc_md5']}`)\n\n**Drift**: {drift_verdict.get('summary') or drift_verdict.get('skipped')}"
         f"\n\n```\n{decision['summary']}\n```",
         description="Holdout metrics, drift verdict and promotion decision",
