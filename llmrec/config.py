@@ -101,6 +101,16 @@ class TrainParams(_Section):
     seed: int = 13
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     out: str = "outputs/model"
+    checkpoint_every: int = Field(
+        0, ge=0, description="Write <out>/checkpoint/ every N steps (0 = off); removed once the model is saved"
+    )
+    resume: bool = Field(True, description="Continue from <out>/checkpoint/ when it was written with the same params and data")
+    eval_every: int = Field(
+        0, ge=0, description="Two-tower: nDCG@10 on a validation slice (last 10% of training impressions) every N steps (0 = off)"
+    )
+    early_stopping_patience: int = Field(
+        0, ge=0, description="Two-tower: stop after N validations without improvement, keep the best weights (0 = off)"
+    )
 
 
 class EvalParams(_Section):

@@ -33,6 +33,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,19 @@ from llmrec.errors import DataError, ModelError
 from llmrec.models.backbone import resolve_backbone
 from llmrec.models.text import TextConfig, item_texts
 from llmrec.models.two_tower import DEFAULT_MAX_HISTORY, TwoTower, recent_known
-from llmrec.training import TrainResult, _linear_schedule, freeze_lower_layers, seed_everything
+from llmrec.training import (
+    TrainResult,
+    _linear_schedule,
+    checkpoint_digest,
+    find_checkpoint,
+    freeze_lower_layers,
+    load_trainer_state,
+    remove_checkpoint,
+    rng_states,
+    save_checkpoint,
+    seed_everything,
+    set_rng_states,
+)
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +127,42 @@ def _batch_tensors(model: TwoTower, batch: pd.DataFrame, recent: list[list[str]]
     return unique, pos_rows, neg_rows, neg_mask, hist_index, hist_mask, same
 
 
+VALIDATION_SHARE = 0.1      # train.eval_every: the most recent 10% of training impressions are held out ...
+VALIDATION_MAX = 200        # ... at most this many of them (a small slice: it is scored every eval_every steps)
+
+
+def split_validation(train: Dataset) -> tuple[Dataset, Dataset]:
+    """(training part, validation part): the validation part is the most recent VALIDATION_SHARE of the
+    impressions by time (at most VALIDATION_MAX, at least 1); both keep the whole item table."""
+    imps = train.impressions.sort_values("timestamp", kind="stable")
+    n = min(VALIDATION_MAX, max(1, int(len(imps) * VALIDATION_SHARE)))
+    if len(imps) < 2:
+        raise DataError("too few training impressions to hold out a validation slice", fix="set train.eval_every: 0")
+    held = set(imps["impression_id"].iloc[-n:])
+
+    def part(keep: bool) -> Dataset:
+        return replace(
+            train,
+            impressions=train.impressions[train.impressions["impression_id"].isin(held) == keep],
+            interactions=train.interactions[train.interactions["impression_id"].isin(held) == keep],
+        )
+
+    return part(False), part(True)
+
+
+def _validate(model: TwoTower, frame: pd.DataFrame, items: pd.DataFrame) -> float:
+    """Mean nDCG@10 of the model on the validation frame (impressions without a click and a non-click are skipped)."""
+    from llmrec.evaluation.metrics import impression_metrics
+
+    was_training = model.net.training
+    model.net.eval()
+    with torch.no_grad():
+        scored = frame.assign(score=model.score_frame(frame, items))
+    model.net.train(was_training)
+    metrics = impression_metrics(scored, [10])
+    return float(metrics["ndcg@10"].mean()) if len(metrics) else float("nan")
+
+
 def train_two_tower(
     train: Dataset,
     model_params: ModelParams,
@@ -129,6 +178,13 @@ def train_two_tower(
     folder = resolve_backbone(model_params.backbone)
     model = TwoTower.from_backbone(folder, text, model_params.max_length, model_params.backbone, train_params.device, pooling)
     texts = item_texts(train.items, text)
+    validation_frame, curve, best, best_step, best_state, bad_evals = None, [], -math.inf, 0, None, 0
+    if train_params.eval_every:
+        from llmrec.evaluation.protocols import candidate_frame
+
+        train, held_out = split_validation(train)
+        validation_frame = candidate_frame(held_out)
+        log.info("validating every %d steps on %d held-out impressions", train_params.eval_every, held_out.impressions["impression_id"].nunique())
     examples = build_click_examples(
         train, train_params.negatives_per_positive, train_params.max_train_impressions, train_params.seed
     )
@@ -152,10 +208,26 @@ def train_two_tower(
     rng = np.random.default_rng(train_params.seed)
     order = rng.permutation(len(examples))
     size = train_params.batch_size
-    cursor, losses, seen, encoded = 0, [], 0, 0
+    cursor, losses, seen, encoded, first = 0, [], 0, 0, 0
+    digest = checkpoint_digest(model_params, train_params, examples, pooling=pooling, model="two-tower")
+    resume_from = find_checkpoint(out, digest, train_params.resume) if train_params.checkpoint_every else None
+    if resume_from is not None:
+        state = load_trainer_state(resume_from)
+        model.load_weights(resume_from / "model")
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        rng.bit_generator.state = state["data_rng"]
+        order, cursor, first = state["order"].numpy(), int(state["cursor"]), int(state["step"])
+        losses, seen, encoded = list(state["losses"]), int(state["seen"]), int(state["encoded"])
+        set_rng_states(state["rng"])
+        curve, best, bad_evals = list(state["validation"]), float(state["best"]), int(state["bad_evals"])
+        best_step = int(state["best_step"])
+        best_state = state["best_state"]
+        log.info("resuming from step %d (checkpoint %s)", first, resume_from)
+    seen_before, encoded_before = seen, encoded
     model.net.train()
     started = time.perf_counter()
-    bar = tqdm(range(steps), desc="training two-tower", unit="step", disable=not progress)
+    bar = tqdm(range(first, steps), desc="training two-tower", unit="step", disable=not progress, initial=first, total=steps)
     for step in bar:
         if cursor + size > len(order):
             order, cursor = rng.permutation(len(examples)), 0
@@ -185,22 +257,62 @@ def train_two_tower(
         encoded += len(unique)
         losses.append(loss.item())
         elapsed = time.perf_counter() - started
-        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", ex_s=f"{seen / elapsed:.1f}", items_s=f"{encoded / elapsed:.0f}")
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", ex_s=f"{(seen - seen_before) / elapsed:.1f}",
+                        items_s=f"{(encoded - encoded_before) / elapsed:.0f}")
+        stop = False
+        if train_params.eval_every and ((step + 1) % train_params.eval_every == 0 or step + 1 == steps):
+            ndcg = _validate(model, validation_frame, train.items)
+            curve.append({"step": step + 1, "ndcg@10": ndcg})
+            if ndcg > best:
+                best, best_step, bad_evals = ndcg, step + 1, 0
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.net.state_dict().items()}
+            else:
+                bad_evals += 1
+            log.info("step %d: validation nDCG@10 %.4f (best %.4f)", step + 1, ndcg, best)
+            if train_params.early_stopping_patience and bad_evals >= train_params.early_stopping_patience:
+                log.info("early stopping at step %d: no improvement in %d validations", step + 1, bad_evals)
+                stop = True
+        if train_params.checkpoint_every and (step + 1) % train_params.checkpoint_every == 0 and step + 1 < steps and not stop:
+            save_checkpoint(out, step + 1, digest, model.save, {
+                "step": step + 1,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "data_rng": rng.bit_generator.state,
+                "order": torch.from_numpy(np.asarray(order, dtype=np.int64)),
+                "cursor": cursor,
+                "losses": losses,
+                "seen": seen,
+                "encoded": encoded,
+                "rng": rng_states(),
+                "validation": curve,
+                "best": best,
+                "best_step": best_step,
+                "best_state": best_state,
+                "bad_evals": bad_evals,
+            })
         if on_step is not None:
             on_step(step, losses[-1])
+        if stop:
+            break
     seconds = time.perf_counter() - started
     final = float(np.mean(losses[-20:]))
     if not math.isfinite(final):
         raise ModelError("training diverged (loss is not finite)", fix="lower train.lr")
     model.net.eval()
+    if best_state is not None:  # eval_every: the weights of the best validation, not the last step's
+        model.net.load_state_dict(best_state)
+        model.mark_changed()
+        log.info("keeping the weights of step %d (validation nDCG@10 %.4f)", best_step, best)
     model.save(out)
+    remove_checkpoint(out)
     return TrainResult(
         model_dir=str(out),
-        steps=steps,
+        steps=len(losses),
         examples=len(examples),
         seconds=round(seconds, 2),
-        pairs_per_second=round(seen / seconds, 2),
+        pairs_per_second=round((seen - seen_before) / max(seconds, 1e-9), 2),
         final_loss=final,
         losses=losses,
         device=str(model.device),
+        validation=curve,
     )
