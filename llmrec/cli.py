@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -51,6 +52,8 @@ def main(
         logging.getLogger(noisy).setLevel(logging.WARNING)
     State.params_file = params_file
     State.overrides = list(overrides or [])
+    if not sys.stderr.isatty():  # logs and CI: a progress line every 15 s, not one per update (tqdm reads TQDM_*)
+        os.environ.setdefault("TQDM_MININTERVAL", "15")
 
 
 def _run(fn, *args: Any, **kwargs: Any) -> Any:
