@@ -57,11 +57,12 @@ class RecommendRequest(BaseModel):
         max_length=MAX_HISTORY,
         description=f"Items the user read, oldest first (at most {MAX_HISTORY}); the latest ones form the user text",
     )
-    candidates: list[ItemId] = Field(
-        ...,
+    candidates: list[ItemId] | None = Field(
+        None,
         min_length=1,
         max_length=MAX_CANDIDATES,
-        description=f"Items to rank (1 to {MAX_CANDIDATES}); duplicates are dropped, keeping the first",
+        description=f"Items to rank (1 to {MAX_CANDIDATES}); duplicates are dropped, keeping the first. "
+        "Leave it out to rank the whole catalogue minus the history (two-tower models only)",
     )
     k: int = Field(10, ge=1, le=MAX_CANDIDATES, description="How many of the best candidates to return")
 
@@ -130,8 +131,9 @@ class LoadedModel:
     tags: dict[str, str]
     metrics: dict[str, float]
     catalogue: frozenset[str]
-    scorer: Callable[[Any], Any]  # model_scorer(...): frame with history / item_id -> scores
+    scorer: Callable[[Any], Any]  # ranker_scorer(...): frame with history / item_id -> scores
     folder: Path | None = None
+    scores_catalogue: bool = False  # two-tower: cheap enough to rank the whole catalogue per request
     loaded_at: str = field(default_factory=_now)
     # fast tokenizers refuse concurrent use ("Already borrowed"): one scoring call at a time per model
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -265,7 +267,7 @@ class ModelHolder:
         """Download, load and warm up a version (the served model is untouched meanwhile)."""
         import pandas as pd
 
-        from llmrec.models.ranker import load_ranker, ranker_scorer
+        from llmrec.models.ranker import is_pair_scorer, load_ranker, ranker_scorer
 
         dest = self.cache_dir / f"v{info.version}-{uuid.uuid4().hex[:8]}"
         try:
@@ -282,6 +284,7 @@ class ModelHolder:
                 catalogue=frozenset(items["item_id"].astype(str)),
                 scorer=ranker_scorer(ranker, items, batch_size=self.batch_size),
                 folder=dest,
+                scores_catalogue=not is_pair_scorer(ranker),
             )
             if not loaded.catalogue:
                 raise ModelError("the model's catalogue is empty", where=f"models:/{self.model_name}/{info.version}")
@@ -387,7 +390,19 @@ def create_app(
         import numpy as np
 
         model = serving()  # this request uses this model to the end, whatever swaps meanwhile
-        candidates = list(dict.fromkeys(request.candidates))
+        if request.candidates is None:
+            if not model.scores_catalogue:
+                raise HTTPException(
+                    status_code=422,
+                    detail={
+                        "message": f"{model.name} version {model.version} is a pair scorer (cross-encoder): it ranks "
+                        "candidate lists, not the whole catalogue; send `candidates`, or serve a two-tower model",
+                    },
+                )
+            seen = set(request.history)
+            candidates = sorted(i for i in model.catalogue if i not in seen)
+        else:
+            candidates = list(dict.fromkeys(request.candidates))
         found = {"history": _unknown(request.history, model.catalogue), "candidates": _unknown(candidates, model.catalogue)}
         unknown = {where: ids for where, ids in found.items() if ids}
         if unknown:

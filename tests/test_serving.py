@@ -133,6 +133,8 @@ def test_bad_requests_are_422_never_500(env):
         ]
         for body in bad:
             assert client.post("/recommend", json=body).status_code == 422, body
+        no_list = client.post("/recommend", json={"history": ["N1"]}).json()["detail"]
+        assert "pair scorer" in no_list["message"] and "send `candidates`" in no_list["message"]
         assert client.post("/recommend", content=b"{not json", headers={"content-type": "application/json"}).status_code == 422
 
 

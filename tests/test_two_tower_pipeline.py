@@ -62,3 +62,9 @@ def test_two_tower_trains_evaluates_registers_and_serves(tmp_path: Path, monkeyp
         reply = client.post("/recommend", json={"history": ids[:3], "candidates": ids[3:13], "k": 3})
         assert reply.status_code == 200, reply.text
         assert len(reply.json()["items"]) == 3 and reply.json()["model"]["version"] == version
+        whole = client.post("/recommend", json={"history": ids[:3], "k": 5})  # no candidates: the whole catalogue
+        assert whole.status_code == 200, whole.text
+        top = [item["item_id"] for item in whole.json()["items"]]
+        assert len(top) == 5 and not set(top) & set(ids[:3])
+        scores = [item["score"] for item in whole.json()["items"]]
+        assert scores == sorted(scores, reverse=True)
