@@ -79,3 +79,23 @@ def project(tmp_path, monkeypatch) -> Path:
     monkeypatch.chdir(root)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return root
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread: a tiny model on 2 shared cores runs ~40x faster (no spinning worker threads)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def split(tiny_world):
+    """The temporal split (last day held out) of the tiny data's period 1."""
+    from llmrec.data.ingest import load_source
+    from llmrec.data.split import temporal_split
+
+    return temporal_split(load_source(tiny_world / "period1").dataset, 1)

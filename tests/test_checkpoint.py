@@ -10,8 +10,6 @@ import pytest
 import torch
 
 from llmrec.config import ModelParams, TrainParams
-from llmrec.data.ingest import load_source
-from llmrec.data.split import temporal_split
 from llmrec.evaluation.protocols import candidate_frame
 from llmrec.models.two_tower import TwoTower
 from llmrec.training import CHECKPOINT_DIR, CHECKPOINT_META, TRAINER_STATE
@@ -20,18 +18,7 @@ from llmrec.training_two_tower import train_two_tower
 STEPS, EVERY, KILL_AFTER = 12, 4, 6
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """A tiny model on 2 shared cores runs much faster on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def split(tiny_world):
-    return temporal_split(load_source(tiny_world / "period1").dataset, 1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixtures `one_thread` and `split` live in conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,6 @@ import torch
 
 from llmrec.config import ModelParams, TrainParams
 from llmrec.data.contract import history_list
-from llmrec.data.ingest import load_source
-from llmrec.data.split import temporal_split
 from llmrec.errors import ModelError
 from llmrec.evaluation.protocols import candidate_frame
 from llmrec.models import cross_encoder
@@ -23,18 +21,7 @@ from llmrec.training_two_tower import build_click_examples, train_two_tower, two
 POOLINGS = ("mean", "attention")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """A tiny model on 2 shared cores runs ~40x faster on one thread (no spinning worker threads)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def split(tiny_world):
-    return temporal_split(load_source(tiny_world / "period1").dataset, 1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixtures `one_thread` and `split` live in conftest.py
 
 
 @pytest.fixture(scope="module")
