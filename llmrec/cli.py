@@ -39,6 +39,7 @@ class State:
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     params_file: Annotated[str, typer.Option("--params", "-p", help="Parameter file (YAML).")] = "params.yaml",
     overrides: Annotated[
         Optional[list[str]], typer.Option("--set", "-s", help="Override a parameter, e.g. --set train.max_steps=50 (repeatable).")
@@ -50,6 +51,17 @@ def main(
     )
     for noisy in ("httpx", "httpcore", "alembic", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from llmrec.distributed import env_world_size, is_main_process
+
+    if env_world_size() > 1 and ctx.invoked_subcommand != "train":
+        typer.secho(
+            f"error: `llmrec {ctx.invoked_subcommand}` does not run distributed (WORLD_SIZE={env_world_size()}); "
+            "only `llmrec train` does: torchrun --nproc_per_node N -m llmrec.cli train",
+            fg=typer.colors.RED, err=True,
+        )
+        raise typer.Exit(2)
+    if not is_main_process():
+        logging.getLogger().setLevel(logging.WARNING)  # one process reports; the others only warn
     State.params_file = params_file
     State.overrides = list(overrides or [])
     if not sys.stderr.isatty():  # logs and CI: a progress line every 15 s, not one per update (tqdm reads TQDM_*)
@@ -144,12 +156,17 @@ def train(
     if model:
         State.overrides = [*State.overrides, f"model.type={model}"]
     params = State.params()
+    from llmrec.distributed import is_main_process
+
     info = _run(pipeline.run_train, params)
     unit = "pairs/s" if params.model.type == "cross-encoder" else "clicks/s"
-    typer.echo(
-        f"trained a {params.model.type} for {info['steps']} steps on {info['device']} in {info['seconds']:.0f}s "
-        f"({info['pairs_per_second']:.1f} {unit}), final loss {info['final_loss']:.3f} -> {info['model_dir']}"
-    )
+    processes = f" x {info['world_size']} processes" if info.get("world_size", 1) > 1 else ""
+    if is_main_process():
+        typer.echo(
+            f"trained a {params.model.type} for {info['steps']} steps on {info['device']}{processes} in {info['seconds']:.0f}s "
+            f"({info['pairs_per_second']:.1f} {unit}, {info['effective_batch']} examples per step, {info['precision']}), "
+            f"final loss {info['final_loss']:.3f} -> {info['model_dir']}"
+        )
 
 
 @app.command()

@@ -106,10 +106,25 @@ class TrainParams(_Section):
     )
     resume: bool = Field(True, description="Continue from <out>/checkpoint/ when it was written with the same params and data")
     eval_every: int = Field(
-        0, ge=0, description="Two-tower: nDCG@10 on a validation slice (last 10% of training impressions) every N steps (0 = off)"
+        0, ge=0, description="nDCG@10 on a validation slice (last 10% of training impressions) every N steps (0 = off)"
     )
     early_stopping_patience: int = Field(
-        0, ge=0, description="Two-tower: stop after N validations without improvement, keep the best weights (0 = off)"
+        0, ge=0, description="With eval_every: stop after N validations without improvement, keep the best weights (0 = off)"
+    )
+    grad_accum_steps: int = Field(
+        1, ge=1, le=1024, description="Micro-batches of batch_size per optimizer step (effective batch = batch_size x this x processes)"
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 (or fp16) autocast on a CUDA GPU, fp32 on CPU/MPS"
+    )
+    group_by_length: bool = Field(
+        True, description="Cross-encoder: batch click groups of similar length together (the two-tower sorts each step's texts instead)"
+    )
+    lora_rank: int = Field(0, ge=0, le=256, description="LoRA adapters of this rank instead of fine-tuning layers (0 = off)")
+    lora_alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator (scale = alpha / rank)")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA adapters' input")
+    lora_targets: list[str] = Field(
+        default_factory=list, description="Linear layers that get adapters, e.g. [query, value] (empty = peft's default for the backbone)"
     )
 
 

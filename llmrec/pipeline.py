@@ -113,9 +113,12 @@ def run_train(params: Params, progress: bool = True) -> dict[str, Any]:
         from llmrec.training import train_cross_encoder
 
         result = train_cross_encoder(train, params.model, params.train, params.train.out, progress=progress)
+    from llmrec.distributed import is_main_process
     from llmrec.models.cross_encoder import fingerprint
 
     info = {**result.to_dict(), "split": split.describe(), "model_sha": fingerprint(params.train.out)}
+    if not is_main_process():  # torchrun / accelerate launch: rank 0 writes the records
+        return {k: v for k, v in info.items() if k != "losses"}
     _write_json(Path(params.train.out) / "train.json", info)
     _write_plot(params, "train_loss.csv", pd.DataFrame({"step": range(1, len(result.losses) + 1), "loss": result.losses}))
     return {k: v for k, v in info.items() if k != "losses"}

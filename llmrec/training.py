@@ -7,14 +7,7 @@ group, so the model learns to put the click first.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import math
-import os
-import random
-import shutil
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,14 +15,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from llmrec.config import ModelParams, TrainParams
 from llmrec.data.contract import Dataset, history_list
-from llmrec.errors import DataError, ModelError
+from llmrec.distributed import Distributed
+from llmrec.errors import DataError
 from llmrec.models.backbone import resolve_backbone
-from llmrec.models.cross_encoder import CrossEncoder
+from llmrec.models.cross_encoder import CrossEncoder, pick_device
 from llmrec.models.text import TextConfig, item_texts, user_text
+from llmrec.train_loop import (
+    LoopResult,
+    LoopTask,
+    add_lora,
+    checkpoint_digest,
+    merge_lora,
+    remove_checkpoint,
+    run_loop,
+    seed_everything,
+    split_validation,
+    validation_ndcg,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +50,9 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
     device: str = "cpu"
     validation: list[dict] = field(default_factory=list)  # [{"step", "ndcg@10"}] when train.eval_every > 0
+    world_size: int = 1          # processes that trained together (torchrun / accelerate launch)
+    effective_batch: int = 0     # examples per optimizer step: batch_size x grad_accum_steps x world_size
+    precision: str = "fp32"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -101,132 +109,37 @@ def freeze_lower_layers(model: torch.nn.Module, trainable_layers: int) -> None:
             p.requires_grad_(False)
 
 
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+def token_lengths(tokenizer: object, texts: list[str]) -> dict[str, int]:
+    """Tokens of each distinct text (special tokens included), for length-grouped batches."""
+    unique = list(dict.fromkeys(texts))
+    ids = tokenizer(unique, add_special_tokens=False, truncation=False)["input_ids"] if unique else []
+    return {t: len(i) for t, i in zip(unique, ids)}
 
 
-# -- checkpoints ---------------------------------------------------------------------------------------------------
-CHECKPOINT_DIR = "checkpoint"        # <out>/checkpoint/: model/ (safetensors via the model's own save) + the files below
-CHECKPOINT_META = "checkpoint.json"  # {"step": N, "digest": ...}: read first, to decide whether to resume
-TRAINER_STATE = "trainer_state.pt"   # optimizer, scheduler, RNG states, data order/cursor, losses
-# Params that never change what training computes: a checkpoint written under other values still applies.
-_NOT_HASHED = {"checkpoint_every", "resume", "out", "device"}
+def _pair_lengths(tokenizer: object, users: list[str], candidates: list[list[str]], max_length: int) -> np.ndarray:
+    """Per click group: the padded length of its longest (user, candidate) pair."""
+    lengths = token_lengths(tokenizer, users + [c for group in candidates for c in group])
+    return np.array(
+        [min(max_length, lengths[u] + max(lengths[c] for c in group) + 3) for u, group in zip(users, candidates)],
+        dtype=np.int64,
+    )
 
 
-def checkpoint_digest(model_params: ModelParams, train_params: TrainParams, data: pd.DataFrame, **extra: object) -> str:
-    """sha256 (16 hex) of everything that shapes the training trajectory: model and train params (but
-    not checkpoint_every/resume/out/device), the training examples and `extra` (e.g. the pooling)."""
-    train = {k: v for k, v in train_params.model_dump().items() if k not in _NOT_HASHED}
-    h = hashlib.sha256(json.dumps({"model": model_params.model_dump(), "train": train, "extra": extra}, sort_keys=True, default=str).encode())
-    h.update(data.to_json(orient="values", default_handler=str).encode())
-    return h.hexdigest()[:16]
-
-
-def rng_states() -> dict:
-    """The global RNG states (torch, numpy's legacy global, python `random`) as tensors and plain types."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
-        "python": random.getstate(),
-    }
-
-
-def set_rng_states(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-
-
-def save_checkpoint(out: str | Path, step: int, digest: str, save_model: Callable[[Path], object], state: dict) -> Path:
-    """Write <out>/checkpoint/ atomically: into a temporary sibling folder, then renamed into place
-    (the previous checkpoint is renamed aside first and removed last, so one complete checkpoint
-    exists at every moment; `find_checkpoint` also accepts the aside copy)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    final, aside = out / CHECKPOINT_DIR, out / f"{CHECKPOINT_DIR}.old"
-    tmp = out / f"{CHECKPOINT_DIR}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_model(tmp / "model")
-    torch.save(state, tmp / TRAINER_STATE)
-    (tmp / CHECKPOINT_META).write_text(json.dumps({"step": step, "digest": digest}))
-    if final.exists():
-        shutil.rmtree(aside, ignore_errors=True)
-        final.rename(aside)
-    tmp.rename(final)
-    shutil.rmtree(aside, ignore_errors=True)
-    log.debug("checkpoint at step %d written to %s", step, final)
-    return final
-
-
-def find_checkpoint(out: str | Path, digest: str, resume: bool) -> Path | None:
-    """The checkpoint folder to resume from, or None (no checkpoint, resume off, or other params/data: logged)."""
-    out = Path(out)
-    for folder in (out / CHECKPOINT_DIR, out / f"{CHECKPOINT_DIR}.old"):
-        meta_path = folder / CHECKPOINT_META
-        if not meta_path.is_file():
-            continue
-        if not resume:
-            log.info("ignoring the checkpoint in %s (train.resume is off): starting fresh", folder)
-            return None
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError) as exc:
-            log.warning("ignoring an unreadable checkpoint in %s (%s): starting fresh", folder, exc)
-            return None
-        if meta.get("digest") != digest:
-            log.warning("ignoring the checkpoint in %s: it was written with other params or data; starting fresh", folder)
-            return None
-        return folder
-    return None
-
-
-def load_trainer_state(folder: Path) -> dict:
-    """The trainer state of a checkpoint. `torch.load` unpickles, which is why it runs with
-    `weights_only=True` (tensors, dicts, lists and plain numbers/strings only, no arbitrary objects);
-    and it only ever reads our own file, written by `save_checkpoint` into our own output folder."""
-    return torch.load(folder / TRAINER_STATE, map_location="cpu", weights_only=True)
-
-
-def remove_checkpoint(out: str | Path) -> None:
-    out = Path(out)
-    for folder in (out / CHECKPOINT_DIR, out / f"{CHECKPOINT_DIR}.old", *out.glob(f"{CHECKPOINT_DIR}.tmp-*")):
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / max(1, warmup)
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def _load_cross_encoder_weights(model: CrossEncoder, folder: Path) -> None:
-    """Load a checkpoint's safetensors weights (every shard) into the live model, in place (the
-    optimizer keeps pointing at the same parameters)."""
-    from safetensors.torch import load_file
-
-    state: dict[str, torch.Tensor] = {}
-    for path in sorted(folder.glob("*.safetensors")):
-        state.update(load_file(str(path)))
-    missing, unexpected = model.model.load_state_dict(state, strict=False)
-    tied = set(getattr(model.model, "_tied_weights_keys", None) or [])
-    missing = [k for k in missing if not k.endswith("position_ids") and k not in tied]
-    if unexpected or missing:
-        raise ModelError(
-            f"checkpoint weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})",
-            where=str(folder), fix="delete the checkpoint folder to start fresh",
-        )
+def train_result(out: str | Path, loop: LoopResult, examples: int, device: torch.device) -> TrainResult:
+    return TrainResult(
+        model_dir=str(out),
+        steps=len(loop.losses),
+        examples=examples,
+        seconds=round(loop.seconds, 2),
+        pairs_per_second=round(loop.pairs_per_second, 2),
+        final_loss=float(np.mean(loop.losses[-20:])),
+        losses=loop.losses,
+        device=str(device),
+        validation=loop.validation,
+        world_size=loop.world_size,
+        effective_batch=loop.effective_batch,
+        precision=loop.precision,
+    )
 
 
 def train_cross_encoder(
@@ -237,87 +150,55 @@ def train_cross_encoder(
     on_step: Callable[[int, float], None] | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """Fine-tune a cross-encoder on `train` and save it to `out`."""
+    """Fine-tune a cross-encoder on `train` and save it to `out` (the main process saves)."""
     seed_everything(train_params.seed)
+    dist = Distributed.from_env(pick_device(train_params.device))
     text = TextConfig(max_history=model_params.max_history)
     folder = resolve_backbone(model_params.backbone)
-    model = CrossEncoder.from_backbone(folder, text, model_params.max_length, model_params.backbone, train_params.device)
+    device = dist.device_for(pick_device(train_params.device))
+    model = CrossEncoder.from_backbone(folder, text, model_params.max_length, model_params.backbone, str(device))
+    validate = None
+    if train_params.eval_every:
+        from llmrec.evaluation.evaluate import model_scorer
+        from llmrec.evaluation.protocols import candidate_frame
+
+        train, held_out = split_validation(train)
+        frame = candidate_frame(held_out)
+        scorer = model_scorer(model, train.items, 64, False)
+        validate = lambda: validation_ndcg(scorer, frame)  # noqa: E731
     texts = item_texts(train.items, text)
     groups = build_groups(train, train_params.negatives_per_positive, train_params.max_train_impressions, train_params.seed)
     users, candidates = _group_texts(groups, train, texts, text)
-    log.info("training on %d click groups from %d impressions", len(groups), groups["impression_id"].nunique())
+    if dist.is_main:
+        log.info("training on %d click groups from %d impressions", len(groups), groups["impression_id"].nunique())
 
-    freeze_lower_layers(model.model, train_params.trainable_layers)
-    trainable = [p for p in model.model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=train_params.lr, weight_decay=train_params.weight_decay)
-    steps = train_params.max_steps
-    scheduler = _linear_schedule(optimizer, int(steps * train_params.warmup_ratio), steps)
-    rng = np.random.default_rng(train_params.seed)
-    order = rng.permutation(len(groups))
-    cursor, losses, pairs, first = 0, [], 0, 0
-    digest = checkpoint_digest(model_params, train_params, groups, model="cross-encoder")
-    resume_from = find_checkpoint(out, digest, train_params.resume) if train_params.checkpoint_every else None
-    if resume_from is not None:
-        state = load_trainer_state(resume_from)
-        _load_cross_encoder_weights(model, resume_from / "model")
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        rng.bit_generator.state = state["data_rng"]
-        order, cursor, first = state["order"].numpy(), int(state["cursor"]), int(state["step"])
-        losses, pairs = list(state["losses"]), int(state["pairs"])
-        set_rng_states(state["rng"])
-        log.info("resuming from step %d (checkpoint %s)", first, resume_from)
-    pairs_before = pairs
+    if train_params.lora_rank:
+        model.model = add_lora(model.model, train_params, keep_trainable=("classifier", "pooler"))
+    else:
+        freeze_lower_layers(model.model, train_params.trainable_layers)
     group_size = train_params.negatives_per_positive + 1
-    model.model.train()
-    started = time.perf_counter()
-    bar = tqdm(range(first, steps), desc="training", unit="step", disable=not progress, initial=first, total=steps)
-    for step in bar:
-        if cursor + train_params.batch_size > len(order):
-            order, cursor = rng.permutation(len(groups)), 0
-        idx = order[cursor : cursor + train_params.batch_size]
-        cursor += train_params.batch_size
-        batch_users = [users[i] for i in idx for _ in range(group_size)]
-        batch_items = [c for i in idx for c in candidates[i]]
-        logits = model.forward(model.encode(batch_users, batch_items)).view(len(idx), group_size)
+
+    def loss(module: torch.nn.Module, idx: np.ndarray) -> torch.Tensor:
+        batch = model.encode([users[i] for i in idx for _ in range(group_size)], [c for i in idx for c in candidates[i]])
+        logits = module(**batch).logits.squeeze(-1).view(len(idx), group_size)
         target = torch.zeros(len(idx), dtype=torch.long, device=logits.device)  # the click is column 0
-        loss = torch.nn.functional.cross_entropy(logits.float(), target)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        pairs += len(batch_items)
-        losses.append(loss.item())
-        rate = (pairs - pairs_before) / (time.perf_counter() - started)
-        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", pairs_s=f"{rate:.0f}")
-        if train_params.checkpoint_every and (step + 1) % train_params.checkpoint_every == 0 and step + 1 < steps:
-            save_checkpoint(out, step + 1, digest, model.save, {
-                "step": step + 1,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "data_rng": rng.bit_generator.state,
-                "order": torch.from_numpy(np.asarray(order, dtype=np.int64)),
-                "cursor": cursor,
-                "losses": losses,
-                "pairs": pairs,
-                "rng": rng_states(),
-            })
-        if on_step is not None:
-            on_step(step, losses[-1])
-    seconds = time.perf_counter() - started
-    final = float(np.mean(losses[-20:]))
-    if not math.isfinite(final):
-        raise ModelError("training diverged (loss is not finite)", fix="lower train.lr")
-    model.save(out)
-    remove_checkpoint(out)
-    return TrainResult(
-        model_dir=str(out),
-        steps=steps,
-        examples=len(groups),
-        seconds=round(seconds, 2),
-        pairs_per_second=round((pairs - pairs_before) / max(seconds, 1e-9), 2),
-        final_loss=final,
-        losses=losses,
-        device=str(model.device),
+        return torch.nn.functional.cross_entropy(logits.float(), target)
+
+    task = LoopTask(
+        module=model.model,
+        param_groups=[{"params": [p for p in model.model.parameters() if p.requires_grad], "lr": train_params.lr}],
+        n_examples=len(groups),
+        loss=loss,
+        digest=checkpoint_digest(model_params, train_params, groups, model="cross-encoder"),
+        lengths=_pair_lengths(model.tokenizer, users, candidates, model_params.max_length) if train_params.group_by_length else None,
+        validate=validate,
+        pairs_per_example=group_size,
+        desc="training cross-encoder",
     )
+    result = run_loop(task, train_params, out, device, dist, on_step=on_step, progress=progress)
+    model.model = merge_lora(model.model)
+    if dist.is_main:
+        model.save(out)
+        remove_checkpoint(out)
+    dist.barrier()
+    return train_result(out, result, len(groups), device)

@@ -37,18 +37,31 @@ def tiny_world(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def tiny_backbone(tmp_path_factory, tiny_world) -> Path:
-    """A tiny random BERT whose word-level vocabulary covers the tiny dataset's words."""
+def _tiny_words(tiny_world: Path) -> tuple[str, ...]:
     from llmrec.data.mind import read_news
-    from llmrec.models.backbone import make_tiny_backbone
 
     words: set[str] = set()
     for period in ("period1", "period2"):
         items = read_news(tiny_world / period / "news.tsv")
         for text in items["title"].tolist() + items["category"].tolist() + items["subcategory"].tolist():
             words.update(text.lower().replace(":", " ").replace("/", " ").split())
-    return make_tiny_backbone(tmp_path_factory.mktemp("backbone") / "tiny-bert", words=tuple(sorted(words)))
+    return tuple(sorted(words))
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory, tiny_world) -> Path:
+    """A tiny random BERT whose word-level vocabulary covers the tiny dataset's words."""
+    from llmrec.models.backbone import make_tiny_backbone
+
+    return make_tiny_backbone(tmp_path_factory.mktemp("backbone") / "tiny-bert", words=_tiny_words(tiny_world))
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone_no_dropout(tmp_path_factory, tiny_world) -> Path:
+    """The tiny BERT without dropout: training is then the same whatever the batch layout (accumulation, DDP)."""
+    from llmrec.models.backbone import make_tiny_backbone
+
+    return make_tiny_backbone(tmp_path_factory.mktemp("backbone") / "tiny-bert-nd", words=_tiny_words(tiny_world), dropout=0.0)
 
 
 def git(cwd: Path, *args: str) -> str:

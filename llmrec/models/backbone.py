@@ -37,8 +37,10 @@ def resolve_backbone(name: str) -> Path:
     )
 
 
-def make_tiny_backbone(folder: str | Path, words: tuple[str, ...] = (), seed: int = 0) -> Path:
-    """Write a tiny randomly initialised BERT + WordPiece tokenizer (for tests; no download)."""
+def make_tiny_backbone(folder: str | Path, words: tuple[str, ...] = (), seed: int = 0, dropout: float = 0.1) -> Path:
+    """Write a tiny randomly initialised BERT + WordPiece tokenizer (for tests; no download).
+
+    `dropout=0` makes training exactly reproducible across batch layouts (accumulation, processes)."""
     import torch
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
@@ -59,6 +61,8 @@ def make_tiny_backbone(folder: str | Path, words: tuple[str, ...] = (), seed: in
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=256,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
     )
     torch.manual_seed(seed)
     BertModel(config).save_pretrained(folder)

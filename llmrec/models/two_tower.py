@@ -99,6 +99,35 @@ class UserTower(torch.nn.Module):
         return torch.nn.functional.normalize(pooled, dim=-1)
 
 
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Unit vectors: attention-masked mean of the last hidden states, L2-normalised (float32)."""
+    hidden = hidden.float()
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+    return torch.nn.functional.normalize(pooled, dim=-1)
+
+
+class TwoTowerNet(torch.nn.Module):
+    """Both towers as one module (what training optimises and DistributedDataParallel wraps).
+
+    forward(chunks, restore, hist_index, hist_mask): `chunks` are tokenized batches of the step's
+    unique item texts (sorted by length, so each pads little), `restore` puts their vectors back in
+    the texts' order; returns (item vectors (n, hidden), user vectors (U, hidden)).
+    """
+
+    def __init__(self, encoder: torch.nn.Module, user_tower: "UserTower") -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.user_tower = user_tower
+
+    def forward(
+        self, chunks: list[dict[str, torch.Tensor]], restore: torch.Tensor, hist_index: torch.Tensor, hist_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        parts = [mean_pool(self.encoder(**chunk).last_hidden_state, chunk["attention_mask"]) for chunk in chunks]
+        vectors = torch.cat(parts)[restore]
+        return vectors, self.user_tower(vectors[hist_index], hist_mask)
+
+
 class TwoTower:
     """Item tower (backbone) + user tower (history pooling); score = dot / temperature."""
 
@@ -124,7 +153,7 @@ class TwoTower:
         self.temperature = float(temperature)
         self.hidden_size = int(encoder.config.hidden_size)
         self.user_tower = user_tower if user_tower is not None else UserTower(self.hidden_size, text.max_history, pooling)
-        self.net = torch.nn.ModuleDict({"encoder": encoder, "user_tower": self.user_tower}).to(device)
+        self.net = TwoTowerNet(encoder, self.user_tower).to(device)
         self.version = 0            # bumped whenever the weights change (training steps, load_weights)
         self.encoded_texts = 0      # item texts passed through the backbone by encode_items (for tests / stats)
         self._cache_key: tuple[int, int] | None = None
@@ -256,12 +285,18 @@ class TwoTower:
 
     def embed_texts(self, texts: list[str]) -> torch.Tensor:
         """Unit item vectors (n, hidden), float32, on the model's device; gradients follow the caller's context."""
+        batch = self.tokenize(texts)
+        return mean_pool(self.encoder(**batch).last_hidden_state, batch["attention_mask"])
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Item texts as one batch padded to its longest text, on the model's device."""
         batch = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
-        batch = {k: v.to(self.device) for k, v in batch.items()}
-        hidden = self.encoder(**batch).last_hidden_state.float()
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        return torch.nn.functional.normalize(pooled, dim=-1)
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    def replace_encoder(self, encoder: torch.nn.Module) -> None:
+        """Swap the item tower's backbone module (e.g. for its LoRA-wrapped or merged form); drops the cache."""
+        self.encoder = self.net.encoder = encoder
+        self.mark_changed()
 
     def _check_cache(self) -> None:
         weights = sum(int(getattr(p, "_version", 0)) for p in self.encoder.parameters())  # in-place updates bump these

@@ -1,0 +1,131 @@
+"""The shared training loop: length-grouped batches, gradient accumulation, precision, LoRA (tiny backbone)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from llmrec.config import ModelParams, TrainParams
+from llmrec.errors import ConfigError, DataError
+from llmrec.evaluation.protocols import candidate_frame
+from llmrec.models.cross_encoder import CrossEncoder
+from llmrec.models.two_tower import TwoTower
+from llmrec.train_loop import epoch_order, resolve_precision
+from llmrec.training import train_cross_encoder
+from llmrec.training_two_tower import train_two_tower
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def params(backbone, **train):
+    settings = {"max_steps": 6, "batch_size": 4, "lr": 1e-3, "trainable_layers": 0, "warmup_ratio": 0.0,
+                "seed": 13, "device": "cpu", "negatives_per_positive": 2, **train}
+    return ModelParams(backbone=str(backbone), max_length=48), TrainParams(**settings)
+
+
+def weights(folder) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "model.safetensors"))
+
+
+def changed_from_backbone(saved: dict[str, torch.Tensor], backbone) -> set[str]:
+    """Names of saved backbone weights that differ from the backbone's (a cross-encoder prefixes them with bert.)."""
+    base = weights(backbone)
+    return {k for k, v in saved.items() if k.removeprefix("bert.") in base and not torch.equal(v, base[k.removeprefix("bert.")])}
+
+
+# -- batches -------------------------------------------------------------------------------------------------------
+def test_length_grouped_order_is_a_seeded_permutation_with_homogeneous_batches():
+    lengths = np.random.default_rng(0).integers(5, 120, size=2000)
+    grouped = epoch_order(np.random.default_rng(1), 2000, 8, lengths)
+    plain = epoch_order(np.random.default_rng(1), 2000, 8, None)
+    assert sorted(grouped) == list(range(2000))
+    np.testing.assert_array_equal(grouped, epoch_order(np.random.default_rng(1), 2000, 8, lengths))
+
+    def padding(order):  # padded tokens wasted per batch when each batch pads to its longest example
+        batches = lengths[order].reshape(-1, 8)
+        return float((batches.max(1, keepdims=True) - batches).sum())
+
+    assert padding(grouped) < 0.1 * padding(plain)
+    # the batch order stays random: long batches are not all at the start
+    batch_max = lengths[grouped].reshape(-1, 8).max(1)
+    assert abs(np.corrcoef(np.arange(len(batch_max)), batch_max)[0, 1]) < 0.2
+
+
+def test_a_batch_larger_than_the_data_is_a_clear_error(split, tiny_backbone, tmp_path):
+    with pytest.raises(DataError, match="larger than the .* training examples"):
+        train_cross_encoder(split.train, *params(tiny_backbone, batch_size=100_000), tmp_path, progress=False)
+
+
+# -- gradient accumulation -----------------------------------------------------------------------------------------
+def test_accumulating_two_half_batches_equals_one_full_batch(split, tiny_backbone_no_dropout, tmp_path_factory):
+    full_dir, accum_dir = tmp_path_factory.mktemp("full"), tmp_path_factory.mktemp("accum")
+    common = {"group_by_length": False, "max_steps": 5}
+    full = train_cross_encoder(split.train, *params(tiny_backbone_no_dropout, batch_size=8, **common), full_dir, progress=False)
+    accum = train_cross_encoder(
+        split.train, *params(tiny_backbone_no_dropout, batch_size=4, grad_accum_steps=2, **common), accum_dir, progress=False
+    )
+    assert full.effective_batch == accum.effective_batch == 8
+    np.testing.assert_allclose(accum.losses, full.losses, atol=1e-5, rtol=0)
+    expected, got = weights(full_dir), weights(accum_dir)
+    assert changed_from_backbone(got, tiny_backbone_no_dropout)  # it did train
+    for name, value in expected.items():
+        if name == "classifier.bias":
+            # a listwise softmax is blind to a shared offset, so this gradient is 0 up to rounding,
+            # and Adam turns rounding noise into lr-sized steps: its value is noise in both runs
+            continue
+        torch.testing.assert_close(got[name], value, atol=1e-5, rtol=0)
+
+
+def test_accumulation_without_it_is_different(split, tiny_backbone_no_dropout, tmp_path_factory):
+    """The test above could pass if accumulation were ignored: a half batch alone must train differently."""
+    half_dir, full_dir = tmp_path_factory.mktemp("half"), tmp_path_factory.mktemp("full2")
+    common = {"group_by_length": False, "max_steps": 5}
+    train_cross_encoder(split.train, *params(tiny_backbone_no_dropout, batch_size=4, **common), half_dir, progress=False)
+    train_cross_encoder(split.train, *params(tiny_backbone_no_dropout, batch_size=8, **common), full_dir, progress=False)
+    half, full = weights(half_dir), weights(full_dir)
+    gap = max(float((half[k] - full[k]).abs().max()) for k in full if k != "classifier.bias")
+    assert gap > 1e-4
+
+
+def test_two_tower_accumulation_counts_every_micro_batch(split, tiny_backbone, tmp_path):
+    result = train_two_tower(split.train, *params(tiny_backbone, batch_size=4, grad_accum_steps=3), tmp_path, progress=False)
+    assert result.effective_batch == 12 and result.steps == 6 and np.isfinite(result.losses).all()
+
+
+# -- precision -----------------------------------------------------------------------------------------------------
+def test_precision_defaults_to_fp32_off_gpu_and_refuses_fp16_on_cpu():
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == "fp32"
+    assert resolve_precision("bf16", cpu) == "bf16"
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU"):
+        resolve_precision("fp16", cpu)
+
+
+def test_bf16_autocast_trains(split, tiny_backbone, tmp_path):
+    result = train_two_tower(split.train, *params(tiny_backbone, precision="bf16", max_steps=4), tmp_path, progress=False)
+    assert result.precision == "bf16" and np.isfinite(result.losses).all()
+    assert TwoTower.load(tmp_path, device="cpu") is not None
+
+
+# -- LoRA ----------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["cross-encoder", "two-tower"])
+def test_lora_trains_adapters_only_and_saves_a_plain_merged_model(kind, split, tiny_backbone, tmp_path):
+    model_params, train_params = params(tiny_backbone, lora_rank=4, lora_alpha=8, max_steps=8, lr=5e-3)
+    train = train_cross_encoder if kind == "cross-encoder" else train_two_tower
+    result = train(split.train, model_params, train_params, tmp_path, progress=False)
+    assert np.isfinite(result.losses).all()
+    saved = weights(tmp_path)
+    assert not any("lora" in k for k in saved)  # merged: the folder loads without peft
+    changed = changed_from_backbone(saved, tiny_backbone)
+    assert any("attention.self.query" in k for k in changed) and any("attention.self.value" in k for k in changed)
+    assert not any("embeddings" in k or "intermediate" in k for k in changed)  # frozen outside the adapters
+    frame = candidate_frame(split.holdout).head(120)
+    if kind == "two-tower":
+        scores = TwoTower.load(tmp_path, device="cpu").score_frame(frame, split.holdout.items)
+    else:
+        from llmrec.evaluation.evaluate import model_scorer
+
+        scores = model_scorer(CrossEncoder.load(tmp_path, device="cpu"), split.holdout.items, 32, False)(frame)
+    assert np.isfinite(scores).all() and np.std(scores) > 0
