@@ -16,7 +16,7 @@ history vectors) is computed inside every timed call. The one-off cost of fillin
 10k catalogue is reported separately, as is peak RSS. Each figure is the median of 3 runs after
 one warm-up. Writes bench/results/scoring_speed.{json,md}.
 
-    .venv/bin/python bench/scoring_speed.py [--threads 1]
+    .venv/bin/python bench/scoring_speed.py [--threads 1] [--device cuda --suffix _gpu]
 """
 
 from __future__ import annotations
@@ -96,6 +96,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: on a shared 2-core machine 2 threads ran ~4x slower)")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda")
+    parser.add_argument("--suffix", default="", help="results file suffix, e.g. _gpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     params = load_params(Path(__file__).parents[1] / "params.yaml")
@@ -113,7 +115,7 @@ def main() -> None:
 
     # -- cross-encoder ---------------------------------------------------------------------------------------------
     ce_text = TextConfig(max_history=params.model.max_history)
-    cross = CrossEncoder.from_backbone(backbone, ce_text, params.model.max_length, "default", "cpu")
+    cross = CrossEncoder.from_backbone(backbone, ce_text, params.model.max_length, "default", args.device)
     ce_texts = item_texts(items, ce_text)
     user = user_text(history, ce_texts, ce_text)
 
@@ -130,7 +132,7 @@ def main() -> None:
     reset_peak_rss()
 
     # -- two-tower -------------------------------------------------------------------------------------------------
-    tt = TwoTower.from_backbone(backbone, TextConfig(max_history=DEFAULT_MAX_HISTORY), params.model.max_length, "default", "cpu")
+    tt = TwoTower.from_backbone(backbone, TextConfig(max_history=DEFAULT_MAX_HISTORY), params.model.max_length, "default", args.device)
     frame_few = pd.DataFrame({"impression_id": "q", "item_id": few, "history": " ".join(history), "label": 0})
     tt_texts = item_texts(items, tt.text)
 
@@ -171,7 +173,7 @@ def main() -> None:
         row["candidates_per_second"] = row["candidates"] / row["seconds"]
     result = {
         "machine": {"cpu_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "torch": torch.__version__, "load_average_before": load_before, "load_average_after": load_after},
+                    "torch": torch.__version__, "device": args.device, "load_average_before": load_before, "load_average_after": load_after},
         "backbone": "all-MiniLM-L6-v2 (bundled), untrained head / towers",
         "batch_size": batch_size,
         "max_length": params.model.max_length,
@@ -188,7 +190,7 @@ def main() -> None:
         "peak_rss_per_phase": per_phase,
     }
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "scoring_speed.json").write_text(json.dumps(result, indent=2))
+    (OUT / f"scoring_speed{args.suffix}.json").write_text(json.dumps(result, indent=2))
     md = [
         "| case | model | candidates/s | seconds (median of 3) |",
         "|---|---|---:|---:|",
@@ -209,7 +211,7 @@ def main() -> None:
         f"Batch size {batch_size}, max_length {params.model.max_length}; cross-encoder user text = "
         f"{params.model.max_history} newest history titles, two-tower user = pooled vectors of {DEFAULT_MAX_HISTORY} history items.",
     ]
-    (OUT / "scoring_speed.md").write_text("\n".join(md) + "\n")
+    (OUT / f"scoring_speed{args.suffix}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 
