@@ -44,6 +44,9 @@ def main(
     overrides: Annotated[
         Optional[list[str]], typer.Option("--set", "-s", help="Override a parameter, e.g. --set train.max_steps=50 (repeatable).")
     ] = None,
+    budget: Annotated[
+        Optional[str], typer.Option("--budget", "-b", help="Apply a named set of settings from params.yaml `budgets` (e.g. cpu-10min, gpu-1h); --set still wins.")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug details.")] = False,
 ) -> None:
     logging.basicConfig(
@@ -63,7 +66,7 @@ def main(
     if not is_main_process():
         logging.getLogger().setLevel(logging.WARNING)  # one process reports; the others only warn
     State.params_file = params_file
-    State.overrides = list(overrides or [])
+    State.overrides = ([f"budget={budget}"] if budget else []) + list(overrides or [])
     if not sys.stderr.isatty():  # logs and CI: a progress line every 15 s, not one per update (tqdm reads TQDM_*)
         os.environ.setdefault("TQDM_MININTERVAL", "15")
 
@@ -95,7 +98,8 @@ def generate(
     syn = params.synthetic
     if preset:
         syn = syn.model_copy(update={"preset": preset})
-    folders = _run(gen, out or syn.out, _run(syn.size), seed if seed is not None else syn.seed, tuple(period or (1, 2)))
+    folders = _run(gen, out or syn.out, _run(syn.size), seed if seed is not None else syn.seed, tuple(period or (1, 2)),
+                   collaborative=syn.collaborative)
     for folder in folders:
         typer.echo(f"wrote {folder}/news.tsv and {folder}/behaviors.tsv")
 
@@ -147,7 +151,7 @@ def version() -> None:
 @app.command()
 def train(
     model: Annotated[
-        Optional[str], typer.Option("--model", help="cross-encoder | two-tower (default model.type in params.yaml).")
+        Optional[str], typer.Option("--model", help="cross-encoder | two-tower | hybrid (default model.type in params.yaml).")
     ] = None,
 ) -> None:
     """Fine-tune the ranker (model.*, train.*) on the training part of the split."""
@@ -159,7 +163,7 @@ def train(
     from llmrec.distributed import is_main_process
 
     info = _run(pipeline.run_train, params)
-    unit = "pairs/s" if params.model.type == "cross-encoder" else "clicks/s"
+    unit = {"cross-encoder": "pairs/s", "two-tower": "clicks/s", "hybrid": "positions/s"}[params.model.type]
     processes = f" x {info['world_size']} processes" if info.get("world_size", 1) > 1 else ""
     if is_main_process():
         typer.echo(
@@ -229,7 +233,7 @@ def demo(
     for period in (1, 2):
         if period == 1 and out.exists():
             shutil.rmtree(out)  # the demo's own synthetic folder: start the story from period 1
-        _run(gen, out, _run(syn.size), syn.seed, (period,))
+        _run(gen, out, _run(syn.size), syn.seed, (period,), collaborative=syn.collaborative)
         typer.secho(f"\n=== period {period} arrived in {out}/period{period}: retraining ===", bold=True)
         summary = _run(retrain_flow, State.params_file, State.overrides)
         typer.echo(format_summary(summary))

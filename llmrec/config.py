@@ -28,6 +28,9 @@ class SyntheticSize(_Section):
 class SyntheticParams(_Section):
     preset: str = Field("small", description="Name of a preset in `presets`")
     seed: int = 2026
+    collaborative: float = Field(
+        0.8, ge=0, le=1, description="Share of preferences from latent factors no text shows (co-consumption); 0 = all in the text"
+    )
     out: str = "data/synthetic"
     presets: dict[str, SyntheticSize] = Field(
         default_factory=lambda: {
@@ -78,15 +81,42 @@ class DataParams(_Section):
     validation: str = "outputs/validation"
 
 
+class HybridParams(_Section):
+    """The hybrid recommender (`model.type: hybrid`): text + item-id item vectors, a transformer over the history."""
+
+    dim: int = Field(128, ge=8, le=2048, description="Size of item and user vectors")
+    layers: int = Field(2, ge=1, le=12, description="Transformer layers of the user (sequence) encoder")
+    heads: int = Field(2, ge=1, le=32, description="Attention heads per layer (dim must divide by it)")
+    sequence_length: int = Field(50, ge=2, le=1024, description="Most recent history items the user encoder reads")
+    dropout: float = Field(0.2, ge=0, lt=1, description="Dropout in the user encoder")
+    id_dropout: float = Field(0.3, ge=0, le=1, description="Share of items trained without their id embedding, so cold items (text only) score well")
+    text: bool = Field(True, description="Use the backbone's item-text vectors (false = item ids only, i.e. SASRec)")
+    ids: bool = Field(True, description="Learn an embedding per item seen in training (false = text only)")
+    full_softmax_max_items: int = Field(
+        50_000, ge=0, description="Catalogues up to this size: softmax over every item; larger: in-batch negatives with log-Q correction"
+    )
+
+    @model_validator(mode="after")
+    def _shape(self) -> "HybridParams":
+        if self.dim % self.heads:
+            raise ValueError(f"model.hybrid.dim {self.dim} is not divisible by model.hybrid.heads {self.heads}")
+        if not (self.text or self.ids):
+            raise ValueError("model.hybrid needs text, ids or both")
+        return self
+
+
 class ModelParams(_Section):
-    type: Literal["cross-encoder", "two-tower"] = Field(
-        "two-tower", description="two-tower (item vectors, scores a catalogue) or cross-encoder (pair scorer, re-ranks lists)"
+    type: Literal["cross-encoder", "two-tower", "hybrid"] = Field(
+        "two-tower",
+        description="two-tower (fine-tuned text towers, scores a catalogue), hybrid (text + item ids, sequence user encoder) "
+        "or cross-encoder (pair scorer, re-ranks lists)",
     )
     pooling: Literal["mean", "attention"] = Field("mean", description="two-tower: how history item vectors make the user vector")
     tower_history: int = Field(20, ge=1, le=200, description="two-tower: most recent history items pooled into the user vector")
     backbone: str = Field("default", description="'default' (bundled MiniLM) or a local HF model folder")
     max_history: int = Field(3, ge=0, description="Most recent history titles in the user text")
     max_length: int = Field(64, ge=16, le=512, description="Max tokens per (history, candidate) pair")
+    hybrid: HybridParams = Field(default_factory=HybridParams)
 
 
 class TrainParams(_Section):
@@ -111,6 +141,7 @@ class TrainParams(_Section):
     early_stopping_patience: int = Field(
         0, ge=0, description="With eval_every: stop after N validations without improvement, keep the best weights (0 = off)"
     )
+    max_minutes: float = Field(0.0, ge=0, description="Stop after this many minutes and keep the model (0 = no time limit)")
     grad_accum_steps: int = Field(
         1, ge=1, le=1024, description="Micro-batches of batch_size per optimizer step (effective batch = batch_size x this x processes)"
     )
@@ -128,16 +159,38 @@ class TrainParams(_Section):
     )
 
 
+class SasrecParams(_Section):
+    """The SASRec baseline (item ids only, causal transformer, full-softmax cross-entropy), trained at every evaluation."""
+
+    dim: int = Field(64, ge=8, le=1024)
+    layers: int = Field(2, ge=1, le=8)
+    heads: int = Field(2, ge=1, le=16)
+    sequence_length: int = Field(50, ge=2, le=1024)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    max_steps: int = Field(600, ge=1, description="Optimizer steps (batch_size windows each)")
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0, lt=1)
+    max_minutes: float = Field(3.0, ge=0, description="Time limit of the baseline's training (0 = none)")
+
+    def hybrid(self) -> "HybridParams":
+        return HybridParams(dim=self.dim, layers=self.layers, heads=self.heads, sequence_length=self.sequence_length,
+                            dropout=self.dropout, id_dropout=0.0, text=False, ids=True)
+
+
 class EvalParams(_Section):
     ks: list[int] = Field(default_factory=lambda: [5, 10])
     max_impressions: int = Field(250, ge=0, description="Holdout impressions scored (0 = all)")
     negatives: int = Field(99, ge=1, description="Sampled negatives per holdout event when the source logs no non-clicks")
-    baselines: list[Literal["popularity", "random", "tfidf", "zero_shot", "itemknn", "ease"]] = Field(
-        default_factory=lambda: ["popularity", "random", "tfidf", "zero_shot", "itemknn", "ease"],
+    baselines: list[Literal["popularity", "random", "tfidf", "zero_shot", "itemknn", "ease", "sasrec"]] = Field(
+        default_factory=lambda: ["popularity", "random", "tfidf", "zero_shot", "itemknn", "ease", "sasrec"],
         description="Baselines scored on the same holdout as the model",
     )
+    sasrec: SasrecParams = Field(default_factory=SasrecParams)
     catalogue_impressions: int = Field(50, ge=0, description="Holdout impressions ranked against the whole catalogue (0 = skip)")
-    retriever: Literal["popularity", "tfidf", "zero_shot", "itemknn", "ease"] = Field(
+    sampled_on_impressions: bool = Field(
+        True, description="Impression logs: also rank each holdout click against `negatives` sampled negatives (protocol sampled)"
+    )
+    retriever: Literal["popularity", "tfidf", "zero_shot", "itemknn", "ease", "sasrec"] = Field(
         "ease", description="Catalogue protocol: whose top-N the cross-encoder re-ranks"
     )
     rerank_top: int = Field(20, ge=1, description="Catalogue protocol: how many retrieved items the cross-encoder re-ranks")
@@ -175,6 +228,10 @@ class Params(_Section):
     drift: DriftParams = Field(default_factory=DriftParams)
     promotion: PromotionParams = Field(default_factory=PromotionParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
+    budget: str | None = Field(None, description="A name from `budgets` whose settings were applied (--budget NAME)")
+    budgets: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Named sets of section.key settings sized for a hardware budget (e.g. cpu-10min)"
+    )
 
     @model_validator(mode="after")
     def _retriever_is_a_baseline(self) -> "Params":
@@ -207,6 +264,21 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
+def _with_budget(raw: dict[str, Any], overrides: list[str], where: str) -> dict[str, Any]:
+    """raw + the chosen budget's settings + the overrides (which win over the budget)."""
+    chosen = apply_overrides(raw, overrides).get("budget")
+    if not chosen:
+        return apply_overrides(raw, overrides)
+    budgets = raw.get("budgets") or {}
+    if chosen not in budgets:
+        raise ConfigError(f"unknown budget {chosen!r}", where=f"{where}: budgets", fix=f"use one of {sorted(budgets) or ['(none defined)']}")
+    settings = budgets[chosen] or {}
+    if not isinstance(settings, dict):
+        raise ConfigError(f"budget {chosen!r} is not a mapping of section.key: value", where=f"{where}: budgets.{chosen}")
+    as_overrides = [f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}" for key, value in settings.items()]
+    return apply_overrides(raw, [*as_overrides, *overrides, f"budget={chosen}"])
+
+
 def load_params(path: str | Path | None = None, overrides: list[str] | None = None) -> Params:
     """Load params.yaml (or defaults when it does not exist) and apply overrides."""
     path = Path(path) if path is not None else DEFAULT_PARAMS
@@ -216,7 +288,7 @@ def load_params(path: str | Path | None = None, overrides: list[str] | None = No
             raw = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"params file is not valid YAML: {exc}", where=str(path)) from exc
-    raw = apply_overrides(raw, overrides or [])
+    raw = _with_budget(raw, overrides or [], str(path))
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:

@@ -109,6 +109,10 @@ def run_train(params: Params, progress: bool = True) -> dict[str, Any]:
         from llmrec.training_two_tower import train_two_tower
 
         result = train_two_tower(train, params.model, params.train, params.train.out, progress=progress, pooling=params.model.pooling)
+    elif params.model.type == "hybrid":
+        from llmrec.training_hybrid import train_hybrid
+
+        result = train_hybrid(train, params.model, params.train, params.train.out, progress=progress)
     else:
         from llmrec.training import train_cross_encoder
 
@@ -161,15 +165,16 @@ def run_evaluate(params: Params, with_champion: bool = True, progress: bool = Tr
     scorers.update(
         fit_baselines(
             train, dataset.items, params.eval.baselines, backbone=backbone, seed=params.eval.seed,
-            batch_size=params.eval.batch_size, device=params.train.device, progress=progress,
+            batch_size=params.eval.batch_size, device=params.train.device, progress=progress, sasrec=params.eval.sasrec,
         )
     )
     report = evaluate(
         holdout, split.train, dataset, scorers,
         ks=params.eval.ks, primary=params.promotion.metric, seed=params.eval.seed,
-        catalogue_scorers=[n for n in scorers if n not in pair_scorers] if params.eval.catalogue_impressions else None,
+        catalogue_scorers=[n for n in scorers if n not in pair_scorers],
         rerankers={n: (params.eval.retriever, params.eval.rerank_top) for n in pair_scorers},
         catalogue_impressions=params.eval.catalogue_impressions, confidence=params.eval.confidence,
+        sampled_negatives=params.eval.negatives if params.eval.sampled_on_impressions else 0,
     )
     report.holdout.update(
         {

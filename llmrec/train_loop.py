@@ -15,6 +15,7 @@ groups, and a loss over a micro-batch of example indices); `run_loop` does every
 - checkpoints every `train.checkpoint_every` steps and exact resume (weights, optimizer, scheduler,
   gradient scaler, data order and cursor, every RNG), written atomically by the main process;
 - a validation nDCG@10 curve every `train.eval_every` steps with early stopping and best weights;
+- a time limit (`train.max_minutes`): training stops after the step that crosses it and keeps the model;
 - a progress bar (main process only) with the loss and throughput.
 """
 
@@ -51,7 +52,7 @@ CHECKPOINT_META = "checkpoint.json"   # {"step": N, "digest": ...}: read first, 
 CHECKPOINT_WEIGHTS = "weights.safetensors"   # the trained module's state (LoRA adapters and user tower included)
 TRAINER_STATE = "trainer_state.pt"    # optimizer, scheduler, scaler, RNG states, data order/cursor, losses
 # Params that never change what training computes: a checkpoint written under other values still applies.
-_NOT_HASHED = {"checkpoint_every", "resume", "out", "device"}
+_NOT_HASHED = {"checkpoint_every", "resume", "out", "device", "max_minutes"}
 
 
 def seed_everything(seed: int) -> None:
@@ -380,7 +381,7 @@ def run_loop(
         task.after_update()
         losses.append(loss_value)
         rate = (seen - seen_before) / max(time.perf_counter() - started, 1e-9)
-        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", ex_s=f"{rate:.1f}")
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", ex_s=f"{rate:.1f}", refresh=False)  # refresh: tqdm's own pace (TQDM_MININTERVAL)
         stop = False
         if task.validate is not None and params.eval_every and ((step + 1) % params.eval_every == 0 or step + 1 == steps):
             module.eval()
@@ -399,6 +400,10 @@ def run_loop(
                 if dist.is_main:
                     log.info("early stopping at step %d: no improvement in %d validations", step + 1, bad_evals)
                 stop = True
+        if params.max_minutes and not stop and dist.broadcast(time.perf_counter() - started > 60 * params.max_minutes):
+            if dist.is_main:
+                log.info("time limit: stopping after step %d of %d (train.max_minutes %g)", step + 1, steps, params.max_minutes)
+            stop = True
         if params.checkpoint_every and (step + 1) % params.checkpoint_every == 0 and step + 1 < steps and not stop:
             rngs = dist.gather(rng_states())
             if dist.is_main:

@@ -11,6 +11,12 @@ Generative model (the whole world is built from the seed, then the requested per
   * An impression shows 10-50 fresh candidates (a mix of popular and uniformly drawn items); a click
     is Bernoulli(sigmoid(bias + affinity + popularity + noise)), with at least one click each.
     Histories are the warm-up plus earlier clicks (most recent last, 50 at most).
+  * Collaborative structure (`collaborative`, 0..1): every user and item also has a latent factor
+    vector (`LATENT_DIM`) that no text shows; the affinity mixes the text-visible part (category,
+    subcategory, entities) with the latent match u . v so that the latent part carries the share
+    `collaborative` of the affinity's variance (mean and spread stay as they are). Users with similar factors co-consume the same items, which
+    collaborative filters (EASE, ItemKNN, item-id embeddings) can learn for items with history and
+    no text model can. 0 = preferences are fully visible in the text.
   * Period 2 shifts: a share of users move preference mass to other categories, an emerging
     category (`esports`) is published and liked by many users, weather/news items are published
     more, clicks lean a bit more on popularity and impressions show more candidates. Users and
@@ -43,6 +49,9 @@ FANS, FAN_WEIGHT, OTHERS_WEIGHT = 0.4, (0.2, 0.5), 0.06  # esports fans and the 
 CLICK = ((2.0, 2.0, 0.2, 0.5), (1.8, 1.8, 0.35, 0.5))  # click logit: bias, affinity, log-popularity, noise sd
 CANDIDATES = (28, 36)                  # median candidates per impression in each period
 ARCHIVE, EMPTY_WARMUP = 0.3, 0.1       # share of items published before period 1, share of empty warm-ups
+LATENT_DIM = 8                         # latent (text-invisible) factors per user and item
+TEXT_AFFINITY = (-3.36, 0.9)           # mean and spread (within an impression) of the text affinity of candidates:
+                                       # the mix keeps both, so `collaborative` is the latent share of the variance
 
 # category: (share of supply in period 1, org-name suffixes, category words, {subcategory: words})
 TOPICS: dict[str, tuple[float, str, str, dict[str, str]]] = {
@@ -281,11 +290,27 @@ def _users(rng: np.random.Generator, n: int, cats: list[str], sub_cat: np.ndarra
     return {"pref": np.stack([pref1, pref2]), "sub": sub, "fav": fav, "act": act / act.sum(1, keepdims=True)}
 
 
+def _latent(rng: np.random.Generator, users: dict, items: dict, collaborative: float) -> None:
+    """Attach latent factors (unit-variance dot products) and the mixing weight to users and items."""
+    if not 0.0 <= collaborative <= 1.0:
+        raise ConfigError(f"synthetic.collaborative must be in [0, 1], got {collaborative}", fix="e.g. 0.5")
+    users["latent"] = rng.normal(0, 1, (users["sub"].shape[0], LATENT_DIM)) / LATENT_DIM ** 0.25
+    items["latent"] = rng.normal(0, 1, (len(items["pub"]), LATENT_DIM)) / LATENT_DIM ** 0.25
+    users["collaborative"] = collaborative
+
+
 def _affinity(users: dict, items: dict, period: int, u: int, idx: np.ndarray) -> np.ndarray:
-    """How much user u likes items idx in a period: log category and subcategory preference + entities."""
-    return (np.log(users["pref"][period, u, items["cat"][idx]] + 0.03)
+    """How much user u likes items idx in a period: log category and subcategory preference + entities
+    (visible in the text), mixed with the latent factor match (invisible) by `collaborative`."""
+    text = (np.log(users["pref"][period, u, items["cat"][idx]] + 0.03)
             + 0.8 * np.log(users["sub"][u, items["sub"][idx]] + 0.15)
             + 1.2 * users["fav"][period, u, items["ent"][idx]])
+    share = users.get("collaborative", 0.0)
+    if not share:
+        return text
+    mean, spread = TEXT_AFFINITY
+    latent = items["latent"][idx] @ users["latent"][u]  # unit variance
+    return mean + np.sqrt(1 - share) * (text - mean) + np.sqrt(share) * spread * latent
 
 
 def _gumbel_top(rng: np.random.Generator, logw: np.ndarray, k: int) -> np.ndarray:
@@ -364,10 +389,10 @@ def _simulate(rng: np.random.Generator, size: SyntheticSize, users: dict, items:
     return out
 
 
-def build_world(size: SyntheticSize, seed: int) -> World:
+def build_world(size: SyntheticSize, seed: int, collaborative: float = 0.0) -> World:
     """Build catalogue, users and every impression of every period from the seed alone."""
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(7)]
-    r_ids, r_ent, r_items, r_text, r_users, r_warm, r_sim = streams
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(8)]  # the first 7 as before
+    r_ids, r_ent, r_items, r_text, r_users, r_warm, r_sim, r_latent = streams
     cats = list(TOPICS)
     subs = [s for c in cats for s in TOPICS[c][3]]
     sub_cat = np.array([cats.index(c) for c in cats for _ in TOPICS[c][3]])
@@ -376,6 +401,8 @@ def build_world(size: SyntheticSize, seed: int) -> World:
     items = _items(r_items, size, cats, sub_cat, ent_cat)
     rows = _news_rows(r_text, cats, subs, items, entities)
     users = _users(r_users, size.n_users, cats, sub_cat, ent_cat)
+    if collaborative:
+        _latent(r_latent, users, items, collaborative)
     impressions = _simulate(r_sim, size, users, items, _warmup(r_warm, users, items))
     news_ids, user_ids = _fixed_width_ids(r_ids, "N", size.n_items), _fixed_width_ids(r_ids, "U", size.n_users)
     return World(news_ids, rows, user_ids, impressions)
@@ -407,12 +434,16 @@ def _write_period(folder: Path, world: World, period: int, start: datetime.date)
 
 
 def generate(out: str | Path, size: SyntheticSize, seed: int, periods: Sequence[int] = (1, 2),
-             start: datetime.date = datetime.date(2019, 11, 9)) -> list[Path]:
-    """Write out/period{k}/news.tsv and out/period{k}/behaviors.tsv for each k in periods; return the folders."""
+             start: datetime.date = datetime.date(2019, 11, 9), collaborative: float = 0.0) -> list[Path]:
+    """Write out/period{k}/news.tsv and out/period{k}/behaviors.tsv for each k in periods; return the folders.
+
+    `collaborative`: share of preferences from latent factors no text shows (0 = all visible in the text;
+    params.yaml's `synthetic.collaborative` is the bundled default).
+    """
     if not periods or any(k not in range(1, N_PERIODS + 1) for k in periods):
         raise ConfigError(f"synthetic periods must be among 1..{N_PERIODS}, got {list(periods)}",
                           fix=f"ask for periods in 1..{N_PERIODS}, e.g. (1, 2)")
-    world = build_world(size, seed)
+    world = build_world(size, seed, collaborative)
     folders = []
     for k in periods:
         folder = Path(out) / f"period{k}"

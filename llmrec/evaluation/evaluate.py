@@ -95,6 +95,8 @@ class EvalReport:
     ndcg_curve: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
     score_samples: pd.DataFrame | None = field(default=None, repr=False)
     confidence: float = 0.95
+    warm_cold: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)  # protocol, segment, ranker, n, value
+    warm_cold_comparisons: list[dict] = field(default_factory=list)           # model - other within warm / cold
 
     @property
     def main(self) -> ProtocolResult:
@@ -129,6 +131,8 @@ class EvalReport:
             "protocols": {name: p.to_dict() for name, p in self.protocols.items()},
             "comparisons": self.comparisons,
             "segments": self.segments.to_dict(orient="records"),
+            "warm_cold": self.warm_cold.to_dict(orient="records"),
+            "warm_cold_comparisons": self.warm_cold_comparisons,
             "holdout": self.holdout,
         }
         (folder / "metrics.json").write_text(json.dumps(record, indent=2, default=float))
@@ -210,6 +214,37 @@ def _segments(result: ProtocolResult, labels: pd.DataFrame, metric: str) -> pd.D
     return pd.DataFrame(rows)
 
 
+WARM, COLD = "warm", "cold (unseen in training)"
+WARM_COLD_VERSUS = ("champion", "ease", "itemknn", "sasrec", "tfidf", "zero_shot")  # model - these, within each segment
+
+
+def _warm_cold(result: ProtocolResult, frame: pd.DataFrame, train: Dataset, items: pd.DataFrame, metric: str,
+               seed: int, confidence: float) -> tuple[list[dict], list[dict]]:
+    """Per ranker: the metric on impressions whose positive is warm / cold; and the model's paired differences."""
+    from llmrec.evaluation.stats import paired_bootstrap
+
+    labels = segment_labels(frame, train, items)["positive item"].rename("segment")
+    rows, comparisons = [], []
+    for ranker, per in result.per_impression.items():
+        joined = per.set_index("impression_id")[[metric]].join(labels, how="inner")
+        for segment, group in joined.groupby("segment", sort=True):
+            rows.append({"protocol": result.name, "segment": segment, "ranker": ranker, "n": len(group), "value": float(group[metric].mean())})
+    model = result.per_impression.get("model")
+    if model is None:
+        return rows, comparisons
+    for segment in (WARM, COLD):
+        ids = set(labels.index[labels == segment])
+        if not ids:
+            continue
+        mine = model[model["impression_id"].isin(ids)]
+        for other in WARM_COLD_VERSUS:
+            if other in result.per_impression and len(mine):
+                theirs = result.per_impression[other]
+                comp = paired_bootstrap(mine, theirs[theirs["impression_id"].isin(ids)], metric, confidence=confidence, seed=seed)
+                comparisons.append({"protocol": result.name, "segment": segment, "versus": other, **comp})
+    return rows, comparisons
+
+
 def evaluate(
     holdout: Dataset,
     train: Dataset,
@@ -223,12 +258,14 @@ def evaluate(
     rerankers: dict[str, tuple[str, int]] | None = None,
     catalogue_impressions: int = 100,
     confidence: float = 0.95,
+    sampled_negatives: int = 0,
 ) -> EvalReport:
     """Score the holdout with every ranker under each protocol that applies.
 
-    `holdout` has its context (histories, sampled negatives) filled in. The catalogue protocol
-    runs the rankers in `catalogue_scorers` directly and each ranker in `rerankers` as a re-ranker of
-    (retriever name, top-N).
+    `holdout` has its context (histories, sampled negatives) filled in. The catalogue protocol (with
+    `catalogue_impressions` > 0) and, for impression logs, the sampled protocol (with `sampled_negatives`
+    > 0) run the rankers in `catalogue_scorers` directly and each ranker in `rerankers` as a re-ranker of
+    (retriever name, top-N). Warm/cold tables and paired comparisons come for every protocol.
     """
     ks_all = sorted(set(ks) | {10})
     list_name = protocols.list_protocol(holdout)
@@ -246,17 +283,31 @@ def evaluate(
         sample = frame[["label"]].assign(score=main_scores["model"])
         report.score_samples = sample.sample(min(len(sample), 20_000), random_state=seed)
     report.segments = _segments(main, segment_labels(frame, train, holdout.items), primary)
+    warm_cold, comparisons = _warm_cold(main, frame, train, holdout.items, primary, seed, confidence)
 
-    if catalogue_scorers:
-        cat_frame = protocols.catalogue_frame(holdout, log, catalogue_impressions, seed)
-        if not cat_frame.empty:
-            cat_scorers = {n: scorers[n] for n in catalogue_scorers if n in scorers}
-            for name, (retriever, top) in (rerankers or {}).items():
-                if name in scorers and retriever in scorers:
-                    cat_scorers[f"{name} [{retriever} top-{top}]"] = _reranker(scorers[retriever], scorers[name], top)
-            clicks = train.interactions.loc[train.interactions["label"] == 1, "item_id"].value_counts()
-            cat, _ = _score_protocol(protocols.CATALOGUE, cat_frame, cat_scorers, ks_all, primary, seed, confidence, clicks)
-            report.protocols[protocols.CATALOGUE] = cat
+    def vector_and_reranked() -> dict[str, Scorer]:
+        chosen = {n: scorers[n] for n in (catalogue_scorers or []) if n in scorers}
+        for name, (retriever, top) in (rerankers or {}).items():
+            if name in scorers and retriever in scorers:
+                chosen[f"{name} [{retriever} top-{top}]"] = _reranker(scorers[retriever], scorers[name], top)
+        return chosen
+
+    extra: list[tuple[str, pd.DataFrame, pd.Series | None]] = []
+    if sampled_negatives and list_name == protocols.IMPRESSIONS and catalogue_scorers:
+        extra.append((protocols.SAMPLED, protocols.sampled_frame(holdout, log, sampled_negatives, seed), None))
+    if catalogue_scorers and catalogue_impressions:
+        clicks = train.interactions.loc[train.interactions["label"] == 1, "item_id"].value_counts()
+        extra.append((protocols.CATALOGUE, protocols.catalogue_frame(holdout, log, catalogue_impressions, seed), clicks))
+    for name, extra_frame, popularity in extra:
+        if extra_frame.empty:
+            continue
+        result, _ = _score_protocol(name, extra_frame, vector_and_reranked(), ks_all, primary, seed, confidence, popularity)
+        report.protocols[name] = result
+        rows, comps = _warm_cold(result, extra_frame, train, holdout.items, primary, seed, confidence)
+        warm_cold += rows
+        comparisons += comps
+    report.warm_cold = pd.DataFrame(warm_cold)
+    report.warm_cold_comparisons = comparisons
     return report
 
 

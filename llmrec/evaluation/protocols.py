@@ -1,9 +1,10 @@
 """Evaluation protocols: which candidates each holdout impression is ranked among.
 
 impressions  the candidates the log shows (MIND): the clicks among what was really on screen.
-sampled      positive-only logs: each held-out event against N sampled negatives (leave-last-out
-             with sampled negatives, as in the literature); the negatives are drawn once, with a seed,
-             so every model ranks the same lists and an evaluation run twice gives the same numbers.
+sampled      each held-out event against N sampled negatives (leave-last-out with sampled negatives,
+             as in the literature): the list protocol of positive-only logs, and for impression logs
+             each holdout click too (`eval.sampled_on_impressions`); the negatives are drawn once,
+             with a seed, so every model ranks the same lists and a run twice gives the same numbers.
 catalogue    every item already known at the impression's time, minus the user's history: what a
              production retriever faces. Pair scorers (cross-encoder) cannot score thousands of items
              per user, so they re-rank the top of a retriever there (retrieve-then-rerank).
@@ -73,6 +74,35 @@ def catalogue_frame(holdout: Dataset, log: Dataset, max_impressions: int, seed: 
     if not parts:
         return pd.DataFrame(columns=["impression_id", "user_id", "item_id", "label", "history"])
     return pd.concat(parts, ignore_index=True)
+
+
+def sampled_frame(holdout: Dataset, log: Dataset, negatives: int, seed: int) -> pd.DataFrame:
+    """Each holdout positive of an impression log against `negatives` sampled negatives (the `sampled`
+    protocol of positive-only logs, so both kinds of data are scored the same way as well).
+
+    Negatives come from items seen in `log` before the impression, never the user's own positives
+    or history items; drawn once with the seed.
+    """
+    from llmrec.data.context import sample_negatives
+
+    pos = holdout.interactions.loc[holdout.interactions["label"] == 1, ["impression_id", "user_id", "item_id", "timestamp"]]
+    if pos.empty:
+        return pd.DataFrame(columns=["impression_id", "user_id", "item_id", "label", "history"])
+    pos = pos.sort_values(["impression_id", "item_id"], kind="stable").reset_index(drop=True)
+    history = pos["impression_id"].map(holdout.impressions.set_index("impression_id")["history"]).fillna("").astype(str)
+    pseudo = pos.assign(impression_id=pos["impression_id"].astype(str) + "#" + pos.groupby("impression_id").cumcount().astype(str),
+                        history=history.to_numpy())
+    drawn = sample_negatives(log, pseudo[["impression_id", "user_id", "timestamp"]], negatives + HISTORY_MARGIN, seed)
+    seen = {imp: set(h.split()) | {item} for imp, h, item in zip(pseudo["impression_id"], pseudo["history"], pseudo["item_id"])}
+    drawn = drawn[[item not in seen[imp] for imp, item in zip(drawn["impression_id"], drawn["item_id"])]]
+    drawn = drawn.groupby("impression_id", sort=False).head(negatives)
+    frame = pd.concat([pseudo.assign(label=np.int8(1))[["impression_id", "user_id", "item_id", "label"]],
+                       drawn[["impression_id", "user_id", "item_id", "label"]]], ignore_index=True)
+    frame = frame.merge(pseudo[["impression_id", "history"]], on="impression_id", how="left")
+    return frame.sort_values(["impression_id", "label"], ascending=[True, False], kind="stable").reset_index(drop=True)
+
+
+HISTORY_MARGIN = 50   # extra draws per positive, so dropping history items still leaves `negatives`
 
 
 def rerank_scores(base: np.ndarray, frame: pd.DataFrame, top: int, scorer) -> np.ndarray:

@@ -58,6 +58,29 @@ def _comparison_lines(report: "EvalReport") -> list[str]:
     return lines
 
 
+def _warm_cold_lines(report: "EvalReport") -> list[str]:
+    """Warm items (seen in training: collaborative signal exists) vs cold ones (text only), per protocol."""
+    table = report.warm_cold
+    if table.empty:
+        return []
+    lines = ["", f"### Warm and cold items ({report.primary})", "",
+             "An impression is *warm* when its positive item was consumed or seen in training (collaborative "
+             "filters know it), *cold* otherwise (only its text is known)."]
+    for protocol, part in table.groupby("protocol", sort=False):
+        pivot = part.pivot_table(index="ranker", columns="segment", values="value", sort=False)
+        counts = part.drop_duplicates("segment").set_index("segment")["n"]
+        header = ["ranker", *(f"{c} (n={int(counts[c])})" for c in pivot.columns)]
+        lines += ["", f"Protocol {protocol}:", "", *_md_table(header, [[r, *(_fmt(v) for v in pivot.loc[r])] for r in pivot.index])]
+        comps = [c for c in report.warm_cold_comparisons if c["protocol"] == protocol]
+        if comps:
+            lines += [""] + [
+                f"- {c['segment']}: model − {c['versus']} = {c['difference']:+.4f} "
+                f"[{c['low']:+.4f}, {c['high']:+.4f}] ({c['confidence']:.0%} paired bootstrap, {c['impressions']} impressions)"
+                for c in comps
+            ]
+    return lines
+
+
 def to_markdown(report: "EvalReport", plots: dict[str, str] | None = None) -> str:
     """The report as markdown (plots referenced by relative path)."""
     lines = ["## Holdout evaluation", ""]
@@ -85,6 +108,7 @@ def to_markdown(report: "EvalReport", plots: dict[str, str] | None = None) -> st
         rankers = [c for c in pivot.columns if c not in ("kind", "segment", "n")]
         rows = [[r["kind"], str(r["segment"]), str(int(r["n"])), *(_fmt(r[k]) for k in rankers)] for _, r in pivot.iterrows()]
         lines += _md_table(["segment kind", "segment", "impressions", *rankers], rows)
+    lines += _warm_cold_lines(report)
     if plots:
         lines += ["", "### Plots", ""] + [f"![{title}]({path})" for title, path in plots.items()]
     return "\n".join(lines) + "\n"

@@ -15,7 +15,7 @@ import pandas as pd
 
 from llmrec.errors import ModelError
 
-CROSS_ENCODER, TWO_TOWER = "cross-encoder", "two-tower"
+CROSS_ENCODER, TWO_TOWER, HYBRID = "cross-encoder", "two-tower", "hybrid"
 
 
 def ranker_type(folder: str | Path) -> str:
@@ -33,25 +33,27 @@ def load_ranker(folder: str | Path, device: str = "auto") -> Any:
         from llmrec.models.two_tower import TwoTower
 
         return TwoTower.load(folder, device=device)
+    if kind == HYBRID:
+        from llmrec.models.hybrid import Hybrid
+
+        return Hybrid.load(folder, device=device)
     if kind == CROSS_ENCODER:
         from llmrec.models.cross_encoder import CrossEncoder
 
         return CrossEncoder.load(folder, device=device)
-    raise ModelError(f"unknown model type {kind!r} in {folder}/llmrec.json", fix=f"expected {CROSS_ENCODER} or {TWO_TOWER}")
+    raise ModelError(f"unknown model type {kind!r} in {folder}/llmrec.json", fix=f"expected {CROSS_ENCODER}, {TWO_TOWER} or {HYBRID}")
 
 
 def is_pair_scorer(ranker: Any) -> bool:
     """Pair scorers cost one transformer pass per (user, item): they re-rank lists, not catalogues."""
-    from llmrec.models.two_tower import TwoTower
+    from llmrec.models.cross_encoder import CrossEncoder
 
-    return not isinstance(ranker, TwoTower)
+    return isinstance(ranker, CrossEncoder)
 
 
 def ranker_scorer(ranker: Any, items: pd.DataFrame, batch_size: int = 64, progress: bool = False):
     """Scorer (frame with history, item_id -> scores) for a loaded ranker, rendering text as in training."""
-    from llmrec.models.two_tower import TwoTower
-
-    if isinstance(ranker, TwoTower):
+    if not is_pair_scorer(ranker):  # vector models (two-tower, hybrid) render and cache item texts themselves
         score = ranker.scorer(items, batch_size=batch_size, progress=progress)
         return lambda frame: np.asarray(score(frame), dtype=float)
     from llmrec.evaluation.evaluate import model_scorer

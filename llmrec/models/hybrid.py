@@ -1,0 +1,289 @@
+"""Hybrid recommender: language-model item text + learned item ids, a transformer over the history.
+
+Item vector   v_i = normalize(W t_i + e_id(i)), where t_i is the backbone's frozen, mean-pooled text
+              vector of the item (computed once, `FrozenTextEncoder`), W a learned projection and
+              e_id(i) a learned embedding of items seen in training. Every other item (cold: new,
+              or never consumed in training) uses the shared "unknown" row 0, so it falls back to
+              its text; training drops the id of a share `id_dropout` of the items each step so the
+              text part alone learns to rank. Each item also has a learned bias b_i (popularity),
+              row 0 for unknown items.
+User vector   a causal transformer (SASRec-style: pre-norm layers, learned absolute positions in a
+              left-padded window of `sequence_length` items, oldest to newest) over the history
+              items' vectors; the user is the normalised output at the newest position.
+Score         u . v_i / temperature + b_i. Both vectors are unit length, so the dot is a cosine.
+
+Training predicts, at every position of a user's item sequence, the next item, with a softmax over
+the whole training catalogue (exact: every item is a negative, hard ones included) or, for large
+catalogues, over the batch's own targets with the log-Q correction for their popularity (Yi et
+al., RecSys 2019). With `text: false` this is SASRec trained with full cross-entropy, the sequence
+baseline of the evaluation; with `ids: false` a text-only sequence model.
+
+A saved folder is the backbone's own files plus the hybrid weights in the same model.safetensors
+under the prefix "llmrec.hybrid." (so `fingerprint` covers them) with the item-id vocabulary in
+its metadata, and llmrec.json ({"type": "hybrid", ...}). Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from llmrec.data.contract import history_list
+from llmrec.errors import ModelError
+from llmrec.models.cross_encoder import META_FILE, fingerprint as _fingerprint
+from llmrec.models.text import TextConfig, item_texts
+
+log = logging.getLogger(__name__)
+
+MODEL_TYPE = "hybrid"
+WEIGHTS_FILE = "model.safetensors"
+PREFIX = "llmrec.hybrid."
+VOCAB_KEY = "llmrec.hybrid.vocab"
+UNKNOWN = 0
+TEMPERATURE = 0.05
+ROW_BLOCK = 1 << 16
+USER_BLOCK = 512
+
+
+@dataclass(frozen=True)
+class HybridConfig:
+    dim: int = 128
+    layers: int = 2
+    heads: int = 2
+    sequence_length: int = 50
+    dropout: float = 0.2
+    id_dropout: float = 0.3
+    text: bool = True
+    ids: bool = True
+    temperature: float = TEMPERATURE
+
+    @classmethod
+    def from_params(cls, params: object) -> "HybridConfig":
+        names = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in params.model_dump().items() if k in names})  # type: ignore[attr-defined]
+
+
+class HybridNet(torch.nn.Module):
+    """The trainable part: projection, id embeddings and biases, the sequence encoder."""
+
+    def __init__(self, config: HybridConfig, text_dim: int, n_ids: int, seed: int = 0) -> None:
+        super().__init__()
+        self.config = config
+        generator = torch.Generator().manual_seed(seed)
+        d = config.dim
+        if config.text:
+            self.proj = torch.nn.Linear(text_dim, d, bias=False)
+            with torch.no_grad():  # start as a (semi-)orthogonal map: the text geometry survives the projection
+                q, _ = torch.linalg.qr(torch.randn(max(text_dim, d), min(text_dim, d), generator=generator))
+                self.proj.weight.copy_(q[:d, :text_dim] if d >= text_dim else q[:text_dim, :d].T)
+        if config.ids:
+            std = 0.0 if config.text else 1.0 / math.sqrt(d)  # with text: ids start at 0, the model starts as text-only
+            self.ids = torch.nn.Embedding(n_ids + 1, d)
+            with torch.no_grad():
+                self.ids.weight.normal_(0.0, std, generator=generator) if std else self.ids.weight.zero_()
+        self.bias = torch.nn.Embedding(n_ids + 1, 1)
+        torch.nn.init.zeros_(self.bias.weight)
+        self.position = torch.nn.Embedding(config.sequence_length, d)
+        with torch.no_grad():
+            self.position.weight.normal_(0.0, 0.02, generator=generator)
+        layer = torch.nn.TransformerEncoderLayer(
+            d, config.heads, dim_feedforward=2 * d, dropout=config.dropout, activation="gelu", batch_first=True, norm_first=True
+        )
+        self.encoder = torch.nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
+        self.out_norm = torch.nn.LayerNorm(d)
+        self.input_dropout = torch.nn.Dropout(config.dropout)
+        self.register_buffer("causal", torch.triu(torch.full((config.sequence_length,) * 2, float("-inf")), diagonal=1), persistent=False)
+
+    def items(self, text: torch.Tensor | None, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unit item vectors (N, dim) and biases (N,) from text vectors (N, text_dim) and id rows (N,)."""
+        vec = self.proj(text) if self.config.text else 0.0
+        if self.config.ids:
+            vec = vec + self.ids(ids)
+        return torch.nn.functional.normalize(vec, dim=-1), self.bias(ids).squeeze(-1)
+
+    def users(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(U, L, dim) item vectors, left-padded (mask False at padding) -> (U, L, dim) unit outputs at every
+        position; position t only sees items up to t."""
+        length = history.shape[1]
+        x = history * mask.unsqueeze(-1) + self.position.weight[-length:] * mask.unsqueeze(-1)
+        x = self.encoder(self.input_dropout(x), mask=self.causal[:length, :length], is_causal=True)
+        return torch.nn.functional.normalize(self.out_norm(x), dim=-1)
+
+    def forward(self, text: torch.Tensor | None, ids: torch.Tensor, inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Training pass: catalogue vectors + biases, and user outputs for `inputs` (B, L) catalogue rows (-1 = pad)."""
+        vectors, bias = self.items(text, ids)
+        mask = inputs >= 0
+        history = vectors[inputs.clamp(min=0)]
+        return self.users(history, mask), vectors, bias
+
+
+class Hybrid:
+    """A trained hybrid model: text encoder (frozen, optional) + HybridNet + the item-id vocabulary."""
+
+    def __init__(self, net: HybridNet, vocab: Sequence[str], encoder: object | None, text: TextConfig,
+                 backbone: str, max_length: int, device: torch.device = torch.device("cpu")) -> None:
+        self.net = net.to(device)
+        self.config = net.config
+        self.vocab = list(vocab)
+        self.row = {item: k + 1 for k, item in enumerate(self.vocab)}  # 0 = unknown
+        self.encoder = encoder  # FrozenTextEncoder, or None for an ids-only model
+        self.text = text
+        self.backbone = backbone
+        self.max_length = max_length
+        self.device = device
+        self._lock = threading.RLock()
+        self._item_cache: dict[str, int] = {}
+        self._item_store: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def __repr__(self) -> str:
+        return f"Hybrid({asdict(self.config)}, items with ids={len(self.vocab)}, backbone={self.backbone!r})"
+
+    # -- persistence -------------------------------------------------------------------------------------------
+    def save(self, folder: str | Path) -> Path:
+        """Backbone files + the hybrid weights (prefix llmrec.hybrid.) in model.safetensors, and llmrec.json."""
+        from safetensors.torch import load_file, save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        weights = folder / WEIGHTS_FILE
+        state: dict[str, torch.Tensor] = {}
+        if self.encoder is not None:
+            self.encoder.save(folder)
+            state = load_file(str(weights))
+        for name, value in self.net.state_dict().items():
+            state[PREFIX + name] = value.detach().to("cpu", torch.float32).contiguous()
+        save_file(state, str(weights), metadata={"format": "pt", VOCAB_KEY: json.dumps(self.vocab)})
+        meta = {"type": MODEL_TYPE, "config": asdict(self.config), "text": self.text.to_dict(), "max_length": self.max_length,
+                "backbone": self.backbone, "text_dim": self._text_dim(), "items_with_ids": len(self.vocab)}
+        (folder / META_FILE).write_text(json.dumps(meta, indent=2))
+        return folder
+
+    def _text_dim(self) -> int:
+        return self.encoder.dim if self.encoder is not None else 0
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str = "auto") -> "Hybrid":
+        from safetensors import safe_open
+
+        from llmrec.models.cross_encoder import pick_device
+        from llmrec.models.text_encoder import FrozenTextEncoder
+
+        folder = Path(folder)
+        meta_path = folder / META_FILE
+        if not meta_path.is_file():
+            raise ModelError("not an llmrec model folder (no llmrec.json)", where=str(folder), fix="run `llmrec train`")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("type") != MODEL_TYPE:
+            raise ModelError(f"the folder holds a {meta.get('type')!r} model, not a hybrid one", where=str(meta_path))
+        config = HybridConfig(**meta["config"])
+        with safe_open(str(folder / WEIGHTS_FILE), framework="pt") as fh:
+            vocab = json.loads((fh.metadata() or {}).get(VOCAB_KEY, "null") or "null")
+            state = {k[len(PREFIX):]: fh.get_tensor(k) for k in fh.keys() if k.startswith(PREFIX)}
+        if vocab is None or not state:
+            raise ModelError("model.safetensors holds no hybrid weights", where=str(folder), fix="save the model with Hybrid.save")
+        dev = pick_device(device)
+        encoder = FrozenTextEncoder(folder, meta["max_length"], dev) if config.text else None
+        net = HybridNet(config, meta["text_dim"], len(vocab))
+        net.load_state_dict(state, strict=True)
+        net.eval()
+        return cls(net, vocab, encoder, TextConfig(**meta["text"]), meta["backbone"], meta["max_length"], dev)
+
+    fingerprint = staticmethod(_fingerprint)
+
+    # -- items -------------------------------------------------------------------------------------------------
+    def text_vectors(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> torch.Tensor | None:
+        if self.encoder is None:
+            return None
+        return self.encoder.encode(texts, batch_size, progress).to(self.device)
+
+    def item_rows(self, item_ids: Sequence[str]) -> torch.Tensor:
+        return torch.as_tensor([self.row.get(i, UNKNOWN) for i in item_ids], dtype=torch.long, device=self.device)
+
+    def item_vectors(self, item_ids: Sequence[str], texts: Mapping[str, str], batch_size: int = 64,
+                     progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(vectors (n, dim), biases (n,)) of items, eval mode; an id missing from `texts` is encoded as its id."""
+        with self._lock, torch.inference_mode():
+            self.net.eval()
+            text = self.text_vectors([texts.get(i, i) for i in item_ids], batch_size, progress)
+            return self.net.items(text, self.item_rows(item_ids))
+
+    # -- users -------------------------------------------------------------------------------------------------
+    def _recent(self, history: str | Sequence[str], texts: Mapping[str, str]) -> list[str]:
+        ids = history_list(history) if isinstance(history, str) else list(history)
+        usable = [i for i in ids if (i in texts if self.config.text else i in self.row)]
+        return usable[-self.config.sequence_length :]
+
+    def user_vectors(self, histories: Sequence[str | Sequence[str]], texts: Mapping[str, str], batch_size: int = 64,
+                     progress: bool = False) -> torch.Tensor:
+        """Unit user vectors (len(histories), dim): the encoder's output at the newest of the last
+        `sequence_length` history items (oldest first); items the model cannot represent are skipped."""
+        recent = [self._recent(h, texts) for h in histories]
+        ids = list(dict.fromkeys(i for h in recent for i in h))
+        vectors, _ = self.item_vectors(ids, texts, batch_size, progress) if ids else (torch.empty(0, self.config.dim), None)
+        row = {item: k for k, item in enumerate(ids)}
+        length = self.config.sequence_length
+        out = []
+        with self._lock, torch.inference_mode():
+            self.net.eval()
+            for start in range(0, len(recent), USER_BLOCK):
+                block = recent[start : start + USER_BLOCK]
+                index = torch.zeros(len(block), length, dtype=torch.long)
+                mask = torch.zeros(len(block), length, dtype=torch.bool)
+                for u, hist in enumerate(block):
+                    if hist:
+                        index[u, length - len(hist):] = torch.as_tensor([row[i] for i in hist])
+                        mask[u, length - len(hist):] = True
+                history = vectors[index.to(self.device)] if len(ids) else torch.zeros(len(block), length, self.config.dim, device=self.device)
+                out.append(self.net.users(history, mask.to(self.device))[:, -1])
+        return torch.cat(out) if out else torch.empty(0, self.config.dim, device=self.device)
+
+    # -- scoring -----------------------------------------------------------------------------------------------
+    def _score_frame(self, frame: pd.DataFrame, texts: Mapping[str, str], batch_size: int, progress: bool) -> np.ndarray:
+        if len(frame) == 0:
+            return np.empty(0, dtype=np.float32)
+        hist_codes, uniques = pd.factorize(frame["history"].fillna("").astype(str).to_numpy(dtype=object))
+        cand_codes, cands = pd.factorize(frame["item_id"].astype(str).to_numpy(dtype=object))
+        items, bias = self.item_vectors(list(cands), texts, batch_size, progress)
+        users = self.user_vectors(list(uniques), texts, batch_size)
+        out = np.empty(len(frame), dtype=np.float32)
+        h_all = torch.from_numpy(hist_codes.astype(np.int64)).to(self.device)
+        c_all = torch.from_numpy(cand_codes.astype(np.int64)).to(self.device)
+        with torch.inference_mode():
+            for start in range(0, len(frame), ROW_BLOCK):
+                h, c = h_all[start : start + ROW_BLOCK], c_all[start : start + ROW_BLOCK]
+                out[start : start + ROW_BLOCK] = ((users[h] * items[c]).sum(-1) / self.config.temperature + bias[c]).float().cpu().numpy()
+        return out
+
+    def score_frame(self, frame: pd.DataFrame, items_df: pd.DataFrame, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        """Scores of the frame's rows (columns history, item_id), higher = better, in row order."""
+        return self._score_frame(frame, item_texts(items_df, self.text), batch_size, progress)
+
+    def scorer(self, items_df: pd.DataFrame, batch_size: int = 64, progress: bool = False):
+        """A Scorer (frame -> scores) for evaluation and serving; item texts are rendered once."""
+        texts = item_texts(items_df, self.text)
+        return lambda frame: self._score_frame(frame, texts, batch_size, progress)
+
+    def recommend(self, history: str | Sequence[str], items_df: pd.DataFrame, k: int = 10, exclude_history: bool = True,
+                  batch_size: int = 64) -> pd.DataFrame:
+        """The top `k` catalogue items for one history (oldest first): item_id, score, rank (1 = best)."""
+        texts = item_texts(items_df, self.text)
+        ids = list(texts)
+        vectors, bias = self.item_vectors(ids, texts, batch_size)
+        user = self.user_vectors([history], texts, batch_size)[0]
+        with torch.inference_mode():
+            scores = (vectors @ user / self.config.temperature + bias).float().cpu().numpy()
+        if exclude_history:
+            seen = set(history_list(history) if isinstance(history, str) else history)
+            scores = np.where([i in seen for i in ids], -np.inf, scores)
+        order = np.argsort(-scores, kind="stable")[:k]
+        order = order[np.isfinite(scores[order])]
+        return pd.DataFrame({"item_id": [ids[i] for i in order], "score": scores[order], "rank": np.arange(1, len(order) + 1)})

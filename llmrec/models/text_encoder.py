@@ -1,0 +1,69 @@
+"""A frozen text encoder: the backbone's mean-pooled, L2-normalised item-text vectors, each text encoded once.
+
+Used where the backbone is not trained: the zero-shot baseline and the hybrid recommender's text part
+(which learns a projection on top). The two-tower model trains its encoder and keeps its own cache.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from llmrec.errors import ModelError
+from llmrec.models.two_tower import mean_pool
+
+
+class FrozenTextEncoder:
+    """Text -> unit vector (hidden size of the backbone), eval mode, no gradients, cached by text."""
+
+    def __init__(self, folder: str | Path, max_length: int = 64, device: str | torch.device = "cpu") -> None:
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        from llmrec.models.cross_encoder import pick_device
+
+        hf_logging.set_verbosity_error()  # hides load reports (e.g. llmrec's own extra keys in a saved folder)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+            self.model = AutoModel.from_pretrained(folder, local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"cannot load a model from the folder: {exc}", where=str(folder)) from exc
+        self.device = pick_device(str(device)) if not isinstance(device, torch.device) else device
+        self.model.to(self.device).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.max_length = max_length
+        self.dim = int(self.model.config.hidden_size)
+        self.encoded = 0  # texts passed through the backbone (for tests and stats)
+        self._rows: dict[str, int] = {}
+        self._store = torch.empty(0, self.dim)
+        self._lock = threading.RLock()
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> torch.Tensor:
+        """(len(texts), dim) float32 unit vectors on the CPU; texts not seen before are encoded now."""
+        with self._lock:
+            missing = sorted({t for t in texts if t not in self._rows}, key=len)  # similar lengths per batch
+            parts = []
+            with torch.inference_mode():
+                for start in tqdm(range(0, len(missing), batch_size), desc="encoding item texts", unit="batch",
+                                  disable=not progress, leave=False):
+                    chunk = missing[start : start + batch_size]
+                    batch = self.tokenizer(chunk, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
+                    batch = {k: v.to(self.device) for k, v in batch.items()}
+                    parts.append(mean_pool(self.model(**batch).last_hidden_state, batch["attention_mask"]).cpu())
+            if parts:
+                first = len(self._store)
+                self._store = torch.cat([self._store, *parts])
+                self._rows.update({t: first + k for k, t in enumerate(missing)})
+                self.encoded += len(missing)
+            index = torch.as_tensor([self._rows[t] for t in texts], dtype=torch.long)
+            return self._store[index]
+
+    def save(self, folder: str | Path) -> None:
+        """The backbone's own files (config, weights, tokenizer), so a saved model folder is self-contained."""
+        self.model.save_pretrained(folder, safe_serialization=True, max_shard_size="1000GB")
+        self.tokenizer.save_pretrained(folder)

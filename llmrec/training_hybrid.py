@@ -1,0 +1,181 @@
+"""Training the hybrid recommender (and its ids-only form, SASRec with full cross-entropy).
+
+Examples are chunks of users' item sequences: a user's sequence is the explicit history of their first
+training impression (sources that give one) followed by their consumed (label-1) items in time order;
+it is cut from its end into windows of `sequence_length + 1` items, each window one example that
+predicts every next item from the items before it (every consumption is a target once per epoch; a
+user's first from an empty history).
+`train.batch_size` counts windows. The catalogue the softmax runs over is every item of the training
+slice (consumed, or shown in a logged impression); each of them gets an id embedding.
+
+The item texts are encoded once by the frozen backbone; each step then costs a projection of the
+catalogue's text vectors and a small transformer over the windows, which is why this model trains
+thousands of steps on a CPU in minutes. The hybrid's own parameters learn at `HYBRID_LR_SCALE` (10)
+times `train.lr` (they start from scratch; `train.lr` is sized for fine-tuning a pretrained backbone).
+The loop itself (optimizer, schedule, accumulation, precision, DDP, checkpoints, time limit) is
+`llmrec.train_loop`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from llmrec.config import HybridParams, ModelParams, TrainParams
+from llmrec.data.contract import Dataset, history_list
+from llmrec.distributed import Distributed
+from llmrec.errors import DataError
+from llmrec.models.backbone import resolve_backbone
+from llmrec.models.cross_encoder import pick_device
+from llmrec.models.hybrid import UNKNOWN, Hybrid, HybridConfig, HybridNet
+from llmrec.models.text import TextConfig, item_texts
+from llmrec.train_loop import LoopTask, checkpoint_digest, remove_checkpoint, run_loop, seed_everything
+from llmrec.training import TrainResult, train_result
+
+log = logging.getLogger(__name__)
+
+HYBRID_LR_SCALE = 10.0
+PAD = -1
+
+
+def user_sequences(train: Dataset) -> pd.Series:
+    """user_id -> list of consumed item ids, oldest first (see the module docstring)."""
+    inter = train.interactions
+    pos = inter.loc[inter["label"] == 1, ["user_id", "item_id", "timestamp"]].sort_values(["user_id", "timestamp"], kind="stable")
+    clicks = pos.groupby("user_id", sort=True)["item_id"].agg(list)
+    if not train.source.explicit_history or train.impressions.empty:
+        return clicks
+    first = train.impressions.sort_values("timestamp", kind="stable").drop_duplicates("user_id").set_index("user_id")["history"]
+    users = sorted(set(clicks.index) | set(first.index))
+    return pd.Series({u: history_list(str(first.get(u, "") or "")) + clicks.get(u, []) for u in users}, dtype=object)
+
+
+def training_catalogue(train: Dataset, sequences: pd.Series, with_text: bool) -> tuple[list[str], list[str]]:
+    """(catalogue: every item the softmax ranks, vocabulary: the items that get an id embedding)."""
+    consumed = list(dict.fromkeys(i for seq in sequences for i in seq))
+    shown = train.interactions["item_id"].astype(str).unique().tolist() if train.source.logged_negatives else []
+    catalogue = list(dict.fromkeys(consumed + shown))
+    if with_text:
+        known = set(train.items["item_id"].astype(str))
+        catalogue = [i for i in catalogue if i in known]
+    # every catalogue item gets an id: row 0 ("unknown") is then trained only through id dropout, on a
+    # random share of positives and negatives alike, and is a neutral fallback for items new at serving time
+    return catalogue, sorted(catalogue)
+
+
+def sequence_windows(sequences: pd.Series, row: dict[str, int], length: int) -> np.ndarray:
+    """(n, length + 1) catalogue rows of every window, left-padded with -1: window[t] is the input whose
+    next item window[t + 1] is the target. Every consumption is a target exactly once; a user's first
+    one follows padding only, which trains the "no history" user (the same at every position)."""
+    windows = []
+    for seq in sequences:
+        rows = [row[i] for i in seq if i in row]
+        for end in range(len(rows), 0, -length):
+            chunk = rows[max(0, end - length - 1) : end]
+            windows.append([PAD] * (length + 1 - len(chunk)) + chunk)
+    if not windows:
+        raise DataError(
+            "no user consumed anything in the training data, so there is no sequence to learn from",
+            fix="check the labels of the training data, or train on a longer period",
+        )
+    return np.asarray(windows, dtype=np.int64)
+
+
+def fit_hybrid(
+    train: Dataset,
+    hybrid: HybridParams,
+    train_params: TrainParams,
+    out: str | Path,
+    *,
+    backbone: str = "default",
+    max_length: int = 64,
+    on_step: Callable[[int, float], None] | None = None,
+    progress: bool = True,
+    desc: str = "training hybrid",
+    lr_scale: float = HYBRID_LR_SCALE,
+) -> tuple[Hybrid, TrainResult]:
+    """Train a hybrid (or, with hybrid.text false, SASRec) model; nothing is saved (see `train_hybrid`)."""
+    from llmrec.models.text_encoder import FrozenTextEncoder
+
+    seed_everything(train_params.seed)
+    dist = Distributed.from_env(pick_device(train_params.device))
+    device = dist.device_for(pick_device(train_params.device))
+    config = HybridConfig.from_params(hybrid)
+    text_config = TextConfig()
+    sequences = user_sequences(train)
+    catalogue, vocab = training_catalogue(train, sequences, config.text)
+    row = {item: k for k, item in enumerate(catalogue)}
+    windows = sequence_windows(sequences, row, config.sequence_length)
+    encoder = FrozenTextEncoder(resolve_backbone(backbone), max_length, device) if config.text else None
+    text = None
+    if encoder is not None:
+        texts = item_texts(train.items, text_config)
+        text = encoder.encode([texts[i] for i in catalogue], progress=progress and dist.is_main).to(device)
+    model = Hybrid(HybridNet(config, encoder.dim if encoder else 0, len(vocab), seed=train_params.seed), vocab, encoder,
+                   text_config, backbone, max_length, device)
+    ids = model.item_rows(catalogue)
+    targets = windows[:, 1:][windows[:, 1:] >= 0]
+    full = len(catalogue) <= hybrid.full_softmax_max_items
+    log_q = torch.log(torch.from_numpy(np.bincount(targets, minlength=len(catalogue)) + 1.0) / (len(targets) + len(catalogue))).float().to(device)
+    if dist.is_main:
+        log.info("%s: %d sequences -> %d windows of %d, %d targets; catalogue %d items (%d with ids), %s softmax",
+                 desc, len(sequences), len(windows), config.sequence_length, len(targets), len(catalogue), len(vocab),
+                 "full" if full else "in-batch (log-Q corrected)")
+    generator = np.random.default_rng(train_params.seed + 1 + dist.rank)
+
+    def loss(module: torch.nn.Module, idx: np.ndarray) -> torch.Tensor:
+        chunk = torch.from_numpy(windows[idx]).to(device)
+        inputs, target = chunk[:, :-1], chunk[:, 1:]
+        step_ids = ids
+        if config.ids and config.id_dropout and module.training:
+            keep = torch.from_numpy(generator.random(len(catalogue)) >= config.id_dropout).to(device)
+            step_ids = torch.where(keep, ids, torch.full_like(ids, UNKNOWN))
+        users, vectors, bias = module(text, step_ids, inputs)
+        real = target >= 0
+        u, t = users[real], target[real]
+        if full:
+            logits = u @ vectors.T / config.temperature + bias
+            return torch.nn.functional.cross_entropy(logits.float(), t)
+        cands, inverse = torch.unique(t, return_inverse=True)
+        logits = u @ vectors[cands].T / config.temperature + bias[cands] - log_q[cands]
+        return torch.nn.functional.cross_entropy(logits.float(), inverse)
+
+    task = LoopTask(
+        module=model.net,
+        param_groups=[{"params": list(model.net.parameters()), "lr": train_params.lr * lr_scale}],
+        n_examples=len(windows),
+        loss=loss,
+        digest=checkpoint_digest(ModelParams(hybrid=hybrid, backbone=backbone, max_length=max_length), train_params,
+                                 pd.DataFrame(windows), model="hybrid", catalogue=len(catalogue)),
+        pairs_per_example=config.sequence_length,
+        desc=desc,
+    )
+    result = run_loop(task, train_params, out, device, dist, on_step=on_step, progress=progress)
+    model.net.eval()
+    return model, train_result(out, result, len(windows), device)
+
+
+def train_hybrid(
+    train: Dataset,
+    model_params: ModelParams,
+    train_params: TrainParams,
+    out: str | Path,
+    on_step: Callable[[int, float], None] | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train the hybrid recommender on `train` and save it to `out` (the main process saves)."""
+    model, result = fit_hybrid(
+        train, model_params.hybrid, train_params, out, backbone=model_params.backbone, max_length=model_params.max_length,
+        on_step=on_step, progress=progress,
+    )
+    dist = Distributed.from_env(model.device)
+    if dist.is_main:
+        model.save(out)
+        remove_checkpoint(out)
+    dist.barrier()
+    return result

@@ -1,0 +1,140 @@
+"""Hybrid recommender (text + item ids, causal transformer user encoder) and the SASRec baseline (tiny backbone)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from llmrec.config import HybridParams, ModelParams, TrainParams
+from llmrec.data.contract import Dataset, SourceInfo
+from llmrec.evaluation.metrics import impression_metrics
+from llmrec.evaluation.protocols import candidate_frame
+from llmrec.models.hybrid import UNKNOWN, Hybrid, HybridConfig, HybridNet
+from llmrec.training_hybrid import PAD, sequence_windows, train_hybrid, user_sequences
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def params(backbone, **hybrid):
+    settings = {"dim": 32, "heads": 2, "layers": 1, "sequence_length": 12, **hybrid}
+    model = ModelParams(backbone=str(backbone), max_length=32, hybrid=HybridParams(**settings))
+    return model, TrainParams(max_steps=40, batch_size=16, lr=1e-3, warmup_ratio=0.05, seed=3, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def trained(split, tiny_backbone, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("hybrid")
+    result = train_hybrid(split.train, *params(tiny_backbone), folder, progress=False)
+    return folder, result
+
+
+def test_sequences_put_the_explicit_history_first_then_clicks_in_time_order():
+    ts = pd.to_datetime(["2020-01-01", "2020-01-02", "2020-01-03", "2020-01-04"], utc=True)
+    imps = pd.DataFrame({"impression_id": ["1", "2", "3"], "user_id": ["u", "u", "v"], "timestamp": ts[[0, 2, 1]],
+                         "history": ["a b", "a b c", ""]})
+    inter = pd.DataFrame({"impression_id": ["2", "1", "1", "3"], "user_id": ["u", "u", "u", "v"],
+                          "item_id": ["d", "c", "x", "a"], "timestamp": ts[[2, 0, 0, 1]], "label": [1, 1, 0, 1]})
+    items = pd.DataFrame({"item_id": list("abcdx"), "title": list("abcdx")})
+    mind = Dataset(items, imps, inter, SourceInfo("mind", True, True))
+    assert user_sequences(mind).to_dict() == {"u": ["a", "b", "c", "d"], "v": ["a"]}
+    derived = Dataset(items, imps.assign(history=""), inter, SourceInfo("movielens", False, False))
+    assert user_sequences(derived).to_dict() == {"u": ["c", "d"], "v": ["a"]}
+
+
+def test_windows_make_every_consumption_after_the_first_a_target_once():
+    seqs = pd.Series({"u": list("abcdefg"), "v": ["a"], "w": list("bc")})
+    row = {c: k for k, c in enumerate("abcdefg")}
+    windows = sequence_windows(seqs, row, length=3)
+    assert windows.shape[1] == 4
+    targets = windows[:, 1:][windows[:, 1:] != PAD]
+    assert sorted(targets.tolist()) == sorted(row[c] for c in "abcdefg" + "a" + "bc")  # each consumption once
+    for w in windows:  # left-padded, then real items to the end
+        first = int(np.argmax(w != PAD))
+        assert (w[:first] == PAD).all() and (w[first:] != PAD).all()
+    assert [-1, -1, -1, row["a"]] in windows.tolist()  # a user's first item is predicted from no history
+
+
+def test_the_user_encoder_is_causal():
+    net = HybridNet(HybridConfig(dim=16, heads=2, layers=2, sequence_length=6, dropout=0.0, text=False), 0, 10).eval()
+    vectors, _ = net.items(None, torch.arange(11))
+    a = torch.tensor([[1, 2, 3, 4, 5, 6]])
+    b = torch.tensor([[1, 2, 3, 9, 8, 7]])  # same first three items, different later ones
+    mask = torch.ones(1, 6, dtype=torch.bool)
+    out_a, out_b = net.users(vectors[a], mask), net.users(vectors[b], mask)
+    torch.testing.assert_close(out_a[:, :3], out_b[:, :3])  # a position never sees later items
+    assert not torch.allclose(out_a[:, 3:], out_b[:, 3:])
+
+
+def test_training_lowers_the_loss_and_a_reload_scores_the_same(trained, split):
+    folder, result = trained
+    assert result.steps == 40 and np.isfinite(result.losses).all()
+    assert np.mean(result.losses[-5:]) < np.mean(result.losses[:5])
+    assert (folder / "model.safetensors").read_bytes()[8:9] == b"{"  # safetensors, not a pickle
+    meta = json.loads((folder / "llmrec.json").read_text())
+    assert meta["type"] == "hybrid" and meta["items_with_ids"] > 0
+    model = Hybrid.load(folder, device="cpu")
+    frame = candidate_frame(split.holdout)
+    first = model.score_frame(frame, split.holdout.items)
+    again = Hybrid.load(folder, device="cpu").score_frame(frame, split.holdout.items)
+    np.testing.assert_allclose(first, again, rtol=0, atol=1e-5)
+    assert np.isfinite(first).all() and np.std(first) > 0
+
+
+def test_the_fingerprint_covers_the_hybrid_weights(trained, split, tiny_backbone, tmp_path):
+    folder, _ = trained
+    model_params, train_params = params(tiny_backbone)
+    train_hybrid(split.train, model_params, train_params.model_copy(update={"max_steps": 5}), tmp_path, progress=False)
+    assert Hybrid.fingerprint(folder) != Hybrid.fingerprint(tmp_path)  # same backbone, other hybrid weights
+
+
+def test_cold_items_fall_back_to_their_text(trained, split):
+    folder, _ = trained
+    model = Hybrid.load(folder, device="cpu")
+    items = split.holdout.items
+    cold = items[~items["item_id"].isin(model.row)].head(5)
+    warm = items[items["item_id"].isin(model.row)].head(5)
+    assert len(cold) and len(warm)
+    assert (model.item_rows(cold["item_id"].tolist()) == UNKNOWN).all()
+    vectors, bias = model.item_vectors(cold["item_id"].tolist(), dict(zip(cold["item_id"], cold["title"])))
+    assert torch.isfinite(vectors).all() and len(set(bias.tolist())) == 1  # one shared "unknown" bias
+    # two cold items with different texts get different vectors: the text decides
+    assert not torch.allclose(vectors[0], vectors[1])
+
+
+def test_recommend_ranks_the_catalogue_like_score_frame_and_skips_the_history(trained, split):
+    folder, _ = trained
+    model = Hybrid.load(folder, device="cpu")
+    items = split.holdout.items
+    history = " ".join(items["item_id"].head(4))
+    top = model.recommend(history, items, k=5)
+    assert len(top) == 5 and not set(top["item_id"]) & set(history.split())
+    frame = pd.DataFrame({"history": history, "item_id": top["item_id"]})
+    np.testing.assert_allclose(model.score_frame(frame, items), top["score"], rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("variant", [{"text": False}, {"ids": False}])
+def test_ids_only_and_text_only_variants_train(variant, split, tiny_backbone, tmp_path):
+    model_params, train_params = params(tiny_backbone, **variant)
+    result = train_hybrid(split.train, model_params, train_params.model_copy(update={"max_steps": 15}), tmp_path, progress=False)
+    assert np.isfinite(result.losses).all()
+    scores = Hybrid.load(tmp_path, device="cpu").score_frame(candidate_frame(split.holdout).head(100), split.holdout.items)
+    assert np.isfinite(scores).all()
+
+
+def test_sasrec_baseline_is_deterministic_and_ranks(split):
+    from llmrec.config import SasrecParams
+    from llmrec.data.context import with_context
+    from llmrec.evaluation.baselines import sasrec_scorer
+
+    train = with_context(split.train, split.train, 0, 0)
+    settings = SasrecParams(dim=16, layers=1, sequence_length=10, max_steps=30, batch_size=16)
+    frame = candidate_frame(split.holdout)
+    a = sasrec_scorer(train, split.holdout.items, settings, seed=1)(frame)
+    b = sasrec_scorer(train, split.holdout.items, settings, seed=1)(frame)
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    per = impression_metrics(frame.assign(score=a), [10])
+    assert np.isfinite(per["auc"]).all()
