@@ -1,8 +1,9 @@
 #!/bin/sh
-# First start of the compose Postgres: one role and one database each for Prefect and MLflow.
+# One role and one database each for Prefect and MLflow: run by the compose Postgres on its first
+# start (docker-entrypoint-initdb.d) and by infra/prodlike/stack.sh on its private cluster.
 # The passwords come from the container's environment (infra/.env), never from this file.
 set -eu
-psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres \
+psql -X -q -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres \
   -v prefect_pw="$PREFECT_DB_PASSWORD" -v mlflow_pw="$MLFLOW_DB_PASSWORD" <<'SQL'
 CREATE ROLE prefect LOGIN PASSWORD :'prefect_pw';
 CREATE DATABASE prefect OWNER prefect;

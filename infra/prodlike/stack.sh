@@ -117,9 +117,10 @@ pg_up() {
   as_pg "$bin/pg_ctl" -D "$base/data" -l "$base/postgres.log" -w -t 60 \
     -o "-p $PG_PORT -c listen_addresses=$HOST -c unix_socket_directories='' -c shared_buffers=64MB -c max_connections=60" \
     start > /dev/null || { tail -20 "$base/postgres.log"; die "PostgreSQL did not start (log: $base/postgres.log)"; }
-  PGPASSWORD=$su_pw "$bin/psql" -X -q -v ON_ERROR_STOP=1 -h "$HOST" -p "$PG_PORT" -U postgres -d postgres \
-    -c "CREATE ROLE prefect LOGIN PASSWORD '$PREFECT_DB_PASSWORD'" -c "CREATE DATABASE prefect OWNER prefect" \
-    -c "CREATE ROLE mlflow LOGIN PASSWORD '$MLFLOW_DB_PASSWORD'" -c "CREATE DATABASE mlflow OWNER mlflow"
+  # the same script the compose Postgres runs on its first start
+  PATH="$bin:$PATH" PGHOST=$HOST PGPORT=$PG_PORT PGPASSWORD=$su_pw POSTGRES_USER=postgres \
+    PREFECT_DB_PASSWORD=$PREFECT_DB_PASSWORD MLFLOW_DB_PASSWORD=$MLFLOW_DB_PASSWORD \
+    sh "$ROOT/infra/postgres/init-databases.sh" > /dev/null
   echo "  postgres is up: $HOST:$PG_PORT (databases prefect, mlflow; cluster in $base)"
 }
 
@@ -173,6 +174,7 @@ up() {
     port_free "$p" || die "port $p on $HOST is in use (make up's stack?): stop it or set PG_PORT/S3_PORT/MLFLOW_PORT/PREFECT_PORT"
   done
   [ -n "$(pg_base)" ] && pg_down   # leftovers of a crashed run: start clean
+  trap 'rc=$?; [ "$rc" = 0 ] || { echo "prodlike: up failed: stopping what it started" >&2; down >&2; }' EXIT
   echo "starting the production-like stack"
   pg_up
   start moto env "${S3_ENV[@]}" "$BIN/moto_server" -H "$HOST" -p "$S3_PORT"
