@@ -38,32 +38,8 @@ unset PREFECT_API_URL MLFLOW_TRACKING_URI   # the servers must not talk to anoth
 # --- helpers ---------------------------------------------------------------------------------
 die() { echo "prodlike: $*" >&2; exit 1; }
 
-alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
-
-start() {  # name, command...: own session (process group) so `stop` reaches its children
-  local name=$1; shift
-  (setsid "$@" > "$RUN/$name.log" 2>&1 & echo $! > "$RUN/$name.pid")
-}
-
-wait_for() {  # name, url, seconds
-  local name=$1 url=$2 limit=$3
-  for _ in $(seq "$limit"); do
-    if curl -sf -o /dev/null "$url"; then echo "  $name is up: $url"; return 0; fi
-    alive "$name" || { echo "$name exited; last log lines:"; tail -20 "$RUN/$name.log"; return 1; }
-    sleep 1
-  done
-  echo "$name did not answer $url within ${limit}s (log: $RUN/$name.log)"; return 1
-}
-
-stop() {  # name: SIGTERM the process group, SIGKILL after 30 s
-  local name=$1
-  alive "$name" || { rm -f "$RUN/$name.pid"; return 0; }
-  local pid; pid=$(cat "$RUN/$name.pid")
-  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid"
-  for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
-  kill -KILL -- "-$pid" 2>/dev/null || true
-  rm -f "$RUN/$name.pid"; echo "  stopped $name"
-}
+# shellcheck source=../lib/processes.sh
+. "$ROOT/infra/lib/processes.sh"
 
 port_free() { ! (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
 
