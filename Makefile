@@ -2,6 +2,8 @@
 #   make demo    set up, then run the whole retraining story on the bundled data
 #   make test    set up, then run the test suite
 #   make setup   virtual environment + everything llmrec needs (CPU torch by default; GPU=1 for CUDA)
+#   make up / down                     local stack (Prefect + MLflow on sqlite, the retrain runner)
+#   make prodlike-up / prodlike-down   production-like stack (PostgreSQL + S3 on loopback, see infra/README.md)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -29,7 +31,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test mlflow-ui up down bench clean
+.PHONY: setup demo test mlflow-ui up down prodlike-up prodlike-down prodlike-status pg-server bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +58,25 @@ up: setup  ## local stack: Prefect server + UI (:4200), MLflow server + UI (:500
 
 down:  ## stop exactly what `make up` started
 	infra/local/stack.sh down
+
+prodlike-up: setup pg-server  ## production-like stack: Prefect + MLflow on a private PostgreSQL, S3 (moto) for artifacts and DVC
+	infra/prodlike/stack.sh up
+
+prodlike-down:  ## stop exactly what `make prodlike-up` started and delete its (ephemeral) data
+	infra/prodlike/stack.sh down
+
+prodlike-status:
+	infra/prodlike/stack.sh status
+
+# Debian's PostgreSQL server binaries, installed only when missing (root: apt-get; otherwise says how).
+# No default cluster is created or started: the production-like stack runs its own private one.
+pg-server:
+	@if ls /usr/lib/postgresql/*/bin/initdb > /dev/null 2>&1 || command -v initdb > /dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
+	  mkdir -p /etc/postgresql-common; \
+	  [ -f /etc/postgresql-common/createcluster.conf ] || echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql > /dev/null; \
+	else echo "PostgreSQL server binaries are missing: sudo apt-get install -y postgresql (or set PG_BIN)"; exit 1; fi
 
 bench: setup  ## benchmarks -> bench/results/*.json + *.md
 	$(BIN)/python bench/train_throughput.py

@@ -14,33 +14,9 @@ export PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1 MLFLOW_DISABLE_TELE
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false   # saves ~2 GB of worker processes
 mkdir -p "$RUN" "$PREFECT_HOME"
 
-alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
-
-start() {  # name, command...
-  local name=$1; shift
-  if alive "$name"; then echo "$name already running (pid $(cat "$RUN/$name.pid"))"; return; fi
-  (setsid "$@" > "$RUN/$name.log" 2>&1 & echo $! > "$RUN/$name.pid")
-}
-
-wait_for() {  # name, url, seconds
-  local name=$1 url=$2 limit=$3
-  for _ in $(seq "$limit"); do
-    if curl -sf "$url" > /dev/null; then echo "$name is up: $url"; return 0; fi
-    alive "$name" || { echo "$name exited; last log lines:"; tail -20 "$RUN/$name.log"; return 1; }
-    sleep 1
-  done
-  echo "$name did not answer $url within ${limit}s (log: $RUN/$name.log)"; return 1
-}
-
-stop() {  # name: SIGTERM the process group, then SIGKILL after 20 s
-  local name=$1
-  alive "$name" || { rm -f "$RUN/$name.pid"; return 0; }
-  local pid; pid=$(cat "$RUN/$name.pid")
-  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid"
-  for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
-  kill -KILL -- "-$pid" 2>/dev/null || true
-  rm -f "$RUN/$name.pid"; echo "stopped $name"
-}
+STOP_WAIT=20
+# shellcheck source=../lib/processes.sh
+. "$ROOT/infra/lib/processes.sh"
 
 case "${1:-}" in
   up)
