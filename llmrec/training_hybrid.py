@@ -135,15 +135,8 @@ def fit_hybrid(
         if config.ids and config.id_dropout and module.training:
             keep = torch.from_numpy(generator.random(len(catalogue)) >= config.id_dropout).to(device)
             step_ids = torch.where(keep, ids, torch.full_like(ids, UNKNOWN))
-        users, vectors, bias = module(text, step_ids, inputs)
-        real = target >= 0
-        u, t = users[real], target[real]
-        if full:
-            logits = u @ vectors.T / config.temperature + bias
-            return torch.nn.functional.cross_entropy(logits.float(), t)
-        cands, inverse = torch.unique(t, return_inverse=True)
-        logits = u @ vectors[cands].T / config.temperature + bias[cands] - log_q[cands]
-        return torch.nn.functional.cross_entropy(logits.float(), inverse)
+        logits, answer = module(text, step_ids, inputs, target, None if full else log_q)
+        return torch.nn.functional.cross_entropy(logits.float(), answer)
 
     task = LoopTask(
         module=model.net,

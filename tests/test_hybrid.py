@@ -60,11 +60,11 @@ def test_windows_make_every_consumption_after_the_first_a_target_once():
 
 def test_the_user_encoder_is_causal():
     net = HybridNet(HybridConfig(dim=16, heads=2, layers=2, sequence_length=6, dropout=0.0, text=False), 0, 10).eval()
-    vectors, _ = net.items(None, torch.arange(11))
+    _, inputs, _ = net.items(None, torch.arange(11))
     a = torch.tensor([[1, 2, 3, 4, 5, 6]])
     b = torch.tensor([[1, 2, 3, 9, 8, 7]])  # same first three items, different later ones
     mask = torch.ones(1, 6, dtype=torch.bool)
-    out_a, out_b = net.users(vectors[a], mask), net.users(vectors[b], mask)
+    out_a, out_b = net.users(net.states(inputs[a], mask)), net.users(net.states(inputs[b], mask))
     torch.testing.assert_close(out_a[:, :3], out_b[:, :3])  # a position never sees later items
     assert not torch.allclose(out_a[:, 3:], out_b[:, 3:])
 

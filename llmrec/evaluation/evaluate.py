@@ -215,7 +215,7 @@ def _segments(result: ProtocolResult, labels: pd.DataFrame, metric: str) -> pd.D
 
 
 WARM, COLD = "warm", "cold (unseen in training)"
-WARM_COLD_VERSUS = ("champion", "ease", "itemknn", "sasrec", "tfidf", "zero_shot")  # model - these, within each segment
+WARM_COLD_VERSUS = ("champion", "two_tower", "ease", "itemknn", "sasrec", "tfidf", "zero_shot")  # model - these, within each segment
 
 
 def _warm_cold(result: ProtocolResult, frame: pd.DataFrame, train: Dataset, items: pd.DataFrame, metric: str,

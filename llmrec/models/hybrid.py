@@ -73,7 +73,14 @@ class HybridConfig:
 
 
 class HybridNet(torch.nn.Module):
-    """The trainable part: projection, id embeddings and biases, the sequence encoder."""
+    """The trainable part: text projection, id embeddings and biases, the sequence encoder, two user heads.
+
+    Items live in a 2*dim space [text part | id part]: the text part is the unit projection of the text
+    vector, the id part the unit id embedding (zero for unknown items: row 0 is fixed at zero). Users get
+    one unit head per part, so score = (u_text . v_text + u_id . v_id) / temperature + bias: a cold item is
+    scored by its text alone, on the same scale it was trained on (id dropout), and a warm item adds
+    what the ids learned. Every score is still one dot product, so a catalogue is one matrix product.
+    """
 
     def __init__(self, config: HybridConfig, text_dim: int, n_ids: int, seed: int = 0) -> None:
         super().__init__()
@@ -86,10 +93,10 @@ class HybridNet(torch.nn.Module):
                 q, _ = torch.linalg.qr(torch.randn(max(text_dim, d), min(text_dim, d), generator=generator))
                 self.proj.weight.copy_(q[:d, :text_dim] if d >= text_dim else q[:text_dim, :d].T)
         if config.ids:
-            std = 0.0 if config.text else 1.0 / math.sqrt(d)  # with text: ids start at 0, the model starts as text-only
-            self.ids = torch.nn.Embedding(n_ids + 1, d)
+            self.ids = torch.nn.Embedding(n_ids + 1, d, padding_idx=UNKNOWN)  # row 0 stays zero: no id part
             with torch.no_grad():
-                self.ids.weight.normal_(0.0, std, generator=generator) if std else self.ids.weight.zero_()
+                self.ids.weight.normal_(0.0, 1.0 / math.sqrt(d), generator=generator)
+                self.ids.weight[UNKNOWN].zero_()
         self.bias = torch.nn.Embedding(n_ids + 1, 1)
         torch.nn.init.zeros_(self.bias.weight)
         self.position = torch.nn.Embedding(config.sequence_length, d)
@@ -101,29 +108,50 @@ class HybridNet(torch.nn.Module):
         self.encoder = torch.nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
         self.out_norm = torch.nn.LayerNorm(d)
         self.input_dropout = torch.nn.Dropout(config.dropout)
+        self.text_head = torch.nn.Linear(d, d)
+        self.id_head = torch.nn.Linear(d, d)
+        with torch.no_grad():
+            for head in (self.text_head, self.id_head):
+                head.weight.copy_(torch.eye(d))
+                head.bias.zero_()
         self.register_buffer("causal", torch.triu(torch.full((config.sequence_length,) * 2, float("-inf")), diagonal=1), persistent=False)
 
-    def items(self, text: torch.Tensor | None, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Unit item vectors (N, dim) and biases (N,) from text vectors (N, text_dim) and id rows (N,)."""
-        vec = self.proj(text) if self.config.text else 0.0
-        if self.config.ids:
-            vec = vec + self.ids(ids)
-        return torch.nn.functional.normalize(vec, dim=-1), self.bias(ids).squeeze(-1)
+    def items(self, text: torch.Tensor | None, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(scoring vectors (N, 2*dim), history inputs (N, dim), biases (N,)) from text vectors (N, text_dim) and id rows (N,)."""
+        zeros = torch.zeros(len(ids), self.config.dim, device=ids.device)
+        v_text = torch.nn.functional.normalize(self.proj(text), dim=-1) if self.config.text else zeros
+        v_id = torch.nn.functional.normalize(self.ids(ids), dim=-1) if self.config.ids else zeros  # row 0 -> 0
+        return torch.cat([v_text, v_id], dim=-1), v_text + v_id, self.bias(ids).squeeze(-1)
 
-    def users(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(U, L, dim) item vectors, left-padded (mask False at padding) -> (U, L, dim) unit outputs at every
-        position; position t only sees items up to t."""
+    def states(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(U, L, dim) history inputs, left-padded (mask False at padding) -> (U, L, dim) encoder states;
+        position t only sees items up to t."""
         length = history.shape[1]
-        x = history * mask.unsqueeze(-1) + self.position.weight[-length:] * mask.unsqueeze(-1)
+        keep = mask.unsqueeze(-1).to(history.dtype)
+        x = (history + self.position.weight[-length:]) * keep  # padding positions hold zeros
         x = self.encoder(self.input_dropout(x), mask=self.causal[:length, :length], is_causal=True)
-        return torch.nn.functional.normalize(self.out_norm(x), dim=-1)
+        return self.out_norm(x)
 
-    def forward(self, text: torch.Tensor | None, ids: torch.Tensor, inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Training pass: catalogue vectors + biases, and user outputs for `inputs` (B, L) catalogue rows (-1 = pad)."""
-        vectors, bias = self.items(text, ids)
+    def users(self, states: torch.Tensor) -> torch.Tensor:
+        """Encoder states (..., dim) -> user vectors (..., 2*dim): [unit text head | unit id head]."""
+        u_text = torch.nn.functional.normalize(self.text_head(states), dim=-1)
+        u_id = torch.nn.functional.normalize(self.id_head(states), dim=-1)
+        return torch.cat([u_text, u_id], dim=-1)
+
+    def forward(self, text: torch.Tensor | None, ids: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor,
+                log_q: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training pass over windows: `inputs`/`targets` (B, L) catalogue rows (-1 = padding). Returns the logits
+        of every real target position over the catalogue (`log_q` None) or over the batch's own targets with
+        the log-Q correction, and the index of the right answer in each row."""
+        vectors, inputs_vec, bias = self.items(text, ids)
         mask = inputs >= 0
-        history = vectors[inputs.clamp(min=0)]
-        return self.users(history, mask), vectors, bias
+        users = self.users(self.states(inputs_vec[inputs.clamp(min=0)], mask))
+        real = targets >= 0
+        u, t = users[real], targets[real]
+        if log_q is None:
+            return u @ vectors.T / self.config.temperature + bias, t
+        cands, inverse = torch.unique(t, return_inverse=True)
+        return u @ vectors[cands].T / self.config.temperature + bias[cands] - log_q[cands], inverse
 
 
 class Hybrid:
@@ -210,7 +238,11 @@ class Hybrid:
 
     def item_vectors(self, item_ids: Sequence[str], texts: Mapping[str, str], batch_size: int = 64,
                      progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """(vectors (n, dim), biases (n,)) of items, eval mode; an id missing from `texts` is encoded as its id."""
+        """(scoring vectors (n, 2*dim), biases (n,)) of items, eval mode; an id missing from `texts` is encoded as its id."""
+        vectors, _, bias = self._items(item_ids, texts, batch_size, progress)
+        return vectors, bias
+
+    def _items(self, item_ids: Sequence[str], texts: Mapping[str, str], batch_size: int = 64, progress: bool = False):
         with self._lock, torch.inference_mode():
             self.net.eval()
             text = self.text_vectors([texts.get(i, i) for i in item_ids], batch_size, progress)
@@ -224,13 +256,13 @@ class Hybrid:
 
     def user_vectors(self, histories: Sequence[str | Sequence[str]], texts: Mapping[str, str], batch_size: int = 64,
                      progress: bool = False) -> torch.Tensor:
-        """Unit user vectors (len(histories), dim): the encoder's output at the newest of the last
+        """User vectors (len(histories), 2*dim): the encoder's state at the newest of the last
         `sequence_length` history items (oldest first); items the model cannot represent are skipped."""
         recent = [self._recent(h, texts) for h in histories]
         ids = list(dict.fromkeys(i for h in recent for i in h))
-        vectors, _ = self.item_vectors(ids, texts, batch_size, progress) if ids else (torch.empty(0, self.config.dim), None)
+        length, dim = self.config.sequence_length, self.config.dim
+        inputs = self._items(ids, texts, batch_size, progress)[1] if ids else torch.zeros(1, dim, device=self.device)
         row = {item: k for k, item in enumerate(ids)}
-        length = self.config.sequence_length
         out = []
         with self._lock, torch.inference_mode():
             self.net.eval()
@@ -242,9 +274,9 @@ class Hybrid:
                     if hist:
                         index[u, length - len(hist):] = torch.as_tensor([row[i] for i in hist])
                         mask[u, length - len(hist):] = True
-                history = vectors[index.to(self.device)] if len(ids) else torch.zeros(len(block), length, self.config.dim, device=self.device)
-                out.append(self.net.users(history, mask.to(self.device))[:, -1])
-        return torch.cat(out) if out else torch.empty(0, self.config.dim, device=self.device)
+                states = self.net.states(inputs[index.to(self.device)], mask.to(self.device))
+                out.append(self.net.users(states[:, -1]))
+        return torch.cat(out) if out else torch.empty(0, 2 * dim, device=self.device)
 
     # -- scoring -----------------------------------------------------------------------------------------------
     def _score_frame(self, frame: pd.DataFrame, texts: Mapping[str, str], batch_size: int, progress: bool) -> np.ndarray:
