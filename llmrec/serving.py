@@ -52,8 +52,6 @@ MAX_LABEL_CHARS = 100    # category / subcategory of a raw item
 # API schema
 # ---------------------------------------------------------------------------------------------------------------------
 
-
-
 # The schema's patterns are checked by pydantic's regex engine; these checks add Python's (wider) notion of
 # whitespace (e.g. \x1c-\x1f), so a value counts as blank or spaced exactly as Python-based clients think.
 def _no_whitespace(value: str) -> str:
@@ -82,17 +80,8 @@ def _entry_kind(value: Any) -> str:
     return "text" if isinstance(value, (dict, BaseModel)) else "item_id"
 
 
-@dataclass(frozen=True)
-class RequestSchema:
-    """The request models of one app, built from its limits (so the OpenAPI schema states them)."""
-
-    history_text: type[BaseModel]
-    candidate_text: type[BaseModel]
-    request: type[BaseModel]
-
-
-def request_schema(limits: ServeLimits) -> RequestSchema:
-    """Pydantic models of a /recommend request under `limits`."""
+def request_model(limits: ServeLimits) -> type[BaseModel]:
+    """The /recommend request model under `limits` (built per app, so the OpenAPI schema states the limits)."""
     RawText = Annotated[
         StrictStr,
         StringConstraints(min_length=1, max_length=limits.max_text_chars, pattern=r"\S"),
@@ -164,7 +153,7 @@ def request_schema(limits: ServeLimits) -> RequestSchema:
             min(10, limits.max_k), ge=1, le=limits.max_k, description=f"How many of the best candidates to return (1 to {limits.max_k})"
         )
 
-    return RequestSchema(HistoryText, CandidateText, RecommendRequest)
+    return RecommendRequest
 
 
 class RankedItem(BaseModel):
@@ -257,10 +246,6 @@ class LoadedModel:
     loaded_at: str = field(default_factory=_now)
     # fast tokenizers refuse concurrent use ("Already borrowed"): one scoring call at a time per model
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    @property
-    def catalogue(self) -> Mapping[str, str]:
-        return self.texts
 
     def render(self, text: str, category: str | None, subcategory: str | None) -> str:
         """A raw item text as this model renders catalogue items."""
@@ -486,10 +471,8 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            status = 413 if declared.isdigit() else 400
-            text = self.message() if status == 413 else "the Content-Length header is not a number"
-            await JSONResponse(status_code=status, content={"detail": {"message": text}})(scope, receive, send)
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await JSONResponse(status_code=413, content={"detail": {"message": self.message()}})(scope, receive, send)
             return
         received = 0
 
@@ -569,8 +552,7 @@ def create_app(
     The poll thread starts with the app (lifespan); `app.state.holder.refresh()` checks the alias on demand.
     """
     limits = limits or ServeLimits()
-    schema = request_schema(limits)
-    RecommendRequest = schema.request
+    RecommendRequest = request_model(limits)
     holder = ModelHolder(model_name, alias, root=root, device=device, batch_size=batch_size)
 
     @asynccontextmanager
@@ -653,8 +635,8 @@ def create_app(
             entries = list(first.values())
         candidate_ids = [e if isinstance(e, str) else e.item_id for e in entries]
         found = {
-            "history": _unknown(history_ids, model.catalogue),
-            "candidates": _unknown([e for e in entries if isinstance(e, str)], model.catalogue),
+            "history": _unknown(history_ids, model.texts),
+            "candidates": _unknown([e for e in entries if isinstance(e, str)], model.texts),
         }
         unknown = {where: ids for where, ids in found.items() if ids}
         if unknown:
