@@ -39,10 +39,12 @@ LIMITS = ServeLimits(max_candidates=20, max_history=8, max_k=25, max_text_chars=
 def api(request, serving_registry):
     """The app serving one model type of the shared registry, with its model loaded (no poll thread)."""
     reg, model = serving_registry, request.param
-    tracking.set_alias(model, "fuzz", reg.versions[model][0], root=reg.root)
-    app = create_app(model, alias="fuzz", poll_seconds=3600, root=reg.root, device="cpu", limits=LIMITS)
-    holder = app.state.holder
-    assert holder.refresh() and holder.current is not None
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)  # earlier tests' mlflow.set_tracking_uri leaves it set
+        tracking.set_alias(model, "fuzz", reg.versions[model][0], root=reg.root)
+        app = create_app(model, alias="fuzz", poll_seconds=3600, root=reg.root, device="cpu", limits=LIMITS)
+        holder = app.state.holder
+        assert holder.refresh() and holder.current is not None
     yield schemathesis.openapi.from_asgi("/openapi.json", app)
     holder.stop()
 

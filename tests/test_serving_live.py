@@ -121,9 +121,10 @@ def test_promotion_and_rollback_under_load_fail_no_request(serving_registry, mon
     assert followed_in < 5  # "within seconds": the poll interval plus a swap (v1 is still in memory)
 
 
-def test_mlflow_models_serve_answers_invocations(serving_registry, loopback_port, tmp_path):
+def test_mlflow_models_serve_answers_invocations(serving_registry, loopback_port, tmp_path, monkeypatch):
     """The documented `mlflow models serve -m models:/NAME@champion --env-manager local` path ranks candidates."""
     reg = serving_registry
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     tracking.set_alias(MODEL, "mlflow-serve", reg.versions[MODEL][0], root=reg.root)
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking.tracking_uri(reg.root), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
