@@ -252,7 +252,7 @@ def main() -> None:
           for r in results),
         "",
         f"`llmrec serve` (uvicorn, 1 worker) on 127.0.0.1, one server process per model, torch on {args.threads} thread(s); "
-        f"clients in a separate process (httpx, keep-alive). Each request: a {HISTORY}-item history and {CANDIDATES} "
+        f"clients in the benchmark process (httpx, keep-alive). Each request: a {HISTORY}-item history and {CANDIDATES} "
         f"candidates from a {CATALOGUE:,}-item catalogue, k = 10; {WARMUP} warm-up requests per case. Backbone: the bundled "
         f"all-MiniLM-L6-v2 (untrained head / towers), max_length {params.model.max_length}; the cross-encoder reads the "
         f"{params.model.max_history} newest history titles, the two-tower pools {DEFAULT_MAX_HISTORY} history item vectors.",
