@@ -326,19 +326,25 @@ def data_checkout(
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Address to bind (loopback by default; 0.0.0.0 exposes it).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 8000,
-    alias: Annotated[str, typer.Option(help="Registry alias to serve and follow.")] = "champion",
-    poll_seconds: Annotated[float, typer.Option(help="How often to check whether the alias moved.")] = 10.0,
+    host: Annotated[Optional[str], typer.Option(help="Address to bind (default serve.host: 127.0.0.1; 0.0.0.0 exposes it).")] = None,
+    port: Annotated[Optional[int], typer.Option(min=1, max=65535, help="Port (default serve.port: 8000).")] = None,
+    alias: Annotated[Optional[str], typer.Option(help="Registry alias to serve and follow (default serve.alias: champion).")] = None,
+    poll_seconds: Annotated[
+        Optional[float], typer.Option(help="How often to check whether the alias moved (default serve.poll_seconds: 10).")
+    ] = None,
 ) -> None:
     """REST API over the `champion`: POST /recommend, GET /health, GET /model, docs at /docs.
 
     When the alias moves (promotion, rollback) the server loads the new version in the
-    background and switches without dropping requests.
+    background and switches without dropping requests. Request limits are serve.limits.* in
+    params.yaml (e.g. --set serve.limits.max_candidates=500).
     """
     from llmrec.serving import serve as run_server
 
-    _run(run_server, host=host, port=port, model_name=_model_name(), alias=alias, poll_seconds=poll_seconds)
+    params = State.params()
+    given = {"host": host, "port": port, "alias": alias, "poll_seconds": poll_seconds}
+    settings = params.serve.model_copy(update={k: v for k, v in given.items() if v is not None})
+    _run(run_server, model_name=params.tracking.model_name, settings=settings)
 
 
 def _retrain_flow():

@@ -219,6 +219,26 @@ class TrackingParams(_Section):
     model_name: str = "llmrec"
 
 
+class ServeLimits(_Section):
+    """Request limits of `llmrec serve`; the OpenAPI schema states them, a request beyond one gets a 4xx."""
+
+    max_candidates: int = Field(300, ge=1, le=100_000, description="Candidates per /recommend request")
+    max_history: int = Field(50, ge=0, le=10_000, description="History entries (ids or texts) per request")
+    max_k: int = Field(100, ge=1, le=100_000, description="Largest k (items returned)")
+    max_text_chars: int = Field(2000, ge=1, le=1_000_000, description="Characters of one raw item text")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Request body size (bytes); larger bodies get 413")
+
+
+class ServeParams(_Section):
+    host: str = Field("127.0.0.1", description="Address to bind (loopback by default; 0.0.0.0 exposes the service)")
+    port: int = Field(8000, ge=1, le=65535)
+    alias: str = Field("champion", description="Registry alias to serve and follow")
+    poll_seconds: float = Field(10.0, ge=0, description="How often to check whether the alias moved (0 = once, at start)")
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    batch_size: int = Field(64, ge=1, description="Texts per transformer pass")
+    limits: ServeLimits = Field(default_factory=ServeLimits)
+
+
 class Params(_Section):
     synthetic: SyntheticParams = Field(default_factory=SyntheticParams)
     data: DataParams = Field(default_factory=DataParams)
@@ -228,6 +248,7 @@ class Params(_Section):
     drift: DriftParams = Field(default_factory=DriftParams)
     promotion: PromotionParams = Field(default_factory=PromotionParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
+    serve: ServeParams = Field(default_factory=ServeParams)
     budget: str | None = Field(None, description="A name from `budgets` whose settings were applied (--budget NAME)")
     budgets: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Named sets of section.key settings sized for a hardware budget (e.g. cpu-10min)"

@@ -1,14 +1,20 @@
 """`llmrec serve`: an HTTP ranking service that follows a registry alias (the champion by default).
 
 A background thread polls the MLflow registry; when the alias points at another version it downloads
-and loads that version next to the one in use, then swaps a single reference. Requests keep the model
-object they grabbed, so none fails during a swap. Scoring renders texts with the shared
-`llmrec.models.text` functions through `ranker_scorer`, exactly as training and evaluation did.
+and loads that version next to the one in use (a two-tower model also encodes its catalogue), then
+swaps a single reference. Requests keep the model object they grabbed, so none fails during a swap.
+
+A request names history items and candidates by catalogue id or sends them as raw texts. Both become
+item texts through `llmrec.models.text` (ids: the catalogue rendering; raw texts: `render_item`) and
+are scored by `llmrec.models.ranker.text_scorer`, so serving renders exactly as training and
+evaluation did. The request schema is built from `ServeLimits`, so the published OpenAPI schema
+states the limits that are enforced; every bad request gets a 4xx whose `detail.message` says why.
 
 Heavy libraries (torch, transformers, mlflow) are imported only when a model is loaded.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: FastAPI reads the endpoint annotations at run time, and
+# the request models are classes built per app (from its limits), which string annotations cannot name.
 
 import logging
 import shutil
@@ -16,55 +22,138 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Union
 
-from fastapi import FastAPI, HTTPException
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, StrictInt, StrictStr, StringConstraints, Tag
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llmrec import __version__, tracking
+from llmrec.config import ServeLimits, ServeParams
 from llmrec.errors import ModelError
+from llmrec.models.text import TextConfig, render_item
 
 log = logging.getLogger(__name__)
 
-MAX_HISTORY = 50
-MAX_CANDIDATES = 300
-MAX_LISTED_UNKNOWN = 20
+MAX_LISTED_UNKNOWN = 20  # unknown ids listed per field in a 422
+MAX_LISTED_ERRORS = 10   # schema errors spelled out in a 422 message
+MAX_ID_CHARS = 128
+MAX_LABEL_CHARS = 100    # category / subcategory of a raw item
 
 # ---------------------------------------------------------------------------------------------------------------------
 # API schema
 # ---------------------------------------------------------------------------------------------------------------------
 
+# The schema's patterns are checked by pydantic's regex engine; these checks add Python's (wider) notion of
+# whitespace (e.g. \x1c-\x1f), so a value counts as blank or spaced exactly as Python-based clients think.
+def _no_whitespace(value: str) -> str:
+    if any(c.isspace() for c in value):
+        raise ValueError("an item id must not contain whitespace")
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("the text is only whitespace")
+    return value
+
+
 ItemId = Annotated[
-    str,
-    StringConstraints(min_length=1, max_length=128, pattern=r"^\S+$"),
+    StrictStr,
+    StringConstraints(min_length=1, max_length=MAX_ID_CHARS, pattern=r"^\S+$"),
+    AfterValidator(_no_whitespace),
     Field(description="An item id of the model's catalogue (no whitespace)", examples=["N1234"]),
 ]
+Label = Annotated[StrictStr, StringConstraints(max_length=MAX_LABEL_CHARS)]
 
 
-class RecommendRequest(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={"examples": [{"history": ["N101", "N202"], "candidates": ["N7", "N8", "N9"], "k": 2}]},
-    )
+def _entry_kind(value: Any) -> str:
+    """Which member of a history / candidate entry a JSON value is meant to be: an object is a raw text."""
+    return "text" if isinstance(value, (dict, BaseModel)) else "item_id"
 
-    history: list[ItemId] = Field(
-        default_factory=list,
-        max_length=MAX_HISTORY,
-        description=f"Items the user read, oldest first (at most {MAX_HISTORY}); the latest ones form the user text",
-    )
-    candidates: list[ItemId] | None = Field(
-        None,
-        min_length=1,
-        max_length=MAX_CANDIDATES,
-        description=f"Items to rank (1 to {MAX_CANDIDATES}); duplicates are dropped, keeping the first. "
-        "Leave it out to rank the whole catalogue minus the history (two-tower models only)",
-    )
-    k: int = Field(10, ge=1, le=MAX_CANDIDATES, description="How many of the best candidates to return")
+
+def request_model(limits: ServeLimits) -> type[BaseModel]:
+    """The /recommend request model under `limits` (built per app, so the OpenAPI schema states the limits)."""
+    RawText = Annotated[
+        StrictStr,
+        StringConstraints(min_length=1, max_length=limits.max_text_chars, pattern=r"\S"),
+        AfterValidator(_not_blank),
+        Field(
+            description=f"The item's text as the catalogue's `title` column would hold it (a headline), "
+            f"1 to {limits.max_text_chars} characters, not only whitespace",
+            examples=["Storm closes schools across the coast"],
+        ),
+    ]
+
+    class HistoryText(BaseModel):
+        """An item the catalogue does not know, given by its text."""
+
+        model_config = ConfigDict(extra="forbid")
+
+        text: RawText
+        category: Label | None = Field(
+            None, description="Its category; when the model was trained with categories the item is rendered "
+            "'category / subcategory: text', as catalogue items are (without one: the text alone)",
+            examples=["news"],
+        )
+        subcategory: Label | None = Field(None, description="Its subcategory (used with `category`)", examples=["weather"])
+
+    class CandidateText(HistoryText):
+        """A candidate given by its text; `item_id` names it in the answer (it need not be in the catalogue)."""
+
+        item_id: ItemId
+
+    history_entry = Annotated[
+        Union[Annotated[ItemId, Tag("item_id")], Annotated[HistoryText, Tag("text")]], Discriminator(_entry_kind)
+    ]
+    candidate_entry = Annotated[
+        Union[Annotated[ItemId, Tag("item_id")], Annotated[CandidateText, Tag("text")]], Discriminator(_entry_kind)
+    ]
+
+    class RecommendRequest(BaseModel):
+        model_config = ConfigDict(
+            extra="forbid",
+            json_schema_extra={
+                "examples": [
+                    {"history": ["N101", "N202"], "candidates": ["N7", "N8", "N9"], "k": 2},
+                    {
+                        "history": ["N101", {"text": "Storm closes schools across the coast", "category": "news"}],
+                        "candidates": ["N7", {"item_id": "fresh-1", "text": "Markets rally after rate cut"}],
+                        "k": 2,
+                    },
+                ]
+            },
+        )
+
+        history: list[history_entry] = Field(
+            default_factory=list,
+            max_length=limits.max_history,
+            description=f"What the user read, oldest first (at most {limits.max_history} entries; empty = a new "
+            "user): catalogue item ids, or `{\"text\": ...}` objects for items the catalogue does not know. "
+            "The most recent ones make the user (text or vector), as in training",
+        )
+        candidates: list[candidate_entry] | None = Field(
+            None,
+            min_length=1,
+            max_length=limits.max_candidates,
+            description=f"Items to rank (1 to {limits.max_candidates}): catalogue item ids, or "
+            "`{\"item_id\": ..., \"text\": ...}` objects (scored by their text, even when the id is in the catalogue). "
+            "Duplicate ids are dropped, keeping the first. Leave it out to rank the whole catalogue minus the "
+            "history ids (two-tower models only)",
+        )
+        k: StrictInt = Field(
+            min(10, limits.max_k), ge=1, le=limits.max_k, description=f"How many of the best candidates to return (1 to {limits.max_k})"
+        )
+
+    return RecommendRequest
 
 
 class RankedItem(BaseModel):
@@ -82,6 +171,24 @@ class ModelRef(BaseModel):
 class RecommendResponse(BaseModel):
     items: list[RankedItem] = Field(description="The top-k candidates, best first")
     model: ModelRef
+
+
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description="Where in the request, e.g. ['body', 'candidates', 3]")
+    msg: str
+    type: str = Field(description="pydantic's error type, e.g. too_long, string_type")
+
+
+class ErrorDetail(BaseModel):
+    message: str = Field(description="What is wrong with the request and how to fix it")
+    errors: list[FieldError] | None = Field(None, description="Schema violations, one per problem")
+    unknown: dict[str, list[str]] | None = Field(
+        None, description=f"Item ids unknown to the served catalogue, per field (`history`, `candidates`; at most {MAX_LISTED_UNKNOWN} each)"
+    )
+
+
+class ErrorBody(BaseModel):
+    detail: ErrorDetail
 
 
 class Health(BaseModel):
@@ -122,7 +229,7 @@ def _now() -> str:
 
 @dataclass(eq=False)
 class LoadedModel:
-    """One registry version in memory: its ranker, its catalogue and where it came from. Never mutated."""
+    """One registry version in memory: its scorer, its catalogue and where it came from. Never mutated."""
 
     name: str
     version: str
@@ -130,21 +237,24 @@ class LoadedModel:
     run_id: str
     tags: dict[str, str]
     metrics: dict[str, float]
-    catalogue: frozenset[str]
-    scorer: Callable[[Any], Any]  # ranker_scorer(...): frame with history / item_id -> scores
+    texts: Mapping[str, str]  # catalogue item id -> its rendered text
+    text_config: TextConfig   # how the model renders items (raw texts of requests are rendered with it)
+    scorer: Callable[[Sequence[str], Sequence[str]], Any]  # ranker.text_scorer: (history texts, candidate texts)
     folder: Path | None = None
     scores_catalogue: bool = False  # two-tower: cheap enough to rank the whole catalogue per request
+    catalogue_order: tuple[str, ...] = ()  # the catalogue ids, sorted: the candidates of "rank the catalogue"
     loaded_at: str = field(default_factory=_now)
     # fast tokenizers refuse concurrent use ("Already borrowed"): one scoring call at a time per model
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def score(self, history: list[str], candidates: list[str]):
-        """Scores of candidates for one user, in candidate order."""
-        import pandas as pd
+    def render(self, text: str, category: str | None, subcategory: str | None) -> str:
+        """A raw item text as this model renders catalogue items."""
+        return render_item(text, category, subcategory, self.text_config)
 
-        frame = pd.DataFrame({"history": [" ".join(history)] * len(candidates), "item_id": candidates})
+    def score(self, history: Sequence[str], candidates: Sequence[str]):
+        """Scores of candidate item texts for one user given by their history item texts (oldest first)."""
         with self.lock:
-            return self.scorer(frame)
+            return self.scorer(history, candidates)
 
     def info(self) -> ModelInfo:
         return ModelInfo(
@@ -264,16 +374,25 @@ class ModelHolder:
             return True
 
     def _load(self, info: tracking.VersionInfo) -> LoadedModel:
-        """Download, load and warm up a version (the served model is untouched meanwhile)."""
+        """Download, load and warm up a version (the served model is untouched meanwhile).
+
+        A two-tower model encodes its whole catalogue here, so no request pays for it after the swap.
+        """
         import pandas as pd
 
-        from llmrec.models.ranker import is_pair_scorer, load_ranker, ranker_scorer
+        from llmrec.models.ranker import is_pair_scorer, load_ranker, text_scorer
+        from llmrec.models.text import item_texts
 
         dest = self.cache_dir / f"v{info.version}-{uuid.uuid4().hex[:8]}"
         try:
             model_dir = tracking.download_model_dir(self.model_name, info.version, dest, root=self.root)
             items = pd.read_parquet(items_path(model_dir))
+            items["item_id"] = items["item_id"].astype(str)
             ranker = load_ranker(model_dir, device=self.device)
+            texts = item_texts(items, ranker.text)
+            if not texts:
+                raise ModelError("the model's catalogue is empty", where=f"models:/{self.model_name}/{info.version}")
+            started = time.perf_counter()
             loaded = LoadedModel(
                 name=self.model_name,
                 version=info.version,
@@ -281,15 +400,16 @@ class ModelHolder:
                 run_id=info.run_id,
                 tags=dict(info.tags),
                 metrics={k: float(v) for k, v in info.metrics.items()},
-                catalogue=frozenset(items["item_id"].astype(str)),
-                scorer=ranker_scorer(ranker, items, batch_size=self.batch_size),
+                texts=texts,
+                text_config=ranker.text,
+                scorer=text_scorer(ranker, items, batch_size=self.batch_size),
                 folder=dest,
                 scores_catalogue=not is_pair_scorer(ranker),
+                catalogue_order=tuple(sorted(texts)),
             )
-            if not loaded.catalogue:
-                raise ModelError("the model's catalogue is empty", where=f"models:/{self.model_name}/{info.version}")
-            some = next(iter(loaded.catalogue))
+            some = next(iter(texts.values()))
             loaded.score([some], [some])  # warm-up, so the first request after the swap is not slow
+            log.info("loaded version %s: %d catalogue items, ready in %.1fs", info.version, len(texts), time.perf_counter() - started)
             return loaded
         except Exception:
             shutil.rmtree(dest, ignore_errors=True)
@@ -325,20 +445,96 @@ class ModelHolder:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Request checks: body size, error bodies
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class BodyLimit:
+    """ASGI middleware: a request body larger than `max_bytes` gets 413 before it is parsed.
+
+    A declared Content-Length over the limit is refused at once; a body streamed without one is
+    counted while it is read.
+    """
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def message(self) -> str:
+        return (
+            f"the request body is larger than {self.max_bytes} bytes (serve.limits.max_body_bytes); "
+            "send fewer candidates or shorter texts"
+        )
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await JSONResponse(status_code=413, content={"detail": {"message": self.message()}})(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> dict:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise HTTPException(status_code=413, detail={"message": self.message()})  # FastAPI answers it
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def _clip(value: Any, limit: int = 64) -> str | int:
+    """A location part safe to echo: ints as they are, strings cut and free of lone surrogates."""
+    if isinstance(value, int):
+        return value
+    text = str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _schema_errors(exc: RequestValidationError) -> ErrorDetail:
+    """FastAPI's validation errors as an ErrorDetail, without echoing the (possibly huge) input."""
+    errors = []
+    for error in exc.errors():
+        message = str(error.get("msg", ""))
+        if error.get("type") == "json_invalid" and isinstance(error.get("ctx"), dict):
+            message = f"{message}: {error['ctx'].get('error', '')}"
+        errors.append(FieldError(loc=[_clip(p) for p in error.get("loc", ())], msg=message, type=str(error.get("type", ""))))
+    parts = [f"{'.'.join(str(p) for p in e.loc[1:]) or 'body'}: {e.msg}" for e in errors[:MAX_LISTED_ERRORS]]
+    more = f" (and {len(errors) - MAX_LISTED_ERRORS} more)" if len(errors) > MAX_LISTED_ERRORS else ""
+    return ErrorDetail(
+        message=f"invalid request ({len(errors)} problem{'s' if len(errors) != 1 else ''}): " + "; ".join(parts) + more
+        + ". The request schema is at /openapi.json (and /docs)",
+        errors=errors,
+    )
+
+
+def _unknown(ids: Sequence[str], catalogue: Mapping[str, str]) -> list[str]:
+    return list(dict.fromkeys(i for i in ids if i not in catalogue))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # The app
 # ---------------------------------------------------------------------------------------------------------------------
 
 DESCRIPTION = """\
-Ranks candidate news items for a user with the llmrec cross-encoder registered in MLflow.
+Ranks candidate items for a user with the llmrec model (two-tower or cross-encoder) registered in MLflow.
+
+History items and candidates are catalogue item ids or raw texts (items the catalogue does not know);
+raw texts are rendered exactly as catalogue items are. A two-tower model also ranks its whole catalogue.
 
 The service follows a registry alias (`champion` by default): when the alias moves, the new version
 is loaded in the background and swapped in without failing requests. `/model` tells which version
 is serving and the data it was trained on.
+
+Limits: at most {max_candidates} candidates, {max_history} history entries, k up to {max_k},
+{max_text_chars} characters per raw text and {max_body_bytes} bytes per request body. A request beyond
+a limit, of the wrong shape or naming unknown ids gets 4xx with `detail.message` saying what to fix.
 """
-
-
-def _unknown(ids: list[str], catalogue: frozenset[str]) -> list[str]:
-    return list(dict.fromkeys(i for i in ids if i not in catalogue))
 
 
 def create_app(
@@ -349,11 +545,14 @@ def create_app(
     *,
     device: str = "auto",
     batch_size: int = 64,
+    limits: ServeLimits | None = None,
 ) -> FastAPI:
     """The FastAPI app serving `model_name@alias` from the registry at `root` (or MLFLOW_TRACKING_URI).
 
     The poll thread starts with the app (lifespan); `app.state.holder.refresh()` checks the alias on demand.
     """
+    limits = limits or ServeLimits()
+    RecommendRequest = request_model(limits)
     holder = ModelHolder(model_name, alias, root=root, device=device, batch_size=batch_size)
 
     @asynccontextmanager
@@ -364,9 +563,38 @@ def create_app(
         finally:
             holder.stop()
 
-    app = FastAPI(title="llmrec", description=DESCRIPTION, version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="llmrec", description=DESCRIPTION.format(**limits.model_dump()), version=__version__, lifespan=lifespan
+    )
     app.state.holder = holder
+    app.state.limits = limits
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        body = ErrorBody(detail=_schema_errors(exc))
+        return JSONResponse(status_code=422, content=jsonable_encoder(body, exclude_none=True))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # every 4xx body is {"detail": {"message": ...}}; a 503 keeps {"detail": "..."}
+        detail = exc.detail
+        if 400 <= exc.status_code < 500 and not isinstance(detail, dict):
+            detail = {"message": str(detail)}
+            if exc.status_code == 400:  # FastAPI's answer to a body it cannot decode (e.g. not UTF-8)
+                detail["message"] += "; send a UTF-8 JSON object as the schema at /openapi.json describes"
+        return JSONResponse(status_code=exc.status_code, content={"detail": detail}, headers=getattr(exc, "headers", None))
+
     unavailable = {503: {"model": Unavailable, "description": "No model is loaded yet"}}
+    errors = {
+        400: {"model": ErrorBody, "description": "The body cannot be read: not UTF-8, or not parseable"},
+        413: {"model": ErrorBody, "description": f"The body is larger than {limits.max_body_bytes} bytes"},
+        422: {
+            "model": ErrorBody,
+            "description": "The request breaks the schema or a limit (`detail.errors` lists each problem), names item "
+            "ids the served catalogue does not know (`detail.unknown`), or asks a cross-encoder to rank the catalogue",
+        },
+    }
 
     def serving() -> LoadedModel:
         model = holder.current
@@ -374,36 +602,42 @@ def create_app(
             raise HTTPException(status_code=503, detail=holder.unavailable_reason())
         return model
 
+    def refuse(message: str, **extra: Any) -> HTTPException:
+        return HTTPException(status_code=422, detail={"message": message, **extra})
+
     @app.post(
         "/recommend",
         response_model=RecommendResponse,
         summary="Rank candidates for a user",
         description=(
-            "Scores every candidate for the user's history and returns the best `k`, best first. "
-            "Invalid requests get 422: schema errors in FastAPI's usual form, and item ids unknown to the "
-            "served model's catalogue as `{\"detail\": {\"message\": ..., \"unknown\": {\"history\": [...], "
-            f"\"candidates\": [...]}}}}` (at most {MAX_LISTED_UNKNOWN} ids listed per field)."
+            "Scores every candidate for the user's history and returns the best `k`, best first, with the model "
+            "version that answered. History entries and candidates are catalogue item ids or raw-text objects."
         ),
-        responses=unavailable,
+        responses={**errors, **unavailable},
     )
     def recommend(request: RecommendRequest) -> RecommendResponse:
         import numpy as np
 
         model = serving()  # this request uses this model to the end, whatever swaps meanwhile
+        history_ids = [e for e in request.history if isinstance(e, str)]
         if request.candidates is None:
             if not model.scores_catalogue:
-                raise HTTPException(
-                    status_code=422,
-                    detail={
-                        "message": f"{model.name} version {model.version} is a pair scorer (cross-encoder): it ranks "
-                        "candidate lists, not the whole catalogue; send `candidates`, or serve a two-tower model",
-                    },
+                raise refuse(
+                    f"{model.name} version {model.version} is a pair scorer (cross-encoder): it ranks candidate "
+                    "lists, not the whole catalogue; send `candidates`, or serve a two-tower model"
                 )
-            seen = set(request.history)
-            candidates = sorted(i for i in model.catalogue if i not in seen)
+            seen = set(history_ids)
+            entries: list[Any] = [i for i in model.catalogue_order if i not in seen]
         else:
-            candidates = list(dict.fromkeys(request.candidates))
-        found = {"history": _unknown(request.history, model.catalogue), "candidates": _unknown(candidates, model.catalogue)}
+            first: dict[str, Any] = {}
+            for entry in request.candidates:  # duplicate ids: the first one counts
+                first.setdefault(entry if isinstance(entry, str) else entry.item_id, entry)
+            entries = list(first.values())
+        candidate_ids = [e if isinstance(e, str) else e.item_id for e in entries]
+        found = {
+            "history": _unknown(history_ids, model.texts),
+            "candidates": _unknown([e for e in entries if isinstance(e, str)], model.texts),
+        }
         unknown = {where: ids for where, ids in found.items() if ids}
         if unknown:
             parts = []
@@ -411,20 +645,24 @@ def create_app(
                 shown = ", ".join(ids[:MAX_LISTED_UNKNOWN])
                 more = f" (and {len(ids) - MAX_LISTED_UNKNOWN} more)" if len(ids) > MAX_LISTED_UNKNOWN else ""
                 parts.append(f"{where}: {shown}{more}")
-            raise HTTPException(
-                status_code=422,
-                detail={
-                    "message": f"item ids unknown to the catalogue of {model.name} version {model.version}: "
-                    + "; ".join(parts),
-                    "unknown": {where: ids[:MAX_LISTED_UNKNOWN] for where, ids in unknown.items()},
-                },
+            raise refuse(
+                f"item ids unknown to the catalogue of {model.name} version {model.version}: " + "; ".join(parts)
+                + ". Send such items as raw texts instead ({\"text\": ...} in history, {\"item_id\": ..., \"text\": ...} "
+                "in candidates)",
+                unknown={where: ids[:MAX_LISTED_UNKNOWN] for where, ids in unknown.items()},
             )
-        scores = np.asarray(model.score(request.history, candidates), dtype=float)
+
+        def text_of(entry: Any) -> str:
+            if isinstance(entry, str):
+                return model.texts[entry]
+            return model.render(entry.text, entry.category, entry.subcategory)
+
+        scores = np.asarray(model.score([text_of(e) for e in request.history], [text_of(e) for e in entries]), dtype=float)
         scores = np.where(np.isfinite(scores), scores, -1e30)  # JSON has no NaN / inf
         order = np.argsort(-scores, kind="stable")[: request.k]
         return RecommendResponse(
             items=[
-                RankedItem(item_id=candidates[i], score=float(scores[i]), rank=rank) for rank, i in enumerate(order, start=1)
+                RankedItem(item_id=candidate_ids[i], score=float(scores[i]), rank=rank) for rank, i in enumerate(order, start=1)
             ],
             model=ModelRef(name=model.name, version=model.version, alias=model.alias),
         )
@@ -433,8 +671,6 @@ def create_app(
     def health():
         model = holder.current
         if model is None:
-            from fastapi.responses import JSONResponse
-
             body = Health(status="unavailable", alias=holder.alias, last_error=holder.unavailable_reason())
             return JSONResponse(status_code=503, content={**body.model_dump(), "detail": holder.unavailable_reason()})
         return Health(status="ok", model_version=model.version, alias=model.alias, last_error=holder.last_error)
@@ -446,15 +682,13 @@ def create_app(
     return app
 
 
-def serve(
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    model_name: str = "llmrec",
-    alias: str = tracking.CHAMPION,
-    poll_seconds: float = 10.0,
-    root: str | Path = ".",
-) -> None:
+def serve(model_name: str = "llmrec", settings: ServeParams | None = None, root: str | Path = ".") -> None:
     """Run the service with uvicorn, one worker (the model is held in this process)."""
     import uvicorn
 
-    uvicorn.run(create_app(model_name, alias, poll_seconds, root), host=host, port=port, workers=1, log_level="info")
+    settings = settings or ServeParams()
+    app = create_app(
+        model_name, settings.alias, settings.poll_seconds, root,
+        device=settings.device, batch_size=settings.batch_size, limits=settings.limits,
+    )
+    uvicorn.run(app, host=settings.host, port=settings.port, workers=1, log_level="info")

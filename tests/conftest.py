@@ -112,3 +112,69 @@ def split(tiny_world):
     from llmrec.data.split import temporal_split
 
     return temporal_split(load_source(tiny_world / "period1").dataset, 1)
+
+
+SERVING_ITEMS = [f"N{i}" for i in range(1, 121)]
+
+
+@pytest.fixture(scope="session")
+def serving_registry(tmp_path_factory, tiny_backbone):
+    """A real sqlite MLflow registry of tiny untrained models for the serving tests.
+
+    Models: "m" (cross-encoder) and "tt" (two-tower), versions 1 and 2 of each (the same weights twice). No
+    alias is set: each test sets the aliases it needs first, and tests use different aliases where they can.
+    Returns a namespace with root, items (the catalogue Parquet), ids (its item ids) and versions (name -> list).
+    """
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from llmrec import tracking
+    from llmrec.models.cross_encoder import CrossEncoder
+    from llmrec.models.text import TextConfig
+    from llmrec.models.two_tower import TwoTower
+
+    root = tmp_path_factory.mktemp("serving")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        items = root / "items.parquet"
+        pd.DataFrame(
+            {
+                "item_id": SERVING_ITEMS,
+                "title": [f"story number {i} about things" for i in range(len(SERVING_ITEMS))],
+                "text": "",
+                "category": ["news", "sports", "finance"] * (len(SERVING_ITEMS) // 3),
+                "subcategory": "world",
+            }
+        ).to_parquet(items)
+        folders = {
+            "m": CrossEncoder.from_backbone(tiny_backbone, TextConfig(max_history=3), 32, str(tiny_backbone), "cpu").save(root / "ce"),
+            "tt": TwoTower.from_backbone(tiny_backbone, TextConfig(max_history=20), 32, str(tiny_backbone), "cpu").save(root / "tt"),
+        }
+        versions: dict[str, list[str]] = {}
+        for name in ("m", "tt"):
+            for i in (1, 2):
+                registered = tracking.register_model(
+                    folders[name], items, model_name=name, experiment="serving", params={"p": i}, metrics={"ndcg@10": 0.1 * i},
+                    tags={"data.dvc_md5": f"md5-{i}", "data.git_revision": f"rev{i}", "data.train_end": "2019-11-14T00:00:00"},
+                    root=root,
+                )
+                versions.setdefault(name, []).append(registered.version)
+    return SimpleNamespace(root=root, items=items, ids=SERVING_ITEMS, versions=versions)
+
+
+@pytest.fixture
+def loopback_port() -> int:
+    """A free 127.0.0.1 port in the range the tests may use (8600-8699)."""
+    import socket
+
+    first, last = 8600, 8699
+    for port in range(first, last + 1):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {first}-{last}")

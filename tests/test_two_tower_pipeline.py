@@ -1,4 +1,5 @@
-"""The two-tower model through the pipeline: train, evaluate (it scores the catalogue itself), MLflow pyfunc, REST."""
+"""The vector models (two-tower, hybrid) through the pipeline: train, evaluate (they score the catalogue
+themselves), MLflow pyfunc, REST."""
 
 from __future__ import annotations
 
@@ -6,13 +7,21 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from fastapi.testclient import TestClient
 
 from llmrec import pipeline, tracking
 from llmrec.config import load_params
 
 
-def test_two_tower_trains_evaluates_registers_and_serves(tmp_path: Path, monkeypatch, tiny_world: Path, tiny_backbone: Path) -> None:
+KINDS = {
+    "two-tower": ["model.type=two-tower", "train.max_steps=8"],
+    "hybrid": ["model.type=hybrid", "train.max_steps=8", "model.hybrid.dim=16", "model.hybrid.layers=1", "model.hybrid.sequence_length=8"],
+}
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_vector_model_trains_evaluates_registers_and_serves(kind: str, tmp_path: Path, monkeypatch, tiny_world: Path, tiny_backbone: Path) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     shutil.copytree(tiny_world / "period1", tmp_path / "data" / "period1")
@@ -20,10 +29,9 @@ def test_two_tower_trains_evaluates_registers_and_serves(tmp_path: Path, monkeyp
         tmp_path / "none.yaml",
         [
             "data.path=data/period1",
-            "model.type=two-tower",
+            *KINDS[kind],
             f"model.backbone={tiny_backbone}",
             "model.max_length=32",
-            "train.max_steps=8",
             "train.batch_size=8",
             "eval.max_impressions=40",
             "eval.catalogue_impressions=10",

@@ -228,10 +228,11 @@ class Hybrid:
     fingerprint = staticmethod(_fingerprint)
 
     # -- items -------------------------------------------------------------------------------------------------
-    def text_vectors(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> torch.Tensor | None:
+    def text_vectors(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False,
+                     remember: bool = True) -> torch.Tensor | None:
         if self.encoder is None:
             return None
-        return self.encoder.encode(texts, batch_size, progress).to(self.device)
+        return self.encoder.encode(texts, batch_size, progress, remember=remember).to(self.device)
 
     def item_rows(self, item_ids: Sequence[str]) -> torch.Tensor:
         return torch.as_tensor([self.row.get(i, UNKNOWN) for i in item_ids], dtype=torch.long, device=self.device)
@@ -242,10 +243,11 @@ class Hybrid:
         vectors, _, bias = self._items(item_ids, texts, batch_size, progress)
         return vectors, bias
 
-    def _items(self, item_ids: Sequence[str], texts: Mapping[str, str], batch_size: int = 64, progress: bool = False):
+    def _items(self, item_ids: Sequence[str], texts: Mapping[str, str], batch_size: int = 64, progress: bool = False,
+               remember: bool = True):
         with self._lock, torch.inference_mode():
             self.net.eval()
-            text = self.text_vectors([texts.get(i, i) for i in item_ids], batch_size, progress)
+            text = self.text_vectors([texts.get(i, i) for i in item_ids], batch_size, progress, remember)
             return self.net.items(text, self.item_rows(item_ids))
 
     # -- users -------------------------------------------------------------------------------------------------
@@ -255,13 +257,13 @@ class Hybrid:
         return usable[-self.config.sequence_length :]
 
     def user_vectors(self, histories: Sequence[str | Sequence[str]], texts: Mapping[str, str], batch_size: int = 64,
-                     progress: bool = False) -> torch.Tensor:
+                     progress: bool = False, remember: bool = True) -> torch.Tensor:
         """User vectors (len(histories), 2*dim): the encoder's state at the newest of the last
         `sequence_length` history items (oldest first); items the model cannot represent are skipped."""
         recent = [self._recent(h, texts) for h in histories]
         ids = list(dict.fromkeys(i for h in recent for i in h))
         length, dim = self.config.sequence_length, self.config.dim
-        inputs = self._items(ids, texts, batch_size, progress)[1] if ids else torch.zeros(1, dim, device=self.device)
+        inputs = self._items(ids, texts, batch_size, progress, remember)[1] if ids else torch.zeros(1, dim, device=self.device)
         row = {item: k for k, item in enumerate(ids)}
         out = []
         with self._lock, torch.inference_mode():
@@ -303,6 +305,23 @@ class Hybrid:
         """A Scorer (frame -> scores) for evaluation and serving; item texts are rendered once."""
         texts = item_texts(items_df, self.text)
         return lambda frame: self._score_frame(frame, texts, batch_size, progress)
+
+    def score_texts(self, history: Sequence[str], candidates: Sequence[str], catalogue: Mapping[str, str],
+                    batch_size: int = 64) -> np.ndarray:
+        """Scores of candidate item *texts* for one user given by the texts of their history items (oldest first).
+
+        `catalogue` maps item ids to their rendered texts: a text equal to a catalogue item's text is that
+        item (its id part included), so an item scores the same sent as its id or as its text; any other text
+        is a cold item (text part only), encoded for this call and not cached.
+        """
+        by_text = {text: item for item, text in catalogue.items()}
+        extra = {t: f"\0text:{k}" for k, t in enumerate(dict.fromkeys(t for t in (*history, *candidates) if t not in by_text))}
+        texts = {**catalogue, **{pseudo: t for t, pseudo in extra.items()}}
+        as_id = lambda t: by_text.get(t) or extra[t]  # noqa: E731
+        user = self.user_vectors([[as_id(t) for t in history]], texts, batch_size, remember=False)
+        vectors, _, bias = self._items([as_id(t) for t in candidates], texts, batch_size, remember=False)
+        with torch.inference_mode():
+            return ((vectors @ user[0]) / self.config.temperature + bias).float().cpu().numpy()
 
     def recommend(self, history: str | Sequence[str], items_df: pd.DataFrame, k: int = 10, exclude_history: bool = True,
                   batch_size: int = 64) -> pd.DataFrame:

@@ -1,12 +1,13 @@
 """Load any saved ranker by the type in its `llmrec.json`, and get a Scorer for it.
 
 Training, evaluation, the MLflow pyfunc model and the REST server all go through here, so a new
-model type is one branch in two functions.
+model type is one branch in each function.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +60,44 @@ def ranker_scorer(ranker: Any, items: pd.DataFrame, batch_size: int = 64, progre
     from llmrec.evaluation.evaluate import model_scorer
 
     return model_scorer(ranker, items, batch_size, progress)
+
+
+TextScorer = Callable[[Sequence[str], Sequence[str]], np.ndarray]
+
+
+def text_scorer(ranker: Any, items: pd.DataFrame | None = None, batch_size: int = 64) -> TextScorer:
+    """(texts of one user's history items, oldest first; candidate item texts) -> scores, in candidate order.
+
+    Item texts are rendered by `llmrec.models.text` (the serving path renders request texts with it too),
+    so a catalogue item scores the same whether it comes as its id through `ranker_scorer` or as its text.
+    For a two-tower model the vectors of the `items` catalogue are encoded now, once; other texts are
+    encoded per call. A hybrid model recognises catalogue texts as their items (ids included); other
+    texts are cold items. A cross-encoder renders the user text with `render_user`, as training did.
+    """
+    from llmrec.models.hybrid import Hybrid
+    from llmrec.models.text import item_texts, render_user
+    from llmrec.models.two_tower import TwoTower
+
+    if isinstance(ranker, Hybrid):
+        catalogue = item_texts(items, ranker.text) if items is not None else {}
+        if catalogue:
+            ranker.item_vectors(list(catalogue), catalogue, batch_size)  # encode the catalogue's texts now, once
+
+        def hybrid(history: Sequence[str], candidates: Sequence[str]) -> np.ndarray:
+            return ranker.score_texts(history, candidates, catalogue, batch_size=batch_size)
+
+        return hybrid
+    if isinstance(ranker, TwoTower):
+        if items is not None:
+            ranker.item_matrix(items, batch_size=batch_size)
+
+        def two_tower(history: Sequence[str], candidates: Sequence[str]) -> np.ndarray:
+            return ranker.score_texts(history, candidates, batch_size=batch_size)
+
+        return two_tower
+
+    def cross_encoder(history: Sequence[str], candidates: Sequence[str]) -> np.ndarray:
+        user = render_user(history, ranker.text)
+        return ranker.score([user] * len(candidates), list(candidates), batch_size=batch_size)
+
+    return cross_encoder

@@ -1,7 +1,14 @@
-"""Text rendering: how users and items become text. Shared by training, evaluation and serving."""
+"""Text rendering: how users and items become text. Shared by training, evaluation and serving.
+
+An item is rendered by `render_item` ("category / subcategory: title" or the title alone); a user by
+`render_user`, from the texts of their history items. `item_texts` and `user_text` apply them to a
+catalogue and to a history of item ids; serving applies them to raw texts sent in a request, so a
+text the service has never seen is rendered exactly as a catalogue item would be.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import pandas as pd
@@ -17,17 +24,39 @@ class TextConfig:
         return asdict(self)
 
 
+NO_HISTORY = "no history"
+
+
+def render_item(title: str, category: str | None, subcategory: str | None, config: TextConfig) -> str:
+    """The text that stands for one item: "category / subcategory: title" with categories, else the title.
+
+    Without a category (`None`) the title stands alone; a missing subcategory is rendered empty.
+    """
+    if not config.with_category or category is None:
+        return title
+    return f"{category} / {'' if subcategory is None else subcategory}: {title}"
+
+
 def item_texts(items: pd.DataFrame, config: TextConfig) -> dict[str, str]:
     """item_id -> the text that stands for the item."""
     titles = items["title"].astype(str)
-    if config.with_category:
-        titles = items["category"].astype(str) + " / " + items["subcategory"].astype(str) + ": " + titles
-    return dict(zip(items["item_id"], titles))
+    if not config.with_category:
+        return dict(zip(items["item_id"], titles))
+    categories, subcategories = items["category"].astype(str), items["subcategory"].astype(str)
+    return {
+        item: render_item(title, category, subcategory, config)
+        for item, title, category, subcategory in zip(items["item_id"], titles, categories, subcategories)
+    }
 
 
-def user_text(history: list[str], texts: dict[str, str], config: TextConfig) -> str:
-    """The user's most recent history items, newest first (unknown ids are skipped)."""
+def render_user(history: Sequence[str], config: TextConfig) -> str:
+    """The user text from the texts of their history items (oldest first): the most recent ones, newest first."""
     if config.max_history == 0:
         return ""
-    recent = [texts[i] for i in reversed(history) if i in texts][: config.max_history]
-    return config.separator.join(recent) if recent else "no history"
+    recent = list(reversed(history))[: config.max_history]
+    return config.separator.join(recent) if recent else NO_HISTORY
+
+
+def user_text(history: list[str], texts: Mapping[str, str], config: TextConfig) -> str:
+    """The user's most recent history items, newest first (unknown ids are skipped)."""
+    return render_user([texts[i] for i in history if i in texts], config)

@@ -43,18 +43,20 @@ class FrozenTextEncoder:
         self._store = torch.empty(0, self.dim)
         self._lock = threading.RLock()
 
-    def encode(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> torch.Tensor:
-        """(len(texts), dim) float32 unit vectors on the CPU; texts not seen before are encoded now."""
+    def encode(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False, remember: bool = True) -> torch.Tensor:
+        """(len(texts), dim) float32 unit vectors on the CPU; texts not seen before are encoded now and, with
+        `remember`, cached (a service passes remember=False for request texts, so they cannot grow memory)."""
+        if not remember:
+            with self._lock:
+                known = [t for t in texts if t in self._rows]
+            fresh = sorted(dict.fromkeys(t for t in texts if t not in self._rows), key=len)
+            vectors = dict(zip(known, self.encode(known))) if known else {}
+            if fresh:
+                vectors.update(zip(fresh, torch.cat(self._run(fresh, batch_size, progress)[1])))
+            return torch.stack([vectors[t] for t in texts]) if texts else torch.empty(0, self.dim)
         with self._lock:
             missing = sorted({t for t in texts if t not in self._rows}, key=len)  # similar lengths per batch
-            parts = []
-            with torch.inference_mode():
-                for start in tqdm(range(0, len(missing), batch_size), desc="encoding item texts", unit="batch",
-                                  disable=not progress, leave=False):
-                    chunk = missing[start : start + batch_size]
-                    batch = self.tokenizer(chunk, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
-                    batch = {k: v.to(self.device) for k, v in batch.items()}
-                    parts.append(mean_pool(self.model(**batch).last_hidden_state, batch["attention_mask"]).cpu())
+            missing, parts = self._run(missing, batch_size, progress)
             if parts:
                 first = len(self._store)
                 self._store = torch.cat([self._store, *parts])
@@ -62,6 +64,18 @@ class FrozenTextEncoder:
                 self.encoded += len(missing)
             index = torch.as_tensor([self._rows[t] for t in texts], dtype=torch.long)
             return self._store[index]
+
+    def _run(self, texts: list[str], batch_size: int, progress: bool) -> tuple[list[str], list[torch.Tensor]]:
+        """(texts, their vectors): in batches through the backbone (vectors as a list of batch tensors)."""
+        parts = []
+        with torch.inference_mode():
+            for start in tqdm(range(0, len(texts), batch_size), desc="encoding item texts", unit="batch",
+                              disable=not progress, leave=False):
+                chunk = texts[start : start + batch_size]
+                batch = self.tokenizer(chunk, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                parts.append(mean_pool(self.model(**batch).last_hidden_state, batch["attention_mask"]).cpu())
+        return texts, parts
 
     def save(self, folder: str | Path) -> None:
         """The backbone's own files (config, weights, tokenizer), so a saved model folder is self-contained."""

@@ -452,6 +452,38 @@ class TwoTower:
         order = order[np.isfinite(scores[order])]
         return pd.DataFrame({"item_id": [ids[i] for i in order], "score": scores[order], "rank": np.arange(1, len(order) + 1)})
 
+    def score_texts(self, history: Sequence[str], candidates: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Scores of candidate item *texts* for one user given by the texts of their history items (oldest first).
+
+        The same computation as `score_frame` on ids whose texts these are. Texts in the item cache (the
+        catalogue, once `item_matrix` ran) are looked up; any other text is encoded for this call only and
+        not cached, so texts sent to a service cannot grow the cache. Eval mode, no gradients.
+        """
+        recent = list(reversed(history))[: self.text.max_history] if self.text.max_history > 0 else []
+        texts = [*recent, *candidates]
+        with self._lock:
+            self._check_cache()
+            rows = [self._rows.get(t) for t in texts]
+            cached = [k for k, row in enumerate(rows) if row is not None]
+            fresh = list(dict.fromkeys(t for t, row in zip(texts, rows) if row is None))
+            fresh.sort(key=len)  # similar lengths per batch: little padding
+            was_training = self.net.training
+            self.net.eval()
+            with torch.inference_mode():
+                vectors = torch.empty(len(texts), self.hidden_size, device=self.device)
+                if cached:
+                    vectors[cached] = self._store[[rows[k] for k in cached]]
+                if fresh:
+                    encoded = torch.cat([self.embed_texts(fresh[s : s + batch_size]) for s in range(0, len(fresh), batch_size)])
+                    at = {t: k for k, t in enumerate(fresh)}
+                    missing = [k for k, row in enumerate(rows) if row is None]
+                    vectors[missing] = encoded[[at[texts[k]] for k in missing]]
+                mask = torch.ones(1, len(recent), dtype=torch.bool, device=self.device)
+                user = self.user_tower(vectors[: len(recent)].unsqueeze(0), mask)[0]
+                scores = (user.unsqueeze(0) * vectors[len(recent) :]).sum(-1) / self.temperature
+            self.net.train(was_training)
+        return scores.float().cpu().numpy()
+
     def _matrix(self, texts: Mapping[str, str], batch_size: int = 64, progress: bool = False) -> tuple[list[str], torch.Tensor]:
         ids = list(texts)
         return ids, self.encode_items(ids, texts, batch_size, progress)
