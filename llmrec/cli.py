@@ -90,8 +90,12 @@ def generate(
     seed: Annotated[Optional[int], typer.Option(help="Random seed (same seed -> byte-identical files).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output folder (default synthetic.out).")] = None,
     period: Annotated[Optional[list[int]], typer.Option("--period", help="Period(s) to write (repeatable; default 1 and 2).")] = None,
+    format: Annotated[
+        str, typer.Option("--format", help="mind: news impressions per period folder; movielens: one ml-latest folder "
+                          "(ratings.csv + movies.csv) of a catalogue that never goes stale, a positive-only log.")
+    ] = "mind",
 ) -> None:
-    """Write the bundled synthetic MIND-format dataset (news.tsv + behaviors.tsv per period)."""
+    """Write the bundled synthetic dataset: MIND format (news.tsv + behaviors.tsv per period) or MovieLens (ml-latest)."""
     from llmrec.data.synthetic import generate as gen
 
     params = State.params()
@@ -99,9 +103,10 @@ def generate(
     if preset:
         syn = syn.model_copy(update={"preset": preset})
     folders = _run(gen, out or syn.out, _run(syn.size), seed if seed is not None else syn.seed, tuple(period or (1, 2)),
-                   collaborative=syn.collaborative)
+                   collaborative=syn.collaborative, format=format)
     for folder in folders:
-        typer.echo(f"wrote {folder}/news.tsv and {folder}/behaviors.tsv")
+        names = "ratings.csv and movies.csv" if format == "movielens" else "news.tsv and behaviors.tsv"
+        typer.echo(f"wrote {folder}/{names.replace(' and ', f' and {folder}/')}")
 
 
 @app.command("ingest")

@@ -92,6 +92,7 @@ class HybridParams(_Section):
     id_dropout: float = Field(0.3, ge=0, le=1, description="Share of items trained without their id embedding, so cold items (text only) score well")
     text: bool = Field(True, description="Use the backbone's item-text vectors (false = item ids only, i.e. SASRec)")
     ids: bool = Field(True, description="Learn an embedding per item seen in training (false = text only)")
+    bias: bool = Field(True, description="Learn a score offset per item (its popularity in training; unknown items share one)")
     full_softmax_max_items: int = Field(
         50_000, ge=0, description="Catalogues up to this size: softmax over every item; larger: in-batch negatives with log-Q correction"
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from llmrec.models.text import TextConfig, item_texts, render_item, render_user, user_text
 
@@ -42,6 +43,8 @@ def models(tiny_backbone, one_thread):
 
     encoder = FrozenTextEncoder(tiny_backbone, 32, "cpu")
     net = HybridNet(HybridConfig(dim=16, heads=2, layers=1, sequence_length=4, dropout=0.0), encoder.dim, 8, seed=1)
+    with torch.no_grad():  # as if trained: the known items have an id part (it starts at zero)
+        net.ids.weight[1:].normal_(0.0, 1.0, generator=torch.Generator().manual_seed(0))
     return {
         "cross-encoder": CrossEncoder.from_backbone(tiny_backbone, TextConfig(max_history=3), 32, "tiny", "cpu"),
         "two-tower": TwoTower.from_backbone(tiny_backbone, TextConfig(max_history=3), 32, "tiny", "cpu", pooling="attention"),

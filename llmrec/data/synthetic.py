@@ -240,10 +240,12 @@ def _news_rows(rng: np.random.Generator, cats: list[str], subs: list[str], items
 
 
 def _items(rng: np.random.Generator, size: SyntheticSize, cats: list[str], sub_cat: np.ndarray,
-           ent_cat: np.ndarray) -> dict[str, np.ndarray]:
-    """Category, subcategory, entity (len(ent_cat) = none), publish day, popularity and freshness of items."""
+           ent_cat: np.ndarray, catalogue: bool = False) -> dict[str, np.ndarray]:
+    """Category, subcategory, entity (len(ent_cat) = none), publish day, popularity and freshness of items.
+
+    `catalogue`: every item exists before the log starts and never goes stale (a movie catalogue, not news)."""
     n, days = size.n_items, size.days_per_period
-    n_arch = max(int(ARCHIVE * n), 20)
+    n_arch = n if catalogue else max(int(ARCHIVE * n), 20)
     pub = np.concatenate([rng.uniform(-10, 0, n_arch), np.sort(rng.uniform(0, N_PERIODS * days, n - n_arch))])
     supply = np.array([TOPICS[c][0] for c in cats])
     later = supply * np.where(np.isin(cats, ["weather", "news"]), 1.6, 1.0)  # winter storms, news cycle
@@ -257,8 +259,10 @@ def _items(rng: np.random.Generator, size: SyntheticSize, cats: list[str], sub_c
                     if rng.random() < 0.65 else len(ent_cat) for c in cat])
     evergreen = rng.random(n) < 0.06
     logpop = rng.normal(0, 1, n) + EMERGING_BOOST * (cat == cats.index(EMERGING))
-    return {"cat": cat, "sub": sub, "ent": ent, "pub": pub, "logpop": logpop,
-            "tau": np.where(evergreen, 5.0, rng.uniform(0.6, 1.4, n)), "window": np.where(evergreen, 12.0, 3.0)}
+    tau, window = np.where(evergreen, 5.0, rng.uniform(0.6, 1.4, n)), np.where(evergreen, 12.0, 3.0)
+    if catalogue:
+        tau, window = np.full(n, np.inf), np.full(n, np.inf)
+    return {"cat": cat, "sub": sub, "ent": ent, "pub": pub, "logpop": logpop, "tau": tau, "window": window}
 
 
 def _users(rng: np.random.Generator, n: int, cats: list[str], sub_cat: np.ndarray, ent_cat: np.ndarray) -> dict:
@@ -389,8 +393,9 @@ def _simulate(rng: np.random.Generator, size: SyntheticSize, users: dict, items:
     return out
 
 
-def build_world(size: SyntheticSize, seed: int, collaborative: float = 0.0) -> World:
-    """Build catalogue, users and every impression of every period from the seed alone."""
+def build_world(size: SyntheticSize, seed: int, collaborative: float = 0.0, catalogue: bool = False) -> World:
+    """Build catalogue, users and every impression of every period from the seed alone
+    (`catalogue`: items that never go stale, see `_items`)."""
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(8)]  # the first 7 as before
     r_ids, r_ent, r_items, r_text, r_users, r_warm, r_sim, r_latent = streams
     cats = list(TOPICS)
@@ -398,7 +403,7 @@ def build_world(size: SyntheticSize, seed: int, collaborative: float = 0.0) -> W
     sub_cat = np.array([cats.index(c) for c in cats for _ in TOPICS[c][3]])
     entities = _entities(r_ent, cats)
     ent_cat = np.array([e[3] for e in entities])
-    items = _items(r_items, size, cats, sub_cat, ent_cat)
+    items = _items(r_items, size, cats, sub_cat, ent_cat, catalogue)
     rows = _news_rows(r_text, cats, subs, items, entities)
     users = _users(r_users, size.n_users, cats, sub_cat, ent_cat)
     if collaborative:
@@ -433,16 +438,58 @@ def _write_period(folder: Path, world: World, period: int, start: datetime.date)
         f.writelines(f"{ids[i]}\t{world.news_rows[i]}\n" for i in sorted(referenced, key=lambda i: ids[i]))
 
 
+def _write_movielens(folder: Path, world: World, periods: Sequence[int], start: datetime.date, seed: int) -> None:
+    """ratings.csv + movies.csv (the ml-latest layout): every consumption of the given periods is a rating,
+    and each user's pre-log history becomes ratings in the days before the log starts."""
+    import csv
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    epoch = datetime.datetime.combine(start, datetime.time(), tzinfo=datetime.timezone.utc).timestamp()
+    rows, warmed, referenced = [], set(), set()
+    for p, u, t, hist, cands, labels in world.impressions:
+        if p + 1 not in periods:
+            continue
+        if u not in warmed:  # the history before the user's first impression: rated over the 10 days before
+            warmed.add(u)
+            for k, item in enumerate(hist):
+                rows.append((u, item, epoch - 86400 * 10 + k * 3600 + int(rng.integers(0, 3600))))
+        for item in cands[labels == 1]:
+            rows.append((u, int(item), epoch + round(t * 86400)))
+    with open(folder / "ratings.csv", "w", encoding="utf-8", newline="") as f:
+        out = csv.writer(f, lineterminator="\n")
+        out.writerow(["userId", "movieId", "rating", "timestamp"])
+        for u, item, ts in sorted(rows, key=lambda r: (r[0], r[2])):
+            referenced.add(item)
+            out.writerow([int(world.user_ids[u][1:]), int(world.news_ids[item][1:]), float(rng.choice([3.5, 4.0, 4.5, 5.0])), int(ts)])
+    with open(folder / "movies.csv", "w", encoding="utf-8", newline="") as f:
+        out = csv.writer(f, lineterminator="\n")
+        out.writerow(["movieId", "title", "genres"])
+        for item in sorted(referenced, key=lambda i: int(world.news_ids[i][1:])):
+            category, subcategory, title = world.news_rows[item].split("\t")[:3]
+            out.writerow([int(world.news_ids[item][1:]), f"{title} ({start.year - int(rng.integers(0, 30))})", f"{category}|{subcategory}"])
+
+
 def generate(out: str | Path, size: SyntheticSize, seed: int, periods: Sequence[int] = (1, 2),
-             start: datetime.date = datetime.date(2019, 11, 9), collaborative: float = 0.0) -> list[Path]:
+             start: datetime.date = datetime.date(2019, 11, 9), collaborative: float = 0.0,
+             format: str = "mind") -> list[Path]:
     """Write out/period{k}/news.tsv and out/period{k}/behaviors.tsv for each k in periods; return the folders.
 
     `collaborative`: share of preferences from latent factors no text shows (0 = all visible in the text;
     params.yaml's `synthetic.collaborative` is the bundled default).
+    `format="movielens"`: a catalogue world (items never go stale) written as one ml-latest folder
+    out/ratings.csv + out/movies.csv holding the given periods, a positive-only log like MovieLens.
     """
     if not periods or any(k not in range(1, N_PERIODS + 1) for k in periods):
         raise ConfigError(f"synthetic periods must be among 1..{N_PERIODS}, got {list(periods)}",
                           fix=f"ask for periods in 1..{N_PERIODS}, e.g. (1, 2)")
+    if format not in ("mind", "movielens"):
+        raise ConfigError(f"unknown synthetic format {format!r}", fix="use mind or movielens")
+    if format == "movielens":
+        world = build_world(size, seed, collaborative, catalogue=True)
+        _write_movielens(Path(out), world, periods, start, seed)
+        log.info("synthetic MovieLens-style data (seed %d, ml-latest layout) written to %s", seed, out)
+        return [Path(out)]
     world = build_world(size, seed, collaborative)
     folders = []
     for k in periods:

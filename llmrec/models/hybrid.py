@@ -1,16 +1,17 @@
 """Hybrid recommender: language-model item text + learned item ids, a transformer over the history.
 
-Item vector   v_i = normalize(W t_i + e_id(i)), where t_i is the backbone's frozen, mean-pooled text
-              vector of the item (computed once, `FrozenTextEncoder`), W a learned projection and
-              e_id(i) a learned embedding of items seen in training. Every other item (cold: new,
-              or never consumed in training) uses the shared "unknown" row 0, so it falls back to
-              its text; training drops the id of a share `id_dropout` of the items each step so the
-              text part alone learns to rank. Each item also has a learned bias b_i (popularity),
-              row 0 for unknown items.
-User vector   a causal transformer (SASRec-style: pre-norm layers, learned absolute positions in a
+Item          a text part v_i = normalize(W t_i), where t_i is the backbone's frozen, mean-pooled text
+              vector of the item (computed once, `FrozenTextEncoder`) and W a learned projection,
+              and an id part e_i, a learned embedding of every item of the training catalogue that
+              starts at zero. Items unknown to the model (cold: new since training) have no id part
+              (the fixed zero row 0), so they are scored by their text; training drops the id of a
+              share `id_dropout` of the items each step so that the text part alone learns to rank.
+              Optionally each item has a learned bias b_i (popularity), one shared row for unknown items.
+User          a causal transformer (SASRec-style: pre-norm layers, learned absolute positions in a
               left-padded window of `sequence_length` items, oldest to newest) over the history
-              items' vectors; the user is the normalised output at the newest position.
-Score         u . v_i / temperature + b_i. Both vectors are unit length, so the dot is a cosine.
+              items' v_i + e_i; the user is its state at the newest position.
+Score         u_text . v_i / temperature + u_id . e_i + b_i, with u_text and u_id two unit heads
+              on the user state: one dot product in a 2*dim space (see `HybridNet`).
 
 Training predicts, at every position of a user's item sequence, the next item, with a softmax over
 the whole training catalogue (exact: every item is a negative, hard ones included) or, for large
@@ -64,6 +65,7 @@ class HybridConfig:
     id_dropout: float = 0.3
     text: bool = True
     ids: bool = True
+    bias: bool = True
     temperature: float = TEMPERATURE
 
     @classmethod
@@ -76,10 +78,11 @@ class HybridNet(torch.nn.Module):
     """The trainable part: text projection, id embeddings and biases, the sequence encoder, two user heads.
 
     Items live in a 2*dim space [text part | id part]: the text part is the unit projection of the text
-    vector, the id part the unit id embedding (zero for unknown items: row 0 is fixed at zero). Users get
-    one unit head per part, so score = (u_text . v_text + u_id . v_id) / temperature + bias: a cold item is
-    scored by its text alone, on the same scale it was trained on (id dropout), and a warm item adds
-    what the ids learned. Every score is still one dot product, so a catalogue is one matrix product.
+    vector, the id part the item's id embedding, which starts at zero (the model starts text-only) and
+    is zero for unknown items (row 0 is fixed). Users get a unit head per part, so
+    score = u_text . v_text / temperature + u_id . e_id + bias: a cold item is scored by its text alone,
+    on the scale it was trained on (id dropout), and a warm item adds what its id learned. Every score is
+    one dot product (the temperature is folded into the user's text half), so a catalogue is one matrix product.
     """
 
     def __init__(self, config: HybridConfig, text_dim: int, n_ids: int, seed: int = 0) -> None:
@@ -94,8 +97,8 @@ class HybridNet(torch.nn.Module):
                 self.proj.weight.copy_(q[:d, :text_dim] if d >= text_dim else q[:text_dim, :d].T)
         if config.ids:
             self.ids = torch.nn.Embedding(n_ids + 1, d, padding_idx=UNKNOWN)  # row 0 stays zero: no id part
-            with torch.no_grad():
-                self.ids.weight.normal_(0.0, 1.0 / math.sqrt(d), generator=generator)
+            with torch.no_grad():  # with text, ids start at zero (text-only); SASRec (no text) needs a random start
+                self.ids.weight.normal_(0.0, 0.0 if config.text else 1.0 / math.sqrt(d), generator=generator)
                 self.ids.weight[UNKNOWN].zero_()
         self.bias = torch.nn.Embedding(n_ids + 1, 1)
         torch.nn.init.zeros_(self.bias.weight)
@@ -120,8 +123,9 @@ class HybridNet(torch.nn.Module):
         """(scoring vectors (N, 2*dim), history inputs (N, dim), biases (N,)) from text vectors (N, text_dim) and id rows (N,)."""
         zeros = torch.zeros(len(ids), self.config.dim, device=ids.device)
         v_text = torch.nn.functional.normalize(self.proj(text), dim=-1) if self.config.text else zeros
-        v_id = torch.nn.functional.normalize(self.ids(ids), dim=-1) if self.config.ids else zeros  # row 0 -> 0
-        return torch.cat([v_text, v_id], dim=-1), v_text + v_id, self.bias(ids).squeeze(-1)
+        v_id = self.ids(ids) if self.config.ids else zeros  # row 0 -> 0
+        bias = self.bias(ids).squeeze(-1) if self.config.bias else torch.zeros(len(ids), device=ids.device)
+        return torch.cat([v_text, v_id], dim=-1), v_text + v_id, bias
 
     def states(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(U, L, dim) history inputs, left-padded (mask False at padding) -> (U, L, dim) encoder states;
@@ -133,9 +137,10 @@ class HybridNet(torch.nn.Module):
         return self.out_norm(x)
 
     def users(self, states: torch.Tensor) -> torch.Tensor:
-        """Encoder states (..., dim) -> user vectors (..., 2*dim): [unit text head | unit id head]."""
+        """Encoder states (..., dim) -> user vectors (..., 2*dim): [unit text head | temperature x unit id head],
+        so that (user . item) / temperature = u_text . v_text / temperature + u_id . e_id."""
         u_text = torch.nn.functional.normalize(self.text_head(states), dim=-1)
-        u_id = torch.nn.functional.normalize(self.id_head(states), dim=-1)
+        u_id = torch.nn.functional.normalize(self.id_head(states), dim=-1) * self.config.temperature
         return torch.cat([u_text, u_id], dim=-1)
 
     def forward(self, text: torch.Tensor | None, ids: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor,

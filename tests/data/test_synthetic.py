@@ -198,3 +198,56 @@ def test_text_carries_preferences_and_a_period_one_model_degrades(data: dict) ->
     assert auc2 < auc1 - 0.05, "the period-1 model degrades on period 2"
     popular = Counter(i for r in data[1]["rows"] for i, y in r[4] if y == 1)
     assert _popularity_auc(popular, data[1]) > 0.55 > 0.5 > _popularity_auc(popular, data[2])
+
+
+def test_the_collaborative_knob_is_the_latent_share_of_the_affinity(tmp_path: Path) -> None:
+    """`collaborative` = c: the latent (text-invisible) match carries share c of the affinity's variance,
+    the text part 1 - c, and the affinity keeps its mean; clicks per impression stay about the same."""
+    from llmrec.data import synthetic as S
+
+    rng = np.random.default_rng(0)
+    cats = list(S.TOPICS)
+    sub_cat = np.array([cats.index(c) for c in cats for _ in S.TOPICS[c][3]])
+    ent_cat = np.array([e[3] for e in S._entities(rng, cats)])
+    items = S._items(rng, TINY, cats, sub_cat, ent_cat)
+    users = S._users(rng, 300, cats, sub_cat, ent_cat)
+    text = np.concatenate([S._affinity(users, items, 0, u, np.arange(400)) for u in range(300)])
+    S._latent(rng, users, items, 0.8)
+    mixed = np.concatenate([S._affinity(users, items, 0, u, np.arange(400)) for u in range(300)])
+    latent = np.concatenate([items["latent"] @ users["latent"][u] for u in range(300)])
+    assert np.corrcoef(mixed, latent)[0, 1] ** 2 == pytest.approx(0.8 * S.TEXT_AFFINITY[1] ** 2 / mixed.var(), rel=0.1)
+    assert np.corrcoef(mixed, text)[0, 1] ** 2 == pytest.approx(0.2 * text.var() / mixed.var(), rel=0.1)
+    assert mixed.mean() == pytest.approx(text.mean(), abs=0.1)
+    with pytest.raises(ConfigError, match="collaborative"):
+        S._latent(rng, users, items, 1.5)
+    rate = lambda w: np.mean([labels.mean() for *_, labels in w.impressions])  # noqa: E731
+    plain, with_latent = S.build_world(TINY, SEED, 0.0), S.build_world(TINY, SEED, 0.8)
+    assert abs(rate(plain) - rate(with_latent)) < 0.25 * rate(plain)
+
+
+def test_movielens_format_is_a_positive_only_catalogue_log_the_loader_reads(tmp_path: Path) -> None:
+    import csv
+
+    from llmrec.data.ingest import load_source
+
+    (folder,) = generate(tmp_path / "ml", TINY, SEED, (1, 2), collaborative=0.5, format="movielens")
+    with open(folder / "ratings.csv", encoding="utf-8") as f:
+        ratings = list(csv.DictReader(f))
+    with open(folder / "movies.csv", encoding="utf-8") as f:
+        movies = {row["movieId"]: row for row in csv.DictReader(f)}
+    assert ratings and set(ratings[0]) == {"userId", "movieId", "rating", "timestamp"}
+    assert {r["movieId"] for r in ratings} == set(movies)  # every rated movie is described, no more
+    assert all(re.fullmatch(r".+ \(\d{4}\)", m["title"]) and m["genres"].count("|") == 1 for m in movies.values())
+    per_user = Counter(r["userId"] for r in ratings)
+    assert min(per_user.values()) >= 1 and np.median(list(per_user.values())) >= 3
+    # a catalogue world: the same movie is consumed across the whole log, not only within a few days
+    times = {}
+    for r in ratings:
+        times.setdefault(r["movieId"], []).append(int(r["timestamp"]))
+    spans = [max(t) - min(t) for t in times.values() if len(t) >= 3]
+    assert np.median(spans) > 4 * 86400
+    dataset = load_source(folder).dataset
+    assert dataset.source.format == "ml-latest" and not dataset.source.logged_negatives
+    assert len(dataset.interactions) == len(ratings)
+    with pytest.raises(ConfigError, match="format"):
+        generate(tmp_path / "x", TINY, SEED, format="parquet")
