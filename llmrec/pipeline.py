@@ -412,6 +412,15 @@ def run_monitor(params: Params, batch: str | Path) -> dict[str, Any]:
     verdict = None
     if champion is not None:
         reference = _champion_reference(params, champion, Dataset.load(params.data.prepared))
+        if (reference.source.explicit_history, reference.source.logged_negatives) != (current.source.explicit_history, current.source.logged_negatives):
+            from llmrec.errors import DataError
+
+            raise DataError.at(
+                f"the batch is {loaded.format} data, unlike the {reference.source.format} data champion v{champion.version} "
+                "was trained on, so their features cannot be compared",
+                batch,
+                fix="monitor batches of the champion's own source format",
+            )
         folder = champion_model_dir(params, out / "champion")[1] if params.drift.prediction else None
         verdict = drift_between(params, reference, current, _union(reference, current), out / "drift", folder)
         verdict["champion_version"] = champion.version
@@ -489,6 +498,7 @@ def run_promote(params: Params, registered: dict[str, Any] | None = None, drift:
         champion_registered_value=champion.metrics.get(tracking.metric_key(metric)) if champion else None,
         validation_ok=_read_json(validation).get("success", True) if validation.is_file() else True,
     )
+    decision.thresholds["drift"] = params.drift.model_dump(exclude={"out"})
     record = decision.to_dict()
     _write_json(_outputs(params) / "decision.json", record)
     try:
