@@ -103,6 +103,7 @@ def test_same_distribution_batch_means_no_action(story) -> None:
     assert drift["decide_on"] == ["features", "embedding"]
     assert record["decision"]["action"] == "no action" and record["decision"]["rule"] == "no-drift"
     assert record["retrain_needed"] is False
+    json.dumps(record, allow_nan=False)  # JSON-able as is: a flow can return it
     saved = json.loads(Path("outputs/monitor/monitor.json").read_text())
     assert saved["decision"]["action"] == "no action" and saved["champion_version"] == "1"
     assert tracking.get_version(MODEL, version="1").tags["monitor.last"].endswith("no action")
