@@ -82,6 +82,9 @@ bench: setup  ## benchmarks -> bench/results/*.json + *.md
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/ingest_validate.py --rows 1000000 --rows 4000000
 	$(BIN)/python bench/serving_latency.py
+	$(BIN)/python bench/drift_speed.py
+	$(BIN)/python bench/scoring_speed.py
+	$(BIN)/python bench/hybrid_quality.py
 
 clean:  ## remove pipeline outputs, the local MLflow store and the demo data (keeps the venv)
 	rm -rf outputs mlflow.db mlartifacts data/synthetic
