@@ -10,7 +10,7 @@ Item          a text part v_i = normalize(W t_i), where t_i is the backbone's fr
 User          a causal transformer (SASRec-style: pre-norm layers, learned absolute positions in a
               left-padded window of `sequence_length` items, oldest to newest) over the history
               items' v_i + e_i; the user is its state at the newest position.
-Score         u_text . v_i / temperature + u_id . e_i + b_i, with u_text and u_id two unit heads
+Score         (u_text . v_i + u_id . e_i) / temperature + b_i, with u_text and u_id two unit heads
               on the user state: one dot product in a 2*dim space (see `HybridNet`).
 
 Training predicts, at every position of a user's item sequence, the next item, with a softmax over
@@ -80,9 +80,9 @@ class HybridNet(torch.nn.Module):
     Items live in a 2*dim space [text part | id part]: the text part is the unit projection of the text
     vector, the id part the item's id embedding, which starts at zero (the model starts text-only) and
     is zero for unknown items (row 0 is fixed). Users get a unit head per part, so
-    score = u_text . v_text / temperature + u_id . e_id + bias: a cold item is scored by its text alone,
+    score = (u_text . v_text + u_id . e_id) / temperature + bias: a cold item is scored by its text alone,
     on the scale it was trained on (id dropout), and a warm item adds what its id learned. Every score is
-    one dot product (the temperature is folded into the user's text half), so a catalogue is one matrix product.
+    one dot product, so a catalogue is one matrix product.
     """
 
     def __init__(self, config: HybridConfig, text_dim: int, n_ids: int, seed: int = 0) -> None:
@@ -137,10 +137,10 @@ class HybridNet(torch.nn.Module):
         return self.out_norm(x)
 
     def users(self, states: torch.Tensor) -> torch.Tensor:
-        """Encoder states (..., dim) -> user vectors (..., 2*dim): [unit text head | temperature x unit id head],
-        so that (user . item) / temperature = u_text . v_text / temperature + u_id . e_id."""
+        """Encoder states (..., dim) -> user vectors (..., 2*dim): [unit text head | unit id head],
+        so that (user . item) / temperature = (u_text . v_text + u_id . e_id) / temperature."""
         u_text = torch.nn.functional.normalize(self.text_head(states), dim=-1)
-        u_id = torch.nn.functional.normalize(self.id_head(states), dim=-1) * self.config.temperature
+        u_id = torch.nn.functional.normalize(self.id_head(states), dim=-1)
         return torch.cat([u_text, u_id], dim=-1)
 
     def forward(self, text: torch.Tensor | None, ids: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor,
