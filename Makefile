@@ -81,6 +81,7 @@ pg-server:
 bench: setup  ## benchmarks -> bench/results/*.json + *.md
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/ingest_validate.py --rows 1000000 --rows 4000000
+	$(BIN)/python bench/drift_speed.py
 
 clean:  ## remove pipeline outputs, the local MLflow store and the demo data (keeps the venv)
 	rm -rf outputs mlflow.db mlartifacts data/synthetic

@@ -13,6 +13,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from llmrec import pipeline
 from llmrec.config import load_params
+from llmrec.errors import PromotionAlert
 
 
 def _params(params_file: str, overrides: list[str]):
@@ -68,7 +69,10 @@ def record_pipeline() -> None:
 
 @flow(name="retrain", log_prints=True)
 def retrain(params_file: str = "params.yaml", overrides: list[str] = []) -> dict[str, Any]:  # noqa: B006 - Prefect forms need a literal default
-    """Retrain the ranker on the current data and let the promotion policy decide on it."""
+    """Retrain the ranker on the current data and let the promotion policy decide on it.
+
+    Ends Failed (PromotionAlert, carrying this run's summary) when the decision raises an alert.
+    """
     logger = get_run_logger()
     ingested = ingest(params_file, overrides)
     validated = validate(params_file, overrides)
@@ -91,7 +95,7 @@ def retrain(params_file: str = "params.yaml", overrides: list[str] = []) -> dict
     )
     if not overrides:
         record_pipeline()
-    return {
+    result = {
         "ingest": ingested,
         "validation": {"success": validated["success"], "statistics": validated.get("statistics")},
         "data_version": {k: v for k, v in data_version.items() if k != "dvc_file"},
@@ -101,3 +105,6 @@ def retrain(params_file: str = "params.yaml", overrides: list[str] = []) -> dict
         "drift": drift_verdict,
         "decision": decision,
     }
+    if decision.get("alert"):  # recorded everywhere above; now the run fails loudly instead of passing
+        raise PromotionAlert(f"ALERT: {decision['alert_message']}", summary=result)
+    return result

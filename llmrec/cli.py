@@ -204,18 +204,70 @@ def drift() -> None:
 
 @app.command()
 def promote() -> None:
-    """Apply the promotion policy to the latest registered challenger; print the decision."""
+    """Apply the promotion policy to the latest registered challenger; print the decision (exit 1 on an ALERT)."""
     from llmrec import pipeline
 
     info = _run(pipeline.run_promote, State.params())
     typer.echo(info["summary"])
+    if info["alert"]:
+        raise typer.Exit(1)
 
 
 @app.command()
 def retrain() -> None:
-    """Run the whole `retrain` Prefect flow (no server needed: Prefect's ephemeral mode)."""
-    summary = _run(_retrain_flow(), State.params_file, State.overrides)
+    """Run the whole `retrain` Prefect flow (no server needed: Prefect's ephemeral mode); exit 1 on an ALERT."""
+    summary, alert = _retrain_once()
     typer.echo(format_summary(summary))
+    if alert:
+        _exit_alert(alert)
+
+
+@app.command()
+def monitor(
+    batch: Annotated[Path, typer.Option("--batch", "-b", help="Folder of the new batch (any supported format).")],
+    retrain: Annotated[bool, typer.Option("--retrain", help="When the decision is 'retrain needed', add the batch to data.path and run `retrain`.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole record as JSON.")] = False,
+) -> None:
+    """A new batch arrived: validate it, compare it with the champion's data (Evidently), decide.
+
+    Prints the drift verdict and the decision: "no action" or "retrain needed". An invalid batch
+    stops with the validation report and exit 1; nothing is added or promoted.
+    """
+    from llmrec import pipeline
+
+    params = State.params()
+    info = _run(pipeline.run_monitor, params, batch)
+    if as_json:
+        _echo_json(info)
+    else:
+        v = info["validation"]
+        typer.echo(f"batch {batch}: {info['ingest']['impressions']:,} impressions, validation passed ({v['n_warnings']} warnings)")
+        if info["drift"]:
+            typer.echo("drift: " + info["drift"]["summary"])
+        typer.echo(info["decision"]["summary"])
+    if not (retrain and info["retrain_needed"]):
+        return
+    added = _run(pipeline.add_batch, params, batch)
+    typer.secho(f"\n=== retraining with {added} ===", bold=True)
+    summary, alert = _retrain_once()
+    typer.echo(format_summary(summary))
+    if alert:
+        _exit_alert(alert)
+
+
+def _retrain_once() -> tuple[dict, Any]:
+    """Run the retrain flow once: its summary, and the PromotionAlert it ended with (None if none)."""
+    from llmrec.errors import PromotionAlert
+
+    try:
+        return _run(_retrain_flow(), State.params_file, State.overrides), None
+    except PromotionAlert as alert:
+        return alert.summary, alert
+
+
+def _exit_alert(alert: Any) -> None:
+    typer.secho(str(alert), fg=typer.colors.RED, err=True)
+    raise typer.Exit(1)
 
 
 @app.command()
@@ -228,16 +280,16 @@ def demo(
     params = State.params()
     syn = params.synthetic.model_copy(update={"preset": preset} if preset else {})
     out = Path(params.data.path)
-    retrain_flow = _retrain_flow()
-    rounds = []
+    rounds, alerts = [], []
     for period in (1, 2):
         if period == 1 and out.exists():
             shutil.rmtree(out)  # the demo's own synthetic folder: start the story from period 1
         _run(gen, out, _run(syn.size), syn.seed, (period,), collaborative=syn.collaborative)
         typer.secho(f"\n=== period {period} arrived in {out}/period{period}: retraining ===", bold=True)
-        summary = _run(retrain_flow, State.params_file, State.overrides)
+        summary, alert = _retrain_once()
         typer.echo(format_summary(summary))
         rounds.append(summary)
+        alerts.append(alert)
     typer.secho("\n=== demo summary ===", bold=True)
     for period, summary in enumerate(rounds, 1):
         d = summary["decision"]
@@ -247,6 +299,9 @@ def demo(
             line += f" vs champion {m['champion']['ndcg@10']:.4f}"
         typer.echo(f"{line} -> v{summary['registered']['version']}: {d['action']} ({d['rule']})")
     typer.echo("Look around: `make mlflow-ui` (models, runs, reports), outputs/ (reports), `dvc status`.")
+    for alert in alerts:
+        if alert is not None:
+            _exit_alert(alert)
 
 
 models_app = typer.Typer(help="Registered model versions and the `champion` alias (MLflow registry).", no_args_is_help=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -202,12 +202,33 @@ class EvalParams(_Section):
 
 class DriftParams(_Section):
     share_threshold: float = Field(0.5, gt=0, le=1, description="Share of drifted features that means drift")
+    decide_on: list[Literal["features", "embedding", "prediction"]] = Field(
+        default_factory=lambda: ["features", "embedding"],
+        description="Signals whose drift means drift (feature share, item-text embeddings, champion scores); the others are reported",
+    )
+    ignore: list[str] = Field(
+        default_factory=lambda: ["shown_item_age_h", "shown_item_popularity"],
+        description="Features computed but not monitored (recorded as skipped)",
+    )
+    lookback_hours: float = Field(24.0, gt=0, description="Item popularity window and item-age cap, in hours")
+    unseen_margin: float = Field(0.2, ge=0, le=1, description="Unseen users/items drift above the reference's own share + this")
+    embedding: bool = Field(True, description="Item-text embedding drift (backbone embeddings of new vs reference items)")
+    embedding_method: Literal["mmd", "model"] = Field("mmd", description="Evidently embedding drift method")
+    embedding_threshold: Optional[float] = Field(None, description="model: min ROC AUC (default 0.55); mmd: unused")
+    embedding_sample: int = Field(1000, ge=20, description="Items embedded per side (seeded sample)")
+    embedding_html: bool = Field(True, description="Write drift_embeddings.html (Evidently's TSNE plot, a few seconds)")
+    prediction: bool = Field(True, description="Drift of the champion's scores on reference vs current candidates")
+    prediction_sample: int = Field(2000, ge=10, description="Impressions per side whose champion score is compared (one seeded candidate each)")
+    seed: int = 0
     out: str = "outputs/drift"
 
 
 class PromotionParams(_Section):
     metric: str = Field("ndcg@10", description="Holdout metric the policy compares")
     min_gain: float = Field(0.0, ge=0, description="Required gain of challenger over champion")
+    max_drop: float = Field(
+        0.05, ge=0, description="Champion unhealthy when its metric fell more than this since its registration"
+    )
     must_beat: list[str] = Field(
         default_factory=lambda: ["popularity", "random"],
         description="Baselines a challenger must beat to be promoted (all are reported either way)",

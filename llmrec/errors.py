@@ -80,3 +80,23 @@ class TrackingError(LlmrecError):
 
 class VersioningError(LlmrecError):
     """git or DVC refused an operation."""
+
+
+class PromotionAlert(LlmrecError):
+    """The policy kept the champion although the data says it should be replaced (or nothing is served).
+
+    Raised at the end of a retrain run, after everything was recorded, so the run ends failed
+    (a failed Prefect state, a non-zero exit code) instead of passing silently. `summary` is the
+    run's result (what the flow would have returned).
+    """
+
+    def __init__(self, what: str, *, summary: dict | None = None) -> None:
+        self.summary = summary or {}
+        super().__init__(what, fix="read the decision record (outputs/decision.json, the MLflow run) and the drift report")
+
+    def __reduce__(self):  # picklable, so orchestrators can persist and ship the failure
+        return (_rebuild_promotion_alert, (self.what, self.summary))
+
+
+def _rebuild_promotion_alert(what: str, summary: dict) -> PromotionAlert:
+    return PromotionAlert(what, summary=summary)

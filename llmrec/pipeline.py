@@ -270,27 +270,201 @@ def run_drift(params: Params) -> dict[str, Any]:
 def _drift_verdict(params: Params) -> dict[str, Any]:
     from llmrec import tracking
     from llmrec.data.split import time_slice
-    from llmrec.drift import drift_report, impression_features
 
     champion = tracking.get_version(params.tracking.model_name, alias=tracking.CHAMPION)
     if champion is None:
         return {"skipped": "no champion yet: nothing to compare against", "drift_detected": False, "n_current": 0}
-    if not {"data.train_end", "data.end"} <= set(champion.tags):
-        from llmrec.errors import TrackingError
+    dataset = Dataset.load(params.data.prepared)
+    reference = _champion_reference(params, champion, dataset)
+    current = time_slice(dataset, start=pd.Timestamp(champion.tags["data.end"]))
+    if current.impressions.empty:
+        return {"skipped": f"no data newer than the champion's ({champion.tags['data.end']})", "drift_detected": False, "n_current": 0}
+    folder = champion_model_dir(params, Path(params.drift.out) / "champion")[1] if params.drift.prediction else None
+    verdict = drift_between(params, reference, current, dataset, params.drift.out, folder)
+    return {**verdict, "champion_version": champion.version}
 
+
+def _champion_reference(params: Params, champion: Any, dataset: Dataset) -> Dataset:
+    """The impressions the champion was trained on (up to its data.train_end tag) in the prepared tables."""
+    from llmrec.data.split import time_slice
+    from llmrec.errors import DataError, TrackingError
+
+    if not {"data.train_end", "data.end"} <= set(champion.tags):
         raise TrackingError(
             f"champion v{champion.version} has no data.train_end / data.end tags, so its reference data is unknown",
             fix="promote a version registered by llmrec (see `llmrec models list`)",
         )
-    dataset = Dataset.load(params.data.prepared)
     reference = time_slice(dataset, end=pd.Timestamp(champion.tags["data.train_end"]), inclusive_end=True)
-    current = time_slice(dataset, start=pd.Timestamp(champion.tags["data.end"]))
-    if current.impressions.empty:
-        return {"skipped": f"no data newer than the champion's ({champion.tags['data.end']})", "drift_detected": False, "n_current": 0}
+    if reference.impressions.empty:
+        raise DataError(
+            f"the prepared tables hold none of champion v{champion.version}'s training data "
+            f"(up to {champion.tags['data.train_end']})",
+            where=params.data.prepared,
+            fix=f"ingest the data the champion was trained on ({champion.tags.get('data.path', 'data.path')}) with `llmrec ingest`",
+        )
+    return reference
+
+
+def drift_between(
+    params: Params,
+    reference: Dataset,
+    current: Dataset,
+    log: Dataset,
+    out_dir: str | Path,
+    champion_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """The drift verdict of `current` vs `reference` (both slices of `log`): features, item-text embeddings
+    (params.model.backbone) and, with a champion folder, its score distribution. Reports go to out_dir."""
+    from llmrec.drift import drift_report, impression_features, unseen_shares
+
+    drift = params.drift
+    ref = impression_features(reference, log, drift.lookback_hours)
+    cur = impression_features(current, log, drift.lookback_hours)
+    items = pd.concat([log.items, current.items]).drop_duplicates("item_id", keep="last")
+    embedding = _embedding_signal(params, reference, current, items, out_dir) if drift.embedding else None
+    prediction = None
+    if drift.prediction and champion_dir is not None:
+        prediction = _prediction_signal(params, reference, current, log, items, Path(champion_dir), out_dir)
     verdict = drift_report(
-        impression_features(reference, dataset), impression_features(current, dataset), params.drift.out, params.drift.share_threshold
+        ref, cur, out_dir, drift.share_threshold, extra=unseen_shares(reference, current, drift.unseen_margin),
+        embedding=embedding, prediction=prediction, decide_on=drift.decide_on, ignore=drift.ignore,
     )
-    return {**verdict.to_dict(), "champion_version": champion.version, "summary": verdict.summary()}
+    return {**verdict.to_dict(), "summary": verdict.summary()}
+
+
+def _sample_ids(ids: pd.Index, n: int, rng: Any) -> pd.Index:
+    import numpy as np
+
+    ids = ids.sort_values()
+    return ids if len(ids) <= n else ids[np.sort(rng.choice(len(ids), n, replace=False))]
+
+
+def _embedding_signal(params: Params, reference: Dataset, current: Dataset, items: pd.DataFrame, out_dir: str | Path) -> dict[str, Any]:
+    """Backbone embeddings (the zero-shot baseline's encoder) of items new in `current` vs the reference's items."""
+    import numpy as np
+
+    from llmrec.drift import embedding_drift
+
+    drift = params.drift
+    known = pd.Index(reference.interactions["item_id"].unique())
+    new = pd.Index(current.interactions["item_id"].unique()).difference(known)
+    rng = np.random.default_rng(drift.seed)
+    ref_ids, new_ids = _sample_ids(known, drift.embedding_sample, rng), _sample_ids(new, drift.embedding_sample, rng)
+    kwargs = {"method": drift.embedding_method, "threshold": drift.embedding_threshold, "html": drift.embedding_html}
+    if min(len(ref_ids), len(new_ids)) < MIN_EMBEDDED_ITEMS:  # too few to test: embedding_drift says so, nothing encoded
+        return embedding_drift(np.zeros((len(ref_ids), 1)), np.zeros((len(new_ids), 1)), min_items=MIN_EMBEDDED_ITEMS, **kwargs)
+    from llmrec.evaluation.baselines import item_embeddings
+
+    table = items.set_index("item_id").loc[ref_ids.append(new_ids)].rename_axis("item_id").reset_index()
+    _, vectors = item_embeddings(table, params.model.backbone, params.eval.batch_size, params.train.device)
+    return embedding_drift(vectors[: len(ref_ids)], vectors[len(ref_ids) :], out_dir, min_items=MIN_EMBEDDED_ITEMS, **kwargs)
+
+
+MIN_EMBEDDED_ITEMS = 20
+
+
+def _prediction_signal(
+    params: Params, reference: Dataset, current: Dataset, log: Dataset, items: pd.DataFrame, folder: Path, out_dir: str | Path
+) -> dict[str, Any]:
+    """The champion's scores on one seeded candidate of each of up to drift.prediction_sample impressions per side.
+
+    One candidate per impression: an impression's candidates share its user, so their scores move
+    together, and a test over all of them would count one user's taste many times.
+    """
+    from llmrec.drift import prediction_drift
+    from llmrec.models.ranker import load_ranker, ranker_scorer
+
+    score = ranker_scorer(load_ranker(folder, device=params.train.device), items, params.eval.batch_size)
+    ref, cur = (score(_candidates(part, log, params.drift.prediction_sample, params.drift.seed)) for part in (reference, current))
+    return prediction_drift(ref, cur, out_dir)
+
+
+def _candidates(part: Dataset, log: Dataset, n: int, seed: int) -> pd.DataFrame:
+    """history + item_id of one random candidate of each of up to n random impressions (seeded)."""
+    imps = part.impressions.sort_values("impression_id", kind="stable")
+    imps = imps.sample(n=min(n, len(imps)), random_state=seed)
+    sub = with_context(part.restrict(imps["impression_id"]), log, 0, seed)  # derived histories where the source has none
+    inter = sub.interactions.sort_values(["impression_id", "item_id"], kind="stable")
+    one = inter.sample(frac=1.0, random_state=seed).drop_duplicates("impression_id")
+    frame = one[["impression_id", "item_id"]].merge(sub.impressions[["impression_id", "history"]], on="impression_id")
+    return frame[["history", "item_id"]]
+
+
+def run_monitor(params: Params, batch: str | Path) -> dict[str, Any]:
+    """A new batch arrived: ingest + validate it, compare it with the champion's data, decide.
+
+    Returns {"batch", "ingest", "validation", "champion_version", "drift", "decision", "retrain_needed"}:
+    decision "no action" (no drift) or "retrain needed" (drift, or no champion yet). A batch that
+    fails to load or validate raises (DataError / ValidationFailed) before anything is written.
+    The record goes to outputs/monitor/monitor.json and, with a champion, onto its MLflow run.
+    Retraining is the caller's step (`llmrec monitor --retrain`, a flow): see `add_batch`.
+    """
+    import time
+
+    from llmrec import tracking
+    from llmrec.promotion import monitor_decision
+    from llmrec.validation import validate_dataset
+
+    out = _outputs(params) / "monitor"
+    loaded = ingest(batch, out / "prepared", params.data)
+    validation = validate_dataset(loaded.dataset, out / "validation")
+    validation.raise_for_errors()
+    current = loaded.dataset
+    record: dict[str, Any] = {
+        "batch": str(batch),
+        "ingest": {"format": loaded.format, "impressions": len(current.impressions), "interactions": len(current.interactions),
+                   "start": current.impressions["timestamp"].min().isoformat(), "end": current.impressions["timestamp"].max().isoformat()},
+        "validation": {"success": validation.success, "n_warnings": len(validation.warnings), "docs_path": validation.docs_path},
+    }
+    champion = tracking.get_version(params.tracking.model_name, alias=tracking.CHAMPION)
+    verdict = None
+    if champion is not None:
+        reference = _champion_reference(params, champion, Dataset.load(params.data.prepared))
+        folder = champion_model_dir(params, out / "champion")[1] if params.drift.prediction else None
+        verdict = drift_between(params, reference, current, _union(reference, current), out / "drift", folder)
+        verdict["champion_version"] = champion.version
+    decision = monitor_decision(verdict, champion.version if champion else None, params.drift)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    record.update({"champion_version": champion.version if champion else None, "drift": verdict, "decision": decision,
+                   "retrain_needed": decision["retrain_needed"], "at": stamp})
+    _write_json(out / "monitor.json", record)
+    if champion is not None:
+        tracking.log_run_dict(champion.run_id, record, f"monitor-{stamp}.json")
+        tracking.set_version_tags(params.tracking.model_name, champion.version, {"monitor.last": f"{stamp} {decision['action']}"})
+    return record
+
+
+def _union(reference: Dataset, batch: Dataset) -> Dataset:
+    """One log of the reference and a separately ingested batch (rows in both are kept once)."""
+    items = pd.concat([reference.items, batch.items]).drop_duplicates("item_id", keep="last")
+    imps = pd.concat([reference.impressions, batch.impressions]).drop_duplicates("impression_id", keep="first")
+    inter = pd.concat([reference.interactions, batch.interactions]).drop_duplicates(["impression_id", "item_id"], keep="first")
+    return Dataset(items.reset_index(drop=True), imps.sort_values("timestamp", kind="stable").reset_index(drop=True),
+                   inter.reset_index(drop=True), reference.source)
+
+
+def add_batch(params: Params, batch: str | Path) -> Path:
+    """Put a new batch folder into data.path (a folder of batch folders) so the next retrain trains on it."""
+    import shutil
+
+    from llmrec.data.ingest import detect_format
+    from llmrec.errors import DataError
+
+    batch, root = Path(batch).resolve(), Path(params.data.path).resolve()
+    if root in batch.parents:
+        return batch
+    if root.is_dir() and detect_format(root, params.data):
+        raise DataError.at(
+            "data.path is one dataset folder, not a folder of batch folders, so a new batch cannot be added to it",
+            root,
+            fix=f"move its files into a subfolder (e.g. {root}/batch1) so data.path holds batch folders",
+        )
+    target = root / batch.name
+    if target.exists():
+        raise DataError.at(f"data.path already holds a batch named {batch.name!r}", target,
+                           fix="rename the new batch folder (batch folders are read in name order)")
+    shutil.copytree(batch, target)
+    return target
 
 
 def run_promote(params: Params, registered: dict[str, Any] | None = None, drift: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -308,6 +482,10 @@ def run_promote(params: Params, registered: dict[str, Any] | None = None, drift:
     if champion_version != evaluation["holdout"].get("champion_version"):
         # the champion was not scored (or changed since): the policy must not treat this as "no champion"
         metrics = {k: v for k, v in metrics.items() if k != "champion"}
+    main = evaluation.get("protocols", {}).get(evaluation.get("protocol", ""), {})
+    metric = params.promotion.metric
+    intervals = {r: ms[metric] for r, ms in main.get("intervals", {}).items() if metric in ms and r in metrics}
+    validation = Path(params.data.validation) / "validation.json"
     decision = decide(
         metrics,
         params.promotion,
@@ -315,6 +493,9 @@ def run_promote(params: Params, registered: dict[str, Any] | None = None, drift:
         champion_version=champion_version,
         drift=drift,
         comparison=evaluation["holdout"].get("vs_champion") if "champion" in metrics else None,
+        intervals=intervals,
+        champion_registered_value=champion.metrics.get(tracking.metric_key(metric)) if champion else None,
+        validation_ok=_read_json(validation).get("success", True) if validation.is_file() else True,
     )
     record = decision.to_dict()
     _write_json(_outputs(params) / "decision.json", record)
@@ -323,20 +504,26 @@ def run_promote(params: Params, registered: dict[str, Any] | None = None, drift:
     except Exception:
         tracking.set_version_tags(params.tracking.model_name, registered["version"], {"decision": "failed"})
         raise
+    if decision.alert:
+        log.error("ALERT: %s", decision.alert_message)
     return {**record, "summary": decision.summary()}
 
 
 def _record_decision(params: Params, registered: dict, record: dict, drift: dict, promote: bool) -> None:
-    """Attach the decision to the MLflow run and version, then (only then) move the alias."""
+    """Attach the decision and the drift verdict to the MLflow run and version, then (only then) move the alias.
+
+    The HTML reports stay local (outputs/drift/*.html, several MB at scale); the verdict is logged."""
     from llmrec import tracking
 
     tracking.log_run_dict(registered["run_id"], record, "decision.json")
     if drift.get("html_path"):
-        tracking.log_run_artifacts(registered["run_id"], [drift["html_path"], Path(drift["html_path"]).with_suffix(".json")])
+        tracking.log_run_artifacts(registered["run_id"], [Path(drift["html_path"]).with_suffix(".json")])
     if promote:
         tracking.promote(params.tracking.model_name, registered["version"], "; ".join(record["reasons"]))
     tracking.set_version_tags(
-        params.tracking.model_name, registered["version"], {"decision": record["action"], "decision.rule": record["rule"]}
+        params.tracking.model_name,
+        registered["version"],
+        {"decision": record["action"], "decision.rule": record["rule"], "decision.alert": str(record["alert"]).lower()},
     )
 
 

@@ -15,7 +15,7 @@ runner = CliRunner()
 def test_help_lists_every_stage():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("generate", "ingest", "validate", "version", "train", "evaluate", "register", "drift", "promote", "retrain", "demo"):
+    for command in ("generate", "ingest", "validate", "version", "train", "evaluate", "register", "drift", "promote", "retrain", "demo", "monitor"):
         assert command in result.output
 
 

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from conftest import REPO, dvc
+from llmrec.errors import PromotionAlert
 
 pytestmark = pytest.mark.e2e
 
@@ -72,7 +73,14 @@ def test_retrain_story_two_periods(project, tiny_world, tiny_backbone):
     assert "up to date" in dvc(project, "status")
 
     shutil.copytree(tiny_world / "period2", data / "period2")
-    second = retrain()
+    state = retrain(return_state=True)
+    outcome = state.result(raise_on_failure=False)
+    if state.is_failed():  # the champion stayed although the data drifted: a failed run, with its summary
+        assert isinstance(outcome, PromotionAlert), outcome
+        assert "ALERT" in state.message
+        second = outcome.summary
+    else:
+        second = outcome
     assert second["registered"]["version"] == "2"
     assert second["data_version"]["dvc_md5"] != md5_v1  # period 2 is a new data version
     assert "champion" in second["evaluation"]["metrics"]
@@ -85,6 +93,8 @@ def test_retrain_story_two_periods(project, tiny_world, tiny_backbone):
     decision = second["decision"]
     assert decision["champion_version"] == "1"
     assert decision["action"] in {"promote", "keep"}
+    assert decision["retrain_needed"] and state.is_failed() == decision["alert"] == (decision["action"] == "keep")
+    assert set(decision["intervals"]) >= {"model", "champion"} and decision["drift"]["drifted_features"]
     champion = client.get_model_version_by_alias("llmrec", "champion")
     assert str(champion.version) == ("2" if decision["action"] == "promote" else "1")
     assert client.get_model_version("llmrec", "2").tags["decision"] == decision["action"]

@@ -172,6 +172,19 @@ def zero_shot_scorer(
     return VectorScorer(pd.Index(list(texts)), encoder.vectors, prepare=encoder)
 
 
+def item_embeddings(
+    items: pd.DataFrame, backbone: str | Path, batch_size: int = 64, device: str = "cpu", progress: bool = False
+) -> tuple[pd.Index, np.ndarray]:
+    """The zero-shot item vectors (mean-pooled, L2-normalised backbone embeddings) of `items`: ids, one row each."""
+    from llmrec.models.backbone import resolve_backbone
+    from llmrec.models.text import TextConfig, item_texts
+
+    texts = item_texts(items, TextConfig())
+    encoder = _ItemEncoder(list(texts.values()), resolve_backbone(str(backbone)), batch_size, device, progress)
+    encoder(np.arange(len(texts)))
+    return pd.Index(list(texts)), encoder.vectors
+
+
 def itemknn_scorer(train: Dataset, neighbours: int = 100, shrink: float = 10.0) -> Scorer:
     """Item-based CF: shrunk cosine between item columns, each candidate's top `neighbours` kept.
 
