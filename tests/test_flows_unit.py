@@ -161,3 +161,21 @@ def test_monitor_picks_the_newest_batch_it_has_not_judged(tmp_path, tiny_world, 
     shutil.copytree(tiny_world / "period2", inbox / "2026-01-03")
     assert newest_batch(inbox, params) is None  # already added to data.path for retraining
     assert newest_batch(tmp_path / "data" / "synthetic" / "2026-01-03", params) is None
+
+
+def test_prefect_yaml_parameters_fit_the_flow_signatures():
+    """infra/prefect/prefect.yaml passes only parameters the flows take (the server would refuse others)."""
+    import yaml
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.monitor import monitor
+    from flows.retrain import retrain
+
+    accepted = {"flows/retrain.py:retrain": set(parameter_schema(retrain.fn).properties),
+                "flows/monitor.py:monitor": set(parameter_schema(monitor.fn).properties)}
+    deployments = yaml.safe_load((REPO / "infra/prefect/prefect.yaml").read_text())["deployments"]
+    monitors = [d for d in deployments if d["entrypoint"] == "flows/monitor.py:monitor"]
+    assert monitors and all(s["parameters"] == {"batch": "incoming"} for d in monitors for s in d["schedules"])
+    for deployment in deployments:
+        given = set(deployment.get("parameters") or {}) | {k for s in deployment.get("schedules") or [] for k in s.get("parameters", {})}
+        assert given <= accepted[deployment["entrypoint"]], deployment["name"]
