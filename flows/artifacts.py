@@ -81,9 +81,9 @@ def retrain_published(result: dict[str, Any], params: Params) -> None:
     lines = [
         f"## {registered['name']} v{registered['version']}: {decision['action'].upper()} (rule `{decision['rule']}`)", "",
         f"Run `{registered['run_id']}`; trained on data `{version['dvc_md5']}` (git {version['git_revision'][:10]}).", "",
-        f"**Drift**: {drift.get('summary') or drift.get('skipped', 'not measured')}", "",
         f"**Skipped (cached, same data version and params)**: {', '.join(result['cached']) or 'none'}", "",
         "**Reports on the runner's disk**:", "", *(f"- {name}: `{path}`" for name, path in reports.items()), "",
+        "**Drift** since the champion's data:", "", "```", drift.get("summary") or drift.get("skipped", "not measured"), "```", "",
         tables,
     ]
     create_markdown_artifact(key="retrain-report", markdown="\n".join(lines),
@@ -128,8 +128,9 @@ def monitor_published(record: dict[str, Any]) -> None:
              f"{record['ingest']['impressions']:,} impressions ({record['ingest']['start']} .. {record['ingest']['end']}), "
              f"validation passed ({record['validation'].get('n_warnings', 0)} warnings); champion: "
              f"{'v' + record['champion_version'] if record.get('champion_version') else 'none'}", "",
-             f"**Drift**: {drift.get('summary') or 'not measured'}", "", "```", decision["summary"], "```", "",
+             "```", decision["summary"], "```", "",
              "**Reports on the runner's disk**:", "",
-             *(f"- {name}: `{Path(path).resolve()}`" for name, path in paths.items() if path)]
+             *(f"- {name}: `{Path(path).resolve()}`" for name, path in paths.items() if path), "",
+             "**Drift** of the batch vs the champion's data:", "", "```", drift.get("summary") or "not measured", "```"]
     create_markdown_artifact(key="monitor-decision", markdown="\n".join(lines),
                              description=f"Monitoring decision: {decision['action']} ({decision['rule']})")
