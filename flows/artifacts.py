@@ -41,14 +41,20 @@ def mlflow_ui() -> str | None:
     return uri.rstrip("/") if uri.startswith(("http://", "https://")) else None
 
 
-def html_reports(result: dict[str, Any]) -> dict[str, str]:
-    """Name -> absolute path of the HTML reports a retrain run wrote (evaluation, Data Docs, drift)."""
-    found = {"evaluation report": result["evaluation"].get("report_html"), "Data Docs (validation)": result["validation"].get("docs_path")}
-    drift = result["drift"] or {}
-    found["drift report"] = drift.get("html_path")
-    for signal in ("embedding", "prediction"):
-        found[f"drift report ({signal})"] = (drift.get(signal) or {}).get("html_path")
+def html_reports(evaluation: dict[str, Any] | None, validation: dict[str, Any], drift: dict[str, Any] | None) -> dict[str, str]:
+    """Name -> absolute path of the HTML reports a run wrote (evaluation, Data Docs, the drift reports)."""
+    drift = drift or {}
+    found = {
+        "evaluation report": (evaluation or {}).get("report_html"),
+        "Data Docs (validation)": validation.get("docs_path"),
+        "drift report": drift.get("html_path"),
+        **{f"drift report ({signal})": (drift.get(signal) or {}).get("html_path") for signal in ("embedding", "prediction")},
+    }
     return {name: str(Path(path).resolve()) for name, path in found.items() if path}
+
+
+def _paths(reports: dict[str, str]) -> list[str]:
+    return ["**Reports on the runner's disk**:", "", *(f"- {name}: `{path}`" for name, path in reports.items()), ""]
 
 
 def decision_markdown(decision: dict[str, Any], registered: dict[str, Any]) -> str:
@@ -74,7 +80,6 @@ def retrain_published(result: dict[str, Any], params: Params) -> None:
     )
     create_markdown_artifact(key="retrain-decision", markdown=decision_markdown(decision, registered),
                              description=f"Promotion decision: {decision['action']} ({decision['rule']})")
-    reports = html_reports(result)
     tables = evaluation["markdown"].split("\n### Plots")[0]  # the UI cannot show the report's local PNGs
     drift = result["drift"] or {}
     version = result["data_version"]
@@ -82,7 +87,7 @@ def retrain_published(result: dict[str, Any], params: Params) -> None:
         f"## {registered['name']} v{registered['version']}: {decision['action'].upper()} (rule `{decision['rule']}`)", "",
         f"Run `{registered['run_id']}`; trained on data `{version['dvc_md5']}` (git {version['git_revision'][:10]}).", "",
         f"**Skipped (cached, same data version and params)**: {', '.join(result['cached']) or 'none'}", "",
-        "**Reports on the runner's disk**:", "", *(f"- {name}: `{path}`" for name, path in reports.items()), "",
+        *_paths(html_reports(evaluation, result["validation"], drift)),
         "**Drift** since the champion's data:", "", "```", drift.get("summary") or drift.get("skipped", "not measured"), "```", "",
         tables,
     ]
@@ -115,22 +120,20 @@ def validation_refused(error: ValidationFailed, key: str) -> None:
     """The failed expectations and the Data Docs path, before the run fails on them."""
     docs = f"\n\nData Docs: `{Path(error.report_path).resolve()}`" if error.report_path else ""
     create_markdown_artifact(key=key, markdown=f"## Validation refused the data\n\n```\n{error.summary}\n```{docs}",
-                             description="Great Expectations found errors: nothing was trained or registered")
+                             description="Great Expectations found errors: the run stopped before using the data")
 
 
 def monitor_published(record: dict[str, Any]) -> None:
     """The monitor's drift verdict and decision on one batch."""
-    decision, drift = record["decision"], record.get("drift") or {}
-    paths = {"drift report": drift.get("html_path"), "Data Docs (validation)": record["validation"].get("docs_path")}
-    for signal in ("embedding", "prediction"):
-        paths[f"drift report ({signal})"] = (drift.get(signal) or {}).get("html_path")
-    lines = [f"## Batch `{record['batch']}`: **{decision['action'].upper()}**", "",
-             f"{record['ingest']['impressions']:,} impressions ({record['ingest']['start']} .. {record['ingest']['end']}), "
-             f"validation passed ({record['validation'].get('n_warnings', 0)} warnings); champion: "
-             f"{'v' + record['champion_version'] if record.get('champion_version') else 'none'}", "",
-             "```", decision["summary"], "```", "",
-             "**Reports on the runner's disk**:", "",
-             *(f"- {name}: `{Path(path).resolve()}`" for name, path in paths.items() if path), "",
-             "**Drift** of the batch vs the champion's data:", "", "```", drift.get("summary") or "not measured", "```"]
+    decision, drift, ingested = record["decision"], record.get("drift") or {}, record["ingest"]
+    champion = f"v{record['champion_version']}" if record.get("champion_version") else "none"
+    lines = [
+        f"## Batch `{record['batch']}`: **{decision['action'].upper()}**", "",
+        (f"{ingested['impressions']:,} impressions ({ingested['start']} .. {ingested['end']}), validation passed "
+         f"({record['validation'].get('n_warnings', 0)} warnings); champion: {champion}"), "",
+        "```", decision["summary"], "```", "",
+        *_paths(html_reports(None, record["validation"], drift)),
+        "**Drift** of the batch vs the champion's data:", "", "```", drift.get("summary") or "not measured", "```",
+    ]
     create_markdown_artifact(key="monitor-decision", markdown="\n".join(lines),
                              description=f"Monitoring decision: {decision['action']} ({decision['rule']})")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import typing
-from pathlib import Path
 
 import pytest
 
@@ -55,7 +54,7 @@ def test_a_wrong_form_value_is_a_config_error(form, words):
 
 
 def test_form_choices_are_llmrec_choices():
-    choices = lambda annotation: set(typing.get_args(annotation)) - {FROM_PARAMS}  # noqa: E731
+    choices = lambda annotation: set(typing.get_args(annotation)) - {FROM_PARAMS}
     fields = RetrainSettings.model_fields
     assert choices(fields["model_type"].annotation) == set(typing.get_args(ModelParams.model_fields["type"].annotation))
     assert choices(fields["device"].annotation) == set(typing.get_args(TrainParams.model_fields["device"].annotation))
@@ -100,7 +99,7 @@ def test_parameter_schemas_are_plain_typed_fields_with_descriptions():
 
 def test_cache_keys_follow_only_the_params_a_stage_reads():
     base = load_params(PARAMS)
-    train_key = lambda p: params_key(p, ("data", "model", "train"))  # noqa: E731
+    train_key = lambda p: params_key(p, ("data", "model", "train"))
     assert train_key(load_params(PARAMS, ["tracking.experiment=other", "eval.max_impressions=5"])) == train_key(base)
     assert train_key(load_params(PARAMS, ["train.lr=0.002"])) != train_key(base)
     assert params_key(load_params(PARAMS, ["promotion.min_gain=0.1"]), ["promotion.metric"]) == params_key(base, ["promotion.metric"])
@@ -126,7 +125,7 @@ def test_only_service_errors_are_retried():
     from flows.retrain import _can_go_away
     from llmrec.errors import DataError, ModelError, PromotionAlert, TrackingError, ValidationFailed, VersioningError
 
-    retried = lambda exc: _can_go_away(None, None, Failed(data=exc))  # noqa: E731
+    retried = lambda exc: _can_go_away(None, None, Failed(data=exc))
     assert retried(TrackingError("the MLflow store did not answer")) and retried(VersioningError("dvc push failed"))
     assert retried(ConnectionError("refused")) and retried(OSError("disk"))
     for exc in (ConfigError("x"), DataError("x"), ValidationFailed("x", summary="s"), ModelError("x"), PromotionAlert("x")):
