@@ -259,10 +259,13 @@ def _retrain_once() -> tuple[dict, Any]:
     """Run the retrain flow once: its summary, and the PromotionAlert it ended with (None if none)."""
     from llmrec.errors import PromotionAlert
 
-    try:
-        return _run(_retrain_flow(), State.params_file, State.overrides), None
-    except PromotionAlert as alert:
-        return alert.summary, alert
+    def once() -> tuple[dict, Any]:
+        try:
+            return _retrain_flow()(State.params_file, State.overrides), None
+        except PromotionAlert as alert:  # everything was recorded; the caller prints it, then fails
+            return alert.summary, alert
+
+    return _run(once)
 
 
 def _exit_alert(alert: Any) -> None:

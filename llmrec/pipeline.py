@@ -339,7 +339,9 @@ def _sample_ids(ids: pd.Index, n: int, rng: Any) -> pd.Index:
     return ids if len(ids) <= n else ids[np.sort(rng.choice(len(ids), n, replace=False))]
 
 
-def _embedding_signal(params: Params, reference: Dataset, current: Dataset, items: pd.DataFrame, out_dir: str | Path) -> dict[str, Any]:
+def _embedding_signal(
+    params: Params, reference: Dataset, current: Dataset, items: pd.DataFrame, out_dir: str | Path
+) -> dict[str, Any]:
     """Backbone embeddings (the zero-shot baseline's encoder) of items new in `current` vs the reference's items."""
     import numpy as np
 
@@ -352,12 +354,14 @@ def _embedding_signal(params: Params, reference: Dataset, current: Dataset, item
     ref_ids, new_ids = _sample_ids(known, drift.embedding_sample, rng), _sample_ids(new, drift.embedding_sample, rng)
     kwargs = {"method": drift.embedding_method, "threshold": drift.embedding_threshold, "html": drift.embedding_html}
     if min(len(ref_ids), len(new_ids)) < MIN_EMBEDDED_ITEMS:  # too few to test: embedding_drift says so, nothing encoded
-        return embedding_drift(np.zeros((len(ref_ids), 1)), np.zeros((len(new_ids), 1)), min_items=MIN_EMBEDDED_ITEMS, **kwargs)
+        empty = (np.zeros((len(ref_ids), 1)), np.zeros((len(new_ids), 1)))
+        return embedding_drift(*empty, min_items=MIN_EMBEDDED_ITEMS, **kwargs)
     from llmrec.evaluation.baselines import item_embeddings
 
     table = items.set_index("item_id").loc[ref_ids.append(new_ids)].rename_axis("item_id").reset_index()
     _, vectors = item_embeddings(table, params.model.backbone, params.eval.batch_size, params.train.device)
-    return embedding_drift(vectors[: len(ref_ids)], vectors[len(ref_ids) :], out_dir, min_items=MIN_EMBEDDED_ITEMS, **kwargs)
+    ref, new = vectors[: len(ref_ids)], vectors[len(ref_ids) :]
+    return embedding_drift(ref, new, out_dir, min_items=MIN_EMBEDDED_ITEMS, **kwargs)
 
 
 MIN_EMBEDDED_ITEMS = 20
@@ -375,7 +379,8 @@ def _prediction_signal(
     from llmrec.models.ranker import load_ranker, ranker_scorer
 
     score = ranker_scorer(load_ranker(folder, device=params.train.device), items, params.eval.batch_size)
-    ref, cur = (score(_candidates(part, log, params.drift.prediction_sample, params.drift.seed)) for part in (reference, current))
+    n, seed = params.drift.prediction_sample, params.drift.seed
+    ref, cur = (score(_candidates(part, log, n, seed)) for part in (reference, current))
     return prediction_drift(ref, cur, out_dir)
 
 
@@ -386,7 +391,8 @@ def _candidates(part: Dataset, log: Dataset, n: int, seed: int) -> pd.DataFrame:
     sub = with_context(part.restrict(imps["impression_id"]), log, 0, seed)  # derived histories where the source has none
     inter = sub.interactions.sort_values(["impression_id", "item_id"], kind="stable")
     one = inter.sample(frac=1.0, random_state=seed).drop_duplicates("impression_id")
-    frame = one[["impression_id", "item_id"]].merge(sub.impressions[["impression_id", "history"]], on="impression_id")
+    histories = sub.impressions[["impression_id", "history"]]
+    frame = one[["impression_id", "item_id"]].merge(histories, on="impression_id")
     return frame[["history", "item_id"]]
 
 
@@ -395,13 +401,14 @@ def run_monitor(params: Params, batch: str | Path) -> dict[str, Any]:
 
     Returns {"batch", "ingest", "validation", "champion_version", "drift", "decision", "retrain_needed"}:
     decision "no action" (no drift) or "retrain needed" (drift, or no champion yet). A batch that
-    fails to load or validate raises (DataError / ValidationFailed) before anything is written.
+    fails to load or validate raises (DataError / ValidationFailed): no decision, nothing moves.
     The record goes to outputs/monitor/monitor.json and, with a champion, onto its MLflow run.
     Retraining is the caller's step (`llmrec monitor --retrain`, a flow): see `add_batch`.
     """
     import time
 
     from llmrec import tracking
+    from llmrec.data.split import time_slice
     from llmrec.promotion import monitor_decision
     from llmrec.validation import validate_dataset
 
@@ -410,18 +417,32 @@ def run_monitor(params: Params, batch: str | Path) -> dict[str, Any]:
     validation = validate_dataset(loaded.dataset, out / "validation")
     validation.raise_for_errors()
     current = loaded.dataset
+    stamps = current.impressions["timestamp"]
     record: dict[str, Any] = {
         "batch": str(batch),
-        "ingest": {"format": loaded.format, "impressions": len(current.impressions), "interactions": len(current.interactions),
-                   "start": current.impressions["timestamp"].min().isoformat(), "end": current.impressions["timestamp"].max().isoformat()},
-        "validation": {"success": validation.success, "n_warnings": len(validation.warnings), "docs_path": validation.docs_path},
+        "ingest": {"format": loaded.format, "impressions": len(current.impressions),
+                   "interactions": len(current.interactions), "start": stamps.min().isoformat(), "end": stamps.max().isoformat()},
+        "validation": {"success": validation.success, "n_warnings": len(validation.warnings),
+                       "docs_path": validation.docs_path},
     }
     champion = tracking.get_version(params.tracking.model_name, alias=tracking.CHAMPION)
     verdict = None
     if champion is not None:
-        reference = _champion_reference(params, champion, Dataset.load(params.data.prepared))
+        prepared = Dataset.load(params.data.prepared)
+        reference = _champion_reference(params, champion, prepared)
+        if _source_kind(reference) != _source_kind(current):
+            from llmrec.errors import DataError
+
+            raise DataError.at(
+                f"the batch is {loaded.format} data, unlike the {reference.source.format} data champion v{champion.version} "
+                "was trained on, so their features cannot be compared",
+                batch,
+                fix="monitor batches of the champion's own source format",
+            )
         folder = champion_model_dir(params, out / "champion")[1] if params.drift.prediction else None
-        verdict = drift_between(params, reference, current, _union(reference, current), out / "drift", folder)
+        # the log: everything known before the batch (popularity, item age, histories look back into it)
+        before = time_slice(prepared, end=stamps.min())
+        verdict = drift_between(params, reference, current, _union(before, current), out / "drift", folder)
         verdict["champion_version"] = champion.version
     decision = monitor_decision(verdict, champion.version if champion else None, params.drift)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -430,17 +451,23 @@ def run_monitor(params: Params, batch: str | Path) -> dict[str, Any]:
     _write_json(out / "monitor.json", record)
     if champion is not None:
         tracking.log_run_dict(champion.run_id, record, f"monitor-{stamp}.json")
-        tracking.set_version_tags(params.tracking.model_name, champion.version, {"monitor.last": f"{stamp} {decision['action']}"})
+        last = {"monitor.last": f"{stamp} {decision['action']}"}
+        tracking.set_version_tags(params.tracking.model_name, champion.version, last)
     return record
 
 
-def _union(reference: Dataset, batch: Dataset) -> Dataset:
-    """One log of the reference and a separately ingested batch (rows in both are kept once)."""
-    items = pd.concat([reference.items, batch.items]).drop_duplicates("item_id", keep="last")
-    imps = pd.concat([reference.impressions, batch.impressions]).drop_duplicates("impression_id", keep="first")
-    inter = pd.concat([reference.interactions, batch.interactions]).drop_duplicates(["impression_id", "item_id"], keep="first")
-    return Dataset(items.reset_index(drop=True), imps.sort_values("timestamp", kind="stable").reset_index(drop=True),
-                   inter.reset_index(drop=True), reference.source)
+def _source_kind(dataset: Dataset) -> tuple[bool, bool]:
+    return dataset.source.explicit_history, dataset.source.logged_negatives
+
+
+def _union(known: Dataset, batch: Dataset) -> Dataset:
+    """One log of the known data and a separately ingested batch (rows in both are kept once)."""
+    items = pd.concat([known.items, batch.items]).drop_duplicates("item_id", keep="last")
+    imps = pd.concat([known.impressions, batch.impressions]).drop_duplicates("impression_id", keep="first")
+    inter = pd.concat([known.interactions, batch.interactions])
+    inter = inter.drop_duplicates(["impression_id", "item_id"], keep="first")
+    imps = imps.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    return Dataset(items.reset_index(drop=True), imps, inter.reset_index(drop=True), known.source)
 
 
 def add_batch(params: Params, batch: str | Path) -> Path:
@@ -497,6 +524,7 @@ def run_promote(params: Params, registered: dict[str, Any] | None = None, drift:
         champion_registered_value=champion.metrics.get(tracking.metric_key(metric)) if champion else None,
         validation_ok=_read_json(validation).get("success", True) if validation.is_file() else True,
     )
+    decision.thresholds["drift"] = params.drift.model_dump(exclude={"out"})
     record = decision.to_dict()
     _write_json(_outputs(params) / "decision.json", record)
     try:

@@ -197,7 +197,7 @@ def decide(
         alert_message=alert,
         intervals={k: list(v) for k, v in intervals.items()},
         champion_registered_value=champion_registered_value,
-        thresholds=params.model_dump(),
+        thresholds={"promotion": params.model_dump()},
     )
 
 
@@ -252,7 +252,7 @@ def monitor_decision(verdict: dict | None, champion_version: str | None, thresho
     Only the data speaks here (a batch carries no evaluation of a challenger); the retrain run that
     follows applies `decide` to the challenger it trains.
     """
-    limits = thresholds.model_dump() if hasattr(thresholds, "model_dump") else dict(thresholds or {})
+    limits = {"drift": thresholds.model_dump() if hasattr(thresholds, "model_dump") else dict(thresholds or {})}
     if champion_version is None:
         reasons = ["no champion yet: train and promote a first model"]
         action, rule = RETRAIN_NEEDED, "no-champion"

@@ -73,22 +73,29 @@ def dvc(cwd: Path, *args: str) -> str:
     return subprocess.run([str(exe) if exe.is_file() else "dvc", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
 
 
-@pytest.fixture
-def project(tmp_path, monkeypatch) -> Path:
-    """A fresh llmrec project: a real git + DVC repo with the repo's dvc.yaml and a local remote."""
-    root = tmp_path / "project"
-    root.mkdir()
+def init_project(root: Path, remote: Path | None = None, code: bool = True) -> Path:
+    """A git + DVC repo at `root` with the repo's params.yaml and dvc.yaml (and llmrec/, for dvc's deps)."""
+    root.mkdir(parents=True)
     for name in ("params.yaml", "dvc.yaml", ".dvcignore"):
         shutil.copy(REPO / name, root / name)
-    shutil.copytree(REPO / "llmrec", root / "llmrec", ignore=shutil.ignore_patterns("__pycache__"))
+    if code:
+        shutil.copytree(REPO / "llmrec", root / "llmrec", ignore=shutil.ignore_patterns("__pycache__"))
     git(root, "init", "-q", "-b", "main")
     git(root, "config", "user.email", "test@llmrec.invalid")
     git(root, "config", "user.name", "llmrec tests")
     dvc(root, "init", "-q")
-    dvc(root, "remote", "add", "-d", "local", str(tmp_path / "dvc-remote"))
+    if remote is not None:
+        dvc(root, "remote", "add", "-d", "local", str(remote))
     (root / ".gitignore").write_text("/outputs/\n/mlflow.db\n/mlartifacts/\n")
     git(root, "add", "-A")
     git(root, "commit", "-q", "-m", "init")
+    return root
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch) -> Path:
+    """A fresh llmrec project: a real git + DVC repo with the repo's dvc.yaml and a local remote."""
+    root = init_project(tmp_path / "project", remote=tmp_path / "dvc-remote")
     monkeypatch.chdir(root)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return root

@@ -74,3 +74,26 @@ def test_generate_is_deterministic(tmp_path):
         assert runner.invoke(app, ["generate", "--preset", "tiny", "--out", str(out), "--period", "1"]).exit_code == 0
     assert (a / "period1" / "behaviors.tsv").read_bytes() == (b / "period1" / "behaviors.tsv").read_bytes()
     assert not (a / "period2").exists()
+
+
+def test_retrain_alert_prints_the_run_and_exits_1(monkeypatch):
+    """The flow ended Failed with a PromotionAlert: the CLI shows what was recorded, then fails."""
+    import llmrec.cli as cli
+    from llmrec.errors import PromotionAlert
+
+    summary = {
+        "evaluation": {"markdown": "| ranker | ndcg@10 |"},
+        "registered": {"name": "llmrec", "version": "2"},
+        "data_version": {"dvc_md5": "abc.dir", "git_revision": "0123456789abcdef"},
+        "drift": {"summary": "DRIFT detected: 8/12 features drifted"},
+        "decision": {"summary": "decision: KEEP (rule: champion-holds)"},
+    }
+
+    def flow(params_file, overrides):
+        raise PromotionAlert("ALERT: challenger v2 is not better than champion v1", summary=summary)
+
+    monkeypatch.setattr(cli, "_retrain_flow", lambda: flow)
+    result = runner.invoke(app, ["retrain"])
+    assert result.exit_code == 1
+    assert "DRIFT detected" in result.output and "rule: champion-holds" in result.output
+    assert "ALERT: challenger v2" in result.output and "Traceback" not in result.output

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 from typer.testing import CliRunner
 
-from conftest import REPO, dvc, git
+from conftest import init_project
 from llmrec import pipeline, tracking
 from llmrec.config import Params, load_params
 from llmrec.errors import DataError, ValidationFailed
@@ -66,17 +66,7 @@ def retrain_stages(params: Params) -> dict:
 def story(tmp_path_factory, tiny_world: Path, tiny_backbone: Path, one_thread):
     """A project whose champion v1 is a 1-step two-tower trained on period 1 (promoted by hand)."""
     tmp = tmp_path_factory.mktemp("monitor")
-    root = tmp / "project"
-    root.mkdir()
-    for name in ("params.yaml", "dvc.yaml", ".dvcignore"):
-        shutil.copy(REPO / name, root / name)
-    git(root, "init", "-q", "-b", "main")
-    git(root, "config", "user.email", "test@llmrec.invalid")
-    git(root, "config", "user.name", "llmrec tests")
-    dvc(root, "init", "-q")
-    (root / ".gitignore").write_text("/outputs/\n/mlflow.db\n/mlartifacts/\n")
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "init")
+    root = init_project(tmp / "project", code=False)
     shutil.copytree(tiny_world / "period1", root / "data" / "synthetic" / "period1")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)

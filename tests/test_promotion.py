@@ -53,3 +53,91 @@ def test_unknown_promotion_metric_is_a_config_error():
     with pytest.raises(ConfigError, match="ndcg@20"):
         load_params(overrides=["promotion.metric=ndcg@20"])
     assert load_params(overrides=["promotion.metric=ndcg@20", "eval.ks=[10, 20]"]).promotion.metric == "ndcg@20"
+
+
+NO_DRIFT = {"drift_detected": False, "share_drifted": 0.17, "drifted_features": ["history_len"], "reasons": []}
+DRIFT = {"drift_detected": True, "share_drifted": 0.67, "drifted_features": ["n_candidates", "clicked_category"],
+         "features": {"n_candidates": {"score": 0.63}, "clicked_category": {"score": 0.35}},
+         "reasons": ["8/12 features drifted (n_candidates, clicked_category)"], "signals": {"features": True}}
+SURE = {"difference": 0.05, "low": 0.02, "high": 0.08, "confidence": 0.95, "impressions": 250}
+
+
+def test_no_drift_and_a_healthy_champion_means_no_action():
+    metrics = {"model": {"ndcg@10": 0.50}, "champion": {"ndcg@10": 0.40}, **BASE}
+    d = decide(metrics, PromotionParams(), challenger_version="2", champion_version="1", drift=NO_DRIFT,
+               comparison=SURE, champion_registered_value=0.42)
+    assert d.action == KEEP and d.rule == "no-drift-champion-healthy" and not d.retrain_needed and not d.alert
+    assert any(r.startswith("no action") for r in d.reasons)
+    assert any("+0.0500" in r for r in d.reasons)  # the challenger's evidence is still on the record
+
+
+def test_an_unhealthy_champion_is_judged_even_without_drift():
+    metrics = {"model": {"ndcg@10": 0.50}, "champion": {"ndcg@10": 0.40}, **BASE}
+    d = decide(metrics, PromotionParams(max_drop=0.05), challenger_version="2", champion_version="1", drift=NO_DRIFT,
+               comparison=SURE, champion_registered_value=0.50)
+    assert d.action == PROMOTE and d.retrain_needed and any("lost 0.1000 since its registration" in r for r in d.reasons)
+
+
+def test_drift_and_a_better_challenger_promotes_with_the_full_record():
+    metrics = {"model": {"ndcg@10": 0.50}, "champion": {"ndcg@10": 0.45}, **BASE}
+    d = decide(metrics, PromotionParams(), challenger_version="2", champion_version="1", drift=DRIFT, comparison=SURE,
+               intervals={"model": [0.46, 0.54], "champion": [0.41, 0.49], "popularity": [0.27, 0.33]})
+    assert d.action == PROMOTE and d.rule == "challenger-beats-champion" and d.retrain_needed and not d.alert
+    record = d.to_dict()
+    assert record["drift"]["drifted_features"] == {"n_candidates": 0.63, "clicked_category": 0.35}
+    assert record["intervals"]["champion"] == [0.41, 0.49] and record["thresholds"]["promotion"]["min_gain"] == 0.0
+    assert "[0.4600, 0.5400]" in d.reasons[0] and "[0.4100, 0.4900]" in " ".join(d.reasons)
+
+
+def test_drift_and_a_worse_challenger_keeps_the_champion_and_alerts():
+    metrics = {"model": {"ndcg@10": 0.42}, "champion": {"ndcg@10": 0.45}, **BASE}
+    worse = {**SURE, "difference": -0.03, "low": -0.06, "high": 0.0}
+    d = decide(metrics, PromotionParams(), challenger_version="2", champion_version="1", drift=DRIFT, comparison=worse)
+    assert d.action == KEEP and d.rule == "champion-holds" and d.alert and d.retrain_needed
+    assert "champion v1" in d.alert_message and "ALERT:" in d.summary()
+    below = decide({**metrics, "model": {"ndcg@10": 0.20}}, PromotionParams(), challenger_version="2",
+                   champion_version="1", drift=DRIFT, comparison=worse)
+    assert below.rule == "challenger-below-baseline" and below.alert
+
+
+def test_validation_failure_moves_nothing_whatever_the_numbers():
+    metrics = {"model": {"ndcg@10": 0.90}, "champion": {"ndcg@10": 0.10}, **BASE}
+    for champion in ("1", None):
+        d = decide(metrics, PromotionParams(), challenger_version="2", champion_version=champion, drift=DRIFT,
+                   comparison=SURE, validation_ok=False)
+        assert d.action != PROMOTE and d.rule == "validation-failed" and d.alert
+
+
+def test_a_first_model_below_the_baselines_alerts_that_nothing_is_served():
+    d = decide({"model": {"ndcg@10": 0.20}, **BASE}, PromotionParams(), challenger_version="1", champion_version=None, drift=None)
+    assert d.action == REJECT and d.alert and "no model is served" in d.alert_message
+
+
+def test_paired_gain_within_noise_is_not_promoted():
+    """A challenger better on average, by less than the noise, stays out: per-impression values through the paired bootstrap."""
+    import numpy as np
+    import pandas as pd
+
+    from llmrec.evaluation.stats import paired_bootstrap
+
+    rng = np.random.default_rng(3)
+    champion = pd.DataFrame({"impression_id": [f"I{i}" for i in range(250)], "ndcg@10": rng.beta(2, 3, 250)})
+    # the challenger: the champion's per-impression values, each moved by noise, a hair better on average
+    moved = (champion["ndcg@10"] + rng.normal(0.005, 0.1, 250)).clip(0, 1)
+    challenger = champion.assign(**{"ndcg@10": moved})
+    comparison = paired_bootstrap(challenger, champion, "ndcg@10", seed=0)
+    assert comparison["difference"] > 0 > comparison["low"]
+    metrics = {"model": {"ndcg@10": float(moved.mean())}, "champion": {"ndcg@10": float(champion["ndcg@10"].mean())},
+               "popularity": {"ndcg@10": 0.2}}
+    d = decide(metrics, PromotionParams(), challenger_version="2", champion_version="1", drift=DRIFT, comparison=comparison)
+    assert d.action == KEEP and d.rule == "champion-holds" and d.alert
+    assert metrics["model"]["ndcg@10"] > metrics["champion"]["ndcg@10"]
+
+
+def test_monitor_decision():
+    from llmrec.promotion import monitor_decision
+
+    assert monitor_decision(None, None)["action"] == "retrain needed"
+    assert monitor_decision(DRIFT, "1")["rule"] == "drift-detected"
+    calm = monitor_decision({**NO_DRIFT, "threshold": 0.5, "decide_on": ["features", "embedding"]}, "1")
+    assert calm["action"] == "no action" and not calm["retrain_needed"]
