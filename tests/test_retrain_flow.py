@@ -199,3 +199,12 @@ def test_a_cached_stage_runs_again_when_its_outputs_changed(tmp_path):
     out.write_text("changed by another run")
     assert once() == (42, False) and len(calls) == 2 and out.read_text() == "21"
     assert once() == (42, True)
+
+
+def test_a_wrong_form_value_fails_the_run_before_any_stage(project):
+    from flows.retrain import retrain
+    from flows.settings import RetrainSettings
+
+    state = retrain(settings=RetrainSettings(budget="gpu-8h"), return_state=True)
+    assert state.is_failed() and "unknown budget 'gpu-8h'" in state.message and "cpu-10min" in state.message, state.message
+    assert not (project / "outputs").exists()  # not even ingest ran
