@@ -2,7 +2,7 @@
 #   make demo    set up, then run the whole retraining story on the bundled data
 #   make test    set up, then run the test suite
 #   make setup   virtual environment + everything llmrec needs (CPU torch by default; GPU=1 for CUDA)
-#   make up / down                     local stack (Prefect + MLflow on sqlite, the retrain runner)
+#   make up / down                     local stack (Prefect + MLflow on sqlite, the runner serving retrain and the daily monitor)
 #   make prodlike-up / prodlike-down   production-like stack (PostgreSQL + S3 on loopback, see infra/README.md)
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -53,7 +53,7 @@ test: setup  ## the test suite
 mlflow-ui: setup  ## browse runs and registered models at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000 --workers 1
 
-up: setup  ## local stack: Prefect server + UI (:4200), MLflow server + UI (:5000), the retrain deployment runner
+up: setup  ## local stack: Prefect server + UI (:4200), MLflow server + UI (:5000), the runner serving the retrain and monitor deployments
 	infra/local/stack.sh up
 
 down:  ## stop exactly what `make up` started

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Local stack: Prefect server (UI :4200), MLflow tracking server (UI :5000) and the runner that
-# serves the `retrain` deployment. `stack.sh up` starts what is not running and waits for each
+# serves the `retrain` (on demand) and `monitor` (daily) deployments. `stack.sh up` starts what is not running and waits for each
 # health check; `stack.sh down` stops exactly what `up` started (PIDs in .llmrec/run/).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -20,21 +20,31 @@ STOP_WAIT=20
 
 case "${1:-}" in
   up)
-    start prefect "$BIN/prefect" server start --host 127.0.0.1 --port "$PREFECT_PORT"
+    # the UI's browser code asks PREFECT_UI_API_URL for its API (default :4200, wrong for another port)
+    PREFECT_UI_API_URL="http://127.0.0.1:$PREFECT_PORT/api" \
+      start prefect "$BIN/prefect" server start --host 127.0.0.1 --port "$PREFECT_PORT"
     start mlflow "$BIN/mlflow" server --backend-store-uri "sqlite:///$ROOT/mlflow.db" \
       --artifacts-destination "$ROOT/mlartifacts" --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1
     wait_for prefect "http://127.0.0.1:$PREFECT_PORT/api/health" 120
     wait_for mlflow "http://127.0.0.1:$MLFLOW_PORT/health" 120
     PREFECT_API_URL="http://127.0.0.1:$PREFECT_PORT/api" MLFLOW_TRACKING_URI="http://127.0.0.1:$MLFLOW_PORT" \
       PREFECT_RUNNER_POLL_FREQUENCY=2 PATH="$BIN:$PATH" start runner "$BIN/python" -m flows.deploy
-    for _ in $(seq 60); do grep -q "retrain" "$RUN/runner.log" 2>/dev/null && break; sleep 1; done
-    alive runner || { echo "runner exited:"; tail -20 "$RUN/runner.log"; exit 1; }
+    served=0
+    for _ in $(seq 120); do
+      alive runner || break
+      if curl -sf -o /dev/null "http://127.0.0.1:$PREFECT_PORT/api/deployments/name/retrain/retrain" &&
+         curl -sf -o /dev/null "http://127.0.0.1:$PREFECT_PORT/api/deployments/name/monitor/monitor"; then served=1; break; fi
+      sleep 1
+    done
+    [ "$served" = 1 ] || { echo "the runner did not serve retrain and monitor; last log lines:"; tail -20 "$RUN/runner.log"; exit 1; }
+    echo "  runner is up: deployments retrain/retrain (on demand), monitor/monitor (daily 06:00 UTC, batch folder incoming/)"
     cat <<TXT
 
 llmrec stack is up
-  Prefect UI   http://127.0.0.1:$PREFECT_PORT   (Deployments -> retrain/retrain -> Run)
+  Prefect UI   http://127.0.0.1:$PREFECT_PORT   (Deployments -> retrain -> Run: the settings form)
   MLflow UI    http://127.0.0.1:$MLFLOW_PORT
-  from a shell PREFECT_API_URL=http://127.0.0.1:$PREFECT_PORT/api $BIN/prefect deployment run retrain/retrain
+  from a shell PREFECT_API_URL=http://127.0.0.1:$PREFECT_PORT/api $BIN/prefect deployment run retrain/retrain \\
+                 --params '{"settings": {"max_steps": 60}}'      (or monitor/monitor --param batch=incoming)
   logs         $RUN/*.log          stop with: make down
 TXT
     ;;
