@@ -93,6 +93,7 @@ class HybridParams(_Section):
     text: bool = Field(True, description="Use the backbone's item-text vectors (false = item ids only, i.e. SASRec)")
     ids: bool = Field(True, description="Learn an embedding per item seen in training (false = text only)")
     bias: bool = Field(True, description="Learn a score offset per item (its popularity in training; unknown items share one)")
+    age: bool = Field(True, description="Learn a score offset per item age (hours since the log first showed it): freshness")
     full_softmax_max_items: int = Field(
         50_000, ge=0, description="Catalogues up to this size: softmax over every item; larger: in-batch negatives with log-Q correction"
     )

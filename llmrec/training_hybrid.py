@@ -10,7 +10,9 @@ slice (consumed, or shown in a logged impression); each of them gets an id embed
 
 The item texts are encoded once by the frozen backbone; each step then costs a projection of the
 catalogue's text vectors and a small transformer over the windows, which is why this model trains
-thousands of steps on a CPU in minutes. The hybrid's own parameters learn at `HYBRID_LR_SCALE` (10)
+thousands of steps on a CPU in minutes. Each target's time and each catalogue item's first appearance
+in the log give the item's age at that moment (the model learns a freshness offset), and items the log
+had not shown yet are left out of that target's softmax (no negative from the future). The hybrid's own parameters learn at `HYBRID_LR_SCALE` (10)
 times `train.lr` (they start from scratch; `train.lr` is sized for fine-tuning a pretrained backbone).
 The loop itself (optimizer, schedule, accumulation, precision, DDP, checkpoints, time limit) is
 `llmrec.train_loop`.
@@ -45,14 +47,27 @@ PAD = -1
 
 def user_sequences(train: Dataset) -> pd.Series:
     """user_id -> list of consumed item ids, oldest first (see the module docstring)."""
+    return timed_sequences(train)[0]
+
+
+def timed_sequences(train: Dataset) -> tuple[pd.Series, pd.Series]:
+    """(user_id -> consumed item ids, oldest first; user_id -> their times in hours since the epoch, NaN for
+    the items of an explicit history, whose times the source does not give)."""
+    from llmrec.data.context import hours
+
     inter = train.interactions
     pos = inter.loc[inter["label"] == 1, ["user_id", "item_id", "timestamp"]].sort_values(["user_id", "timestamp"], kind="stable")
+    pos = pos.assign(hours=hours(pos["timestamp"]))
     clicks = pos.groupby("user_id", sort=True)["item_id"].agg(list)
+    times = pos.groupby("user_id", sort=True)["hours"].agg(list)
     if not train.source.explicit_history or train.impressions.empty:
-        return clicks
+        return clicks, times
     first = train.impressions.sort_values("timestamp", kind="stable").drop_duplicates("user_id").set_index("user_id")["history"]
     users = sorted(set(clicks.index) | set(first.index))
-    return pd.Series({u: history_list(str(first.get(u, "") or "")) + clicks.get(u, []) for u in users}, dtype=object)
+    before = {u: history_list(str(first.get(u, "") or "")) for u in users}
+    items = pd.Series({u: before[u] + clicks.get(u, []) for u in users}, dtype=object)
+    stamps = pd.Series({u: [float("nan")] * len(before[u]) + times.get(u, []) for u in users}, dtype=object)
+    return items, stamps
 
 
 def training_catalogue(train: Dataset, sequences: pd.Series, with_text: bool) -> tuple[list[str], list[str]]:
@@ -68,22 +83,30 @@ def training_catalogue(train: Dataset, sequences: pd.Series, with_text: bool) ->
     return catalogue, sorted(catalogue)
 
 
-def sequence_windows(sequences: pd.Series, row: dict[str, int], length: int) -> np.ndarray:
+def sequence_windows(sequences: pd.Series, row: dict[str, int], length: int,
+                     times: pd.Series | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """(n, length + 1) catalogue rows of every window, left-padded with -1: window[t] is the input whose
     next item window[t + 1] is the target. Every consumption is a target exactly once; a user's first
-    one follows padding only, which trains the "no history" user (the same at every position)."""
-    windows = []
-    for seq in sequences:
-        rows = [row[i] for i in seq if i in row]
+    one follows padding only, which trains the "no history" user (the same at every position).
+    With `times` (aligned with `sequences`), also the (n, length + 1) float times of the same positions."""
+    windows, stamps = [], []
+    for user, seq in sequences.items():
+        keep = [k for k, i in enumerate(seq) if i in row]
+        rows = [row[seq[k]] for k in keep]
+        when = [times[user][k] for k in keep] if times is not None else []
         for end in range(len(rows), 0, -length):
-            chunk = rows[max(0, end - length - 1) : end]
-            windows.append([PAD] * (length + 1 - len(chunk)) + chunk)
+            start = max(0, end - length - 1)
+            pad = length + 1 - (end - start)
+            windows.append([PAD] * pad + rows[start:end])
+            if times is not None:
+                stamps.append([float("nan")] * pad + when[start:end])
     if not windows:
         raise DataError(
             "no user consumed anything in the training data, so there is no sequence to learn from",
             fix="check the labels of the training data, or train on a longer period",
         )
-    return np.asarray(windows, dtype=np.int64)
+    out = np.asarray(windows, dtype=np.int64)
+    return (out, np.asarray(stamps, dtype=np.float64)) if times is not None else out
 
 
 def fit_hybrid(
@@ -107,10 +130,16 @@ def fit_hybrid(
     device = dist.device_for(pick_device(train_params.device))
     config = HybridConfig.from_params(hybrid)
     text_config = TextConfig()
-    sequences = user_sequences(train)
+    from llmrec.data.context import first_seen_hours
+
+    sequences, times = timed_sequences(train)
     catalogue, vocab = training_catalogue(train, sequences, config.text)
     row = {item: k for k, item in enumerate(catalogue)}
-    windows = sequence_windows(sequences, row, config.sequence_length)
+    windows, window_hours = sequence_windows(sequences, row, config.sequence_length, times)
+    hours_base = float(np.nanmin(window_hours)) if np.isfinite(window_hours).any() else 0.0  # float32-friendly offsets
+    window_hours = torch.from_numpy((window_hours - hours_base).astype(np.float32))
+    first_seen = torch.tensor(first_seen_hours(train).reindex(catalogue).to_numpy(dtype=np.float64) - hours_base,
+                              dtype=torch.float32, device=device)
     encoder = FrozenTextEncoder(resolve_backbone(backbone), max_length, device) if config.text else None
     text = None
     if encoder is not None:
@@ -135,7 +164,8 @@ def fit_hybrid(
         if config.ids and config.id_dropout and module.training:
             keep = torch.from_numpy(generator.random(len(catalogue)) >= config.id_dropout).to(device)
             step_ids = torch.where(keep, ids, torch.full_like(ids, UNKNOWN))
-        logits, answer = module(text, step_ids, inputs, target, None if full else log_q)
+        logits, answer = module(text, step_ids, inputs, target, None if full else log_q,
+                                window_hours[idx][:, 1:].to(device), first_seen)
         return torch.nn.functional.cross_entropy(logits.float(), answer)
 
     task = LoopTask(

@@ -138,3 +138,32 @@ def test_sasrec_baseline_is_deterministic_and_ranks(split):
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
     per = impression_metrics(frame.assign(score=a), [10])
     assert np.isfinite(per["auc"]).all()
+
+
+def test_item_age_is_time_since_the_log_first_showed_the_item():
+    from llmrec.data.context import first_seen_hours, hours, with_item_age
+
+    ts = pd.to_datetime(["2020-01-01 00:00", "2020-01-01 06:00", "2020-01-02 00:00"], utc=True)
+    imps = pd.DataFrame({"impression_id": ["1", "2", "3"], "user_id": ["u", "v", "u"], "timestamp": ts, "history": ["h", "", "h a"]})
+    inter = pd.DataFrame({"impression_id": ["1", "2", "3"], "user_id": ["u", "v", "u"], "item_id": ["a", "b", "c"],
+                          "timestamp": ts, "label": [1, 0, 1]})
+    log = Dataset(pd.DataFrame({"item_id": list("abch"), "title": list("abch")}), imps, inter, SourceInfo("mind", True, True))
+    first = first_seen_hours(log)
+    assert first["h"] == first["a"] == hours(ts[:1])[0] and first["b"] == hours(ts[1:2])[0]  # "h": in u's first history
+    frame = pd.DataFrame({"impression_id": ["3", "3", "3#0", "9"], "item_id": ["a", "zz", "b", "a"]})
+    ages = with_item_age(frame, imps, first)["age_hours"].tolist()
+    assert ages[:3] == [24.0, 0.0, 18.0] and np.isnan(ages[3])  # unknown item: new (0); unknown impression: NaN
+
+
+def test_items_the_log_had_not_shown_yet_are_no_training_candidates():
+    config = HybridConfig(dim=8, heads=2, layers=1, sequence_length=3, dropout=0.0, text=False)
+    net = HybridNet(config, 0, 4).eval()
+    inputs, targets = torch.tensor([[-1, 1, 2]]), torch.tensor([[1, 2, 3]])
+    target_hours = torch.tensor([[10.0, 20.0, 30.0]])
+    first_seen = torch.tensor([0.0, 5.0, 15.0, 25.0, 99.0])  # catalogue rows 0..4; row 4 appears only at hour 99
+    logits, answer = net(None, torch.arange(5), inputs, targets, None, target_hours, first_seen)
+    assert answer.tolist() == [1, 2, 3]
+    available = torch.isfinite(logits)
+    assert available.tolist() == [[True, True, False, False, False], [True, True, True, False, False], [True, True, True, True, False]]
+    unknown_times, _ = net(None, torch.arange(5), inputs, targets, None, torch.full((1, 3), float("nan")), first_seen)
+    assert torch.isfinite(unknown_times).all()  # no time, no masking (and the "age unknown" offset)

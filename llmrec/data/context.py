@@ -109,3 +109,36 @@ def with_context(part: Dataset, log: Dataset, negatives: int, seed: int) -> Data
         inter = pd.concat([inter, sampled[inter.columns]], ignore_index=True)
         inter = inter.sort_values(["impression_id", "label"], ascending=[True, False], kind="stable").reset_index(drop=True)
     return Dataset(part.items, imps.reset_index(drop=True), inter, part.source)
+
+
+def hours(stamps: pd.Series | np.ndarray) -> np.ndarray:
+    """UTC instants as float hours since the Unix epoch (NaN for missing)."""
+    values = pd.to_datetime(pd.Series(stamps), utc=True)
+    return ((values - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(hours=1)).to_numpy(dtype=float)
+
+
+def first_seen_hours(log: Dataset) -> pd.Series:
+    """item_id -> the first time (hours since the epoch) the log shows the item: shown or consumed in an
+    interaction, or in a user's history at their first impression (explicit-history sources)."""
+    inter = log.interactions
+    first = pd.Series(hours(inter["timestamp"]), index=inter["item_id"].to_numpy()).groupby(level=0).min()
+    if log.source.explicit_history and not log.impressions.empty:
+        firsts = log.impressions.sort_values("timestamp", kind="stable").drop_duplicates("user_id")
+        exploded = firsts.assign(item_id=firsts["history"].fillna("").astype(str).str.split()).explode("item_id").dropna(subset=["item_id"])
+        in_history = pd.Series(hours(exploded["timestamp"]), index=exploded["item_id"].to_numpy()).groupby(level=0).min()
+        first = pd.concat([first, in_history]).groupby(level=0).min()
+    return first
+
+
+def with_item_age(frame: pd.DataFrame, impressions: pd.DataFrame, first_seen: pd.Series) -> pd.DataFrame:
+    """`frame` (impression_id, item_id, ...) plus `age_hours`: how long before the impression the log first
+    showed the candidate (0 for an item it shows first then, NaN when the impression's time is unknown).
+    `impressions` gives each impression's timestamp; ids not among them (e.g. the sampled protocol's
+    "impression#k") use the part before "#"."""
+    when = pd.Series(hours(impressions["timestamp"]), index=impressions["impression_id"].astype(str).to_numpy())
+    when = when[~when.index.duplicated()]
+    key = frame["impression_id"].astype(str).str.split("#", n=1).str[0]
+    t = key.map(when).to_numpy(dtype=float)
+    seen = frame["item_id"].map(first_seen).to_numpy(dtype=float)
+    age = np.where(np.isnan(seen), 0.0, np.maximum(t - seen, 0.0))
+    return frame.assign(age_hours=np.where(np.isnan(t), np.nan, age))

@@ -267,9 +267,13 @@ def evaluate(
     > 0) run the rankers in `catalogue_scorers` directly and each ranker in `rerankers` as a re-ranker of
     (retriever name, top-N). Warm/cold tables and paired comparisons come for every protocol.
     """
+    from llmrec.data.context import first_seen_hours, with_item_age
+
     ks_all = sorted(set(ks) | {10})
     list_name = protocols.list_protocol(holdout)
-    frame = protocols.candidate_frame(holdout)
+    first_seen = first_seen_hours(log)
+    aged = lambda f: with_item_age(f, holdout.impressions, first_seen) if len(f) else f  # noqa: E731  (item freshness, for models that use it)
+    frame = aged(protocols.candidate_frame(holdout))
     main, main_scores = _score_protocol(list_name, frame, scorers, ks_all, primary, seed, confidence)
     report = EvalReport({list_name: main}, primary, segment_protocol=list_name, confidence=confidence)
     report.holdout = {"impressions": main.n_impressions, "candidates": len(frame), "protocol": list_name}
@@ -294,10 +298,10 @@ def evaluate(
 
     extra: list[tuple[str, pd.DataFrame, pd.Series | None]] = []
     if sampled_negatives and list_name == protocols.IMPRESSIONS and catalogue_scorers:
-        extra.append((protocols.SAMPLED, protocols.sampled_frame(holdout, log, sampled_negatives, seed), None))
+        extra.append((protocols.SAMPLED, aged(protocols.sampled_frame(holdout, log, sampled_negatives, seed)), None))
     if catalogue_scorers and catalogue_impressions:
         clicks = train.interactions.loc[train.interactions["label"] == 1, "item_id"].value_counts()
-        extra.append((protocols.CATALOGUE, protocols.catalogue_frame(holdout, log, catalogue_impressions, seed), clicks))
+        extra.append((protocols.CATALOGUE, aged(protocols.catalogue_frame(holdout, log, catalogue_impressions, seed)), clicks))
     for name, extra_frame, popularity in extra:
         if extra_frame.empty:
             continue

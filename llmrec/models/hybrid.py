@@ -6,11 +6,13 @@ Item          a text part v_i = normalize(W t_i), where t_i is the backbone's fr
               starts at zero. Items unknown to the model (cold: new since training) have no id part
               (the fixed zero row 0), so they are scored by their text; training drops the id of a
               share `id_dropout` of the items each step so that the text part alone learns to rank.
-              Optionally each item has a learned bias b_i (popularity), one shared row for unknown items.
+              Optionally each item has a learned bias b_i (popularity), one shared row for unknown items,
+              and an item's age (hours since the log first showed it, in log2 buckets) adds a learned
+              offset: news goes stale, and a model that knows it stops over-ranking yesterday's hits.
 User          a causal transformer (SASRec-style: pre-norm layers, learned absolute positions in a
               left-padded window of `sequence_length` items, oldest to newest) over the history
               items' v_i + e_i; the user is its state at the newest position.
-Score         (u_text . v_i + u_id . e_i) / temperature + b_i, with u_text and u_id two unit heads
+Score         (u_text . v_i + u_id . e_i) / temperature + b_i + a(age_i), with u_text and u_id two unit heads
               on the user state: one dot product in a 2*dim space (see `HybridNet`).
 
 Training predicts, at every position of a user's item sequence, the next item, with a softmax over
@@ -51,6 +53,7 @@ PREFIX = "llmrec.hybrid."
 VOCAB_KEY = "llmrec.hybrid.vocab"
 UNKNOWN = 0
 TEMPERATURE = 0.05
+AGE_EDGES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)  # hours: item age buckets
 ROW_BLOCK = 1 << 16
 USER_BLOCK = 512
 
@@ -66,6 +69,7 @@ class HybridConfig:
     text: bool = True
     ids: bool = True
     bias: bool = True
+    age: bool = True
     temperature: float = TEMPERATURE
 
     @classmethod
@@ -102,6 +106,9 @@ class HybridNet(torch.nn.Module):
                 self.ids.weight[UNKNOWN].zero_()
         self.bias = torch.nn.Embedding(n_ids + 1, 1)
         torch.nn.init.zeros_(self.bias.weight)
+        self.age = torch.nn.Embedding(len(AGE_EDGES) + 2, 1)  # 0 = age unknown, then log2 buckets of hours
+        torch.nn.init.zeros_(self.age.weight)
+        self.register_buffer("age_edges", torch.tensor(AGE_EDGES, dtype=torch.float32), persistent=False)
         self.position = torch.nn.Embedding(config.sequence_length, d)
         with torch.no_grad():
             self.position.weight.normal_(0.0, 0.02, generator=generator)
@@ -143,20 +150,33 @@ class HybridNet(torch.nn.Module):
         u_id = torch.nn.functional.normalize(self.id_head(states), dim=-1)
         return torch.cat([u_text, u_id], dim=-1)
 
+    def age_bias(self, hours: torch.Tensor) -> torch.Tensor:
+        """Score offset of an item that age (hours since the log first showed it; NaN = unknown)."""
+        if not self.config.age:
+            return torch.zeros_like(hours)
+        bucket = torch.where(torch.isnan(hours), 0, torch.bucketize(hours.nan_to_num(0.0), self.age_edges) + 1)
+        return self.age(bucket).squeeze(-1)
+
     def forward(self, text: torch.Tensor | None, ids: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor,
-                log_q: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                log_q: torch.Tensor | None = None, target_hours: torch.Tensor | None = None,
+                first_seen: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Training pass over windows: `inputs`/`targets` (B, L) catalogue rows (-1 = padding). Returns the logits
         of every real target position over the catalogue (`log_q` None) or over the batch's own targets with
-        the log-Q correction, and the index of the right answer in each row."""
+        the log-Q correction, and the index of the right answer in each row. With `target_hours` (B, L) and
+        `first_seen` (N,) (hours, NaN = unknown) an item's age at the target's time adds `age_bias`, and
+        items the log had not shown yet at that time are no candidates."""
         vectors, inputs_vec, bias = self.items(text, ids)
         mask = inputs >= 0
         users = self.users(self.states(inputs_vec[inputs.clamp(min=0)], mask))
         real = targets >= 0
         u, t = users[real], targets[real]
-        if log_q is None:
-            return u @ vectors.T / self.config.temperature + bias, t
-        cands, inverse = torch.unique(t, return_inverse=True)
-        return u @ vectors[cands].T / self.config.temperature + bias[cands] - log_q[cands], inverse
+        cands, answer = (None, t) if log_q is None else torch.unique(t, return_inverse=True)
+        logits = u @ (vectors if cands is None else vectors[cands]).T / self.config.temperature
+        logits = logits + (bias if cands is None else bias[cands] - log_q[cands])
+        if self.config.age and target_hours is not None and first_seen is not None:
+            ages = target_hours[real].unsqueeze(1) - (first_seen if cands is None else first_seen[cands]).unsqueeze(0)
+            logits = logits + self.age_bias(ages).masked_fill(ages < -1e-3, float("-inf"))  # NaN < x is False: kept
+        return logits, answer
 
 
 class Hybrid:
@@ -296,14 +316,17 @@ class Hybrid:
         out = np.empty(len(frame), dtype=np.float32)
         h_all = torch.from_numpy(hist_codes.astype(np.int64)).to(self.device)
         c_all = torch.from_numpy(cand_codes.astype(np.int64)).to(self.device)
+        ages = frame["age_hours"].to_numpy(dtype=np.float32) if "age_hours" in frame else np.full(len(frame), np.nan, np.float32)
+        a_all = torch.from_numpy(ages).to(self.device)
         with torch.inference_mode():
             for start in range(0, len(frame), ROW_BLOCK):
                 h, c = h_all[start : start + ROW_BLOCK], c_all[start : start + ROW_BLOCK]
-                out[start : start + ROW_BLOCK] = ((users[h] * items[c]).sum(-1) / self.config.temperature + bias[c]).float().cpu().numpy()
+                score = (users[h] * items[c]).sum(-1) / self.config.temperature + bias[c] + self.net.age_bias(a_all[start : start + ROW_BLOCK])
+                out[start : start + ROW_BLOCK] = score.float().cpu().numpy()
         return out
 
     def score_frame(self, frame: pd.DataFrame, items_df: pd.DataFrame, batch_size: int = 64, progress: bool = False) -> np.ndarray:
-        """Scores of the frame's rows (columns history, item_id), higher = better, in row order."""
+        """Scores of the frame's rows (columns history, item_id, optional age_hours), higher = better, in row order."""
         return self._score_frame(frame, item_texts(items_df, self.text), batch_size, progress)
 
     def scorer(self, items_df: pd.DataFrame, batch_size: int = 64, progress: bool = False):
@@ -326,7 +349,11 @@ class Hybrid:
         user = self.user_vectors([[as_id(t) for t in history]], texts, batch_size, remember=False)
         vectors, _, bias = self._items([as_id(t) for t in candidates], texts, batch_size, remember=False)
         with torch.inference_mode():
-            return ((vectors @ user[0]) / self.config.temperature + bias).float().cpu().numpy()
+            return ((vectors @ user[0]) / self.config.temperature + bias + self._unknown_age()).float().cpu().numpy()
+
+    def _unknown_age(self) -> torch.Tensor:
+        """The age offset of an item whose age the caller does not give (serving, `recommend`)."""
+        return self.net.age_bias(torch.tensor([float("nan")], device=self.device))[0]
 
     def recommend(self, history: str | Sequence[str], items_df: pd.DataFrame, k: int = 10, exclude_history: bool = True,
                   batch_size: int = 64) -> pd.DataFrame:
@@ -336,7 +363,7 @@ class Hybrid:
         vectors, bias = self.item_vectors(ids, texts, batch_size)
         user = self.user_vectors([history], texts, batch_size)[0]
         with torch.inference_mode():
-            scores = (vectors @ user / self.config.temperature + bias).float().cpu().numpy()
+            scores = (vectors @ user / self.config.temperature + bias + self._unknown_age()).float().cpu().numpy()
         if exclude_history:
             seen = set(history_list(history) if isinstance(history, str) else history)
             scores = np.where([i in seen for i in ids], -np.inf, scores)
