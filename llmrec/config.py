@@ -94,6 +94,10 @@ class HybridParams(_Section):
     ids: bool = Field(True, description="Learn an embedding per item seen in training (false = text only)")
     bias: bool = Field(True, description="Learn a score offset per item (its popularity in training; unknown items share one)")
     age: bool = Field(True, description="Learn a score offset per item age (hours since the log first showed it): freshness")
+    text_adapter: bool = Field(True, description="Learn a linear correction of the item text vectors (off: the backbone's, as they are)")
+    text_loss: float = Field(
+        1.0, ge=0, description="Weight of a second loss on the text part alone, which keeps it a ranker for cold items (0 = off)"
+    )
     full_softmax_max_items: int = Field(
         50_000, ge=0, description="Catalogues up to this size: softmax over every item; larger: in-batch negatives with log-Q correction"
     )

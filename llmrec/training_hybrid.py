@@ -5,8 +5,8 @@ training impression (sources that give one) followed by their consumed (label-1)
 it is cut from its end into windows of `sequence_length + 1` items, each window one example that
 predicts every next item from the items before it (every consumption is a target once per epoch; a
 user's first from an empty history).
-`train.batch_size` counts windows. The catalogue the softmax runs over is every item of the training
-slice (consumed, or shown in a logged impression); each of them gets an id embedding.
+`train.batch_size` counts windows. The catalogue the softmax runs over is every item consumed in the
+training slice; each of them gets an id embedding.
 
 The item texts are encoded once by the frozen backbone; each step then costs a projection of the
 catalogue's text vectors and a small transformer over the windows, which is why this model trains
@@ -71,15 +71,14 @@ def timed_sequences(train: Dataset) -> tuple[pd.Series, pd.Series]:
 
 
 def training_catalogue(train: Dataset, sequences: pd.Series, with_text: bool) -> tuple[list[str], list[str]]:
-    """(catalogue: every item the softmax ranks, vocabulary: the items that get an id embedding)."""
-    consumed = list(dict.fromkeys(i for seq in sequences for i in seq))
-    shown = train.interactions["item_id"].astype(str).unique().tolist() if train.source.logged_negatives else []
-    catalogue = list(dict.fromkeys(consumed + shown))
+    """(catalogue: every item the softmax ranks, vocabulary: the items that get an id embedding): the items
+    consumed in training, both. Items only ever shown stay out: an id learned from negatives alone reads as
+    "unpopular" when the item is merely new, and with them in the softmax the one shared "unknown" row
+    would be trained on such items as well, instead of on id dropout alone (what cold items need)."""
+    catalogue = list(dict.fromkeys(i for seq in sequences for i in seq))
     if with_text:
         known = set(train.items["item_id"].astype(str))
         catalogue = [i for i in catalogue if i in known]
-    # every catalogue item gets an id: row 0 ("unknown") is then trained only through id dropout, on a
-    # random share of positives and negatives alike, and is a neutral fallback for items new at serving time
     return catalogue, sorted(catalogue)
 
 
@@ -107,6 +106,17 @@ def sequence_windows(sequences: pd.Series, row: dict[str, int], length: int,
         )
     out = np.asarray(windows, dtype=np.int64)
     return (out, np.asarray(stamps, dtype=np.float64)) if times is not None else out
+
+
+OFFSET_LR_SCALE = 30.0  # score offsets (item bias, age): one number each, with Adam they move ~lr per step
+
+
+def _param_groups(net: HybridNet, lr: float) -> list[dict]:
+    """AdamW groups: the score offsets (per-item bias, per-age-bucket offset) learn OFFSET_LR_SCALE times faster,
+    so that they can reach their scale (several logits) within a few thousand steps; everything else at `lr`."""
+    offsets = [net.bias.weight, net.age.weight]
+    rest = [p for p in net.parameters() if p.requires_grad and all(p is not o for o in offsets)]
+    return [{"params": rest, "lr": lr}, {"params": offsets, "lr": lr * OFFSET_LR_SCALE, "weight_decay": 0.0}]
 
 
 def fit_hybrid(
@@ -164,13 +174,16 @@ def fit_hybrid(
         if config.ids and config.id_dropout and module.training:
             keep = torch.from_numpy(generator.random(len(catalogue)) >= config.id_dropout).to(device)
             step_ids = torch.where(keep, ids, torch.full_like(ids, UNKNOWN))
-        logits, answer = module(text, step_ids, inputs, target, None if full else log_q,
-                                window_hours[idx][:, 1:].to(device), first_seen)
-        return torch.nn.functional.cross_entropy(logits.float(), answer)
+        logits, answer, text_logits = module(text, step_ids, inputs, target, None if full else log_q,
+                                             window_hours[idx][:, 1:].to(device), first_seen)
+        loss = torch.nn.functional.cross_entropy(logits.float(), answer)
+        if text_logits is not None:
+            loss = loss + config.text_loss * torch.nn.functional.cross_entropy(text_logits.float(), answer)
+        return loss
 
     task = LoopTask(
         module=model.net,
-        param_groups=[{"params": list(model.net.parameters()), "lr": train_params.lr * lr_scale}],
+        param_groups=_param_groups(model.net, train_params.lr * lr_scale),
         n_examples=len(windows),
         loss=loss,
         digest=checkpoint_digest(ModelParams(hybrid=hybrid, backbone=backbone, max_length=max_length), train_params,

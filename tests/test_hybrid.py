@@ -60,11 +60,11 @@ def test_windows_make_every_consumption_after_the_first_a_target_once():
 
 def test_the_user_encoder_is_causal():
     net = HybridNet(HybridConfig(dim=16, heads=2, layers=2, sequence_length=6, dropout=0.0, text=False), 0, 10).eval()
-    _, inputs, _ = net.items(None, torch.arange(11))
+    _, inputs, _, _ = net.items(None, torch.arange(11))
     a = torch.tensor([[1, 2, 3, 4, 5, 6]])
     b = torch.tensor([[1, 2, 3, 9, 8, 7]])  # same first three items, different later ones
     mask = torch.ones(1, 6, dtype=torch.bool)
-    out_a, out_b = net.users(net.states(inputs[a], mask)), net.users(net.states(inputs[b], mask))
+    out_a, out_b = net.users(inputs[a], None, mask), net.users(inputs[b], None, mask)
     torch.testing.assert_close(out_a[:, :3], out_b[:, :3])  # a position never sees later items
     assert not torch.allclose(out_a[:, 3:], out_b[:, 3:])
 
@@ -161,9 +161,29 @@ def test_items_the_log_had_not_shown_yet_are_no_training_candidates():
     inputs, targets = torch.tensor([[-1, 1, 2]]), torch.tensor([[1, 2, 3]])
     target_hours = torch.tensor([[10.0, 20.0, 30.0]])
     first_seen = torch.tensor([0.0, 5.0, 15.0, 25.0, 99.0])  # catalogue rows 0..4; row 4 appears only at hour 99
-    logits, answer = net(None, torch.arange(5), inputs, targets, None, target_hours, first_seen)
+    logits, answer, _ = net(None, torch.arange(5), inputs, targets, None, target_hours, first_seen)
     assert answer.tolist() == [1, 2, 3]
     available = torch.isfinite(logits)
     assert available.tolist() == [[True, True, False, False, False], [True, True, True, False, False], [True, True, True, True, False]]
-    unknown_times, _ = net(None, torch.arange(5), inputs, targets, None, torch.full((1, 3), float("nan")), first_seen)
+    unknown_times, _, _ = net(None, torch.arange(5), inputs, targets, None, torch.full((1, 3), float("nan")), first_seen)
     assert torch.isfinite(unknown_times).all()  # no time, no masking (and the "age unknown" offset)
+
+
+def test_an_untrained_hybrid_scores_exactly_like_the_zero_shot_model(split, tiny_backbone):
+    """The text path starts as the zero-shot recommender (cosine of the mean history text vector and the item's)."""
+    from llmrec.models.text import TextConfig, item_texts
+    from llmrec.models.text_encoder import FrozenTextEncoder
+
+    encoder = FrozenTextEncoder(tiny_backbone, 32, "cpu")
+    net = HybridNet(HybridConfig(dim=16, heads=2, layers=1, sequence_length=8, dropout=0.0, age=False), encoder.dim, 5).eval()
+    model = Hybrid(net, [], encoder, TextConfig(), "tiny", 32)
+    items = split.holdout.items
+    texts = item_texts(items, model.text)
+    frame = candidate_frame(split.holdout).head(200)
+    got = model.score_frame(frame, items)
+    expected = []
+    for history, item in zip(frame["history"], frame["item_id"]):
+        ids = [i for i in history.split() if i in texts][-8:]
+        user = torch.nn.functional.normalize(encoder.encode([texts[i] for i in ids]).mean(0), dim=0) if ids else torch.zeros(encoder.dim)
+        expected.append(float(user @ encoder.encode([texts[item]])[0]) / net.config.temperature)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)

@@ -1,19 +1,21 @@
 """Hybrid recommender: language-model item text + learned item ids, a transformer over the history.
 
-Item          a text part v_i = normalize(W t_i), where t_i is the backbone's frozen, mean-pooled text
-              vector of the item (computed once, `FrozenTextEncoder`) and W a learned projection,
-              and an id part e_i, a learned embedding of every item of the training catalogue that
-              starts at zero. Items unknown to the model (cold: new since training) have no id part
-              (the fixed zero row 0), so they are scored by their text; training drops the id of a
-              share `id_dropout` of the items each step so that the text part alone learns to rank.
-              Optionally each item has a learned bias b_i (popularity), one shared row for unknown items,
+Item          a text part v_i = normalize(t_i + A t_i), where t_i is the backbone's frozen, mean-pooled
+              text vector of the item (computed once, `FrozenTextEncoder`) and A a learned adapter that
+              starts at zero, and an id part e_i, a learned embedding of every item consumed in
+              training that starts at zero. Items unknown to the model (cold: new since training, or
+              only ever shown) have no id part, so they are scored by their text; training drops the
+              id of a share `id_dropout` of the items each step so that the text part alone learns to
+              rank. Optionally each item has a learned bias b_i (popularity; unknown items share one),
               and an item's age (hours since the log first showed it, in log2 buckets) adds a learned
               offset: news goes stale, and a model that knows it stops over-ranking yesterday's hits.
 User          a causal transformer (SASRec-style: pre-norm layers, learned absolute positions in a
               left-padded window of `sequence_length` items, oldest to newest) over the history
-              items' v_i + e_i; the user is its state at the newest position.
-Score         (u_text . v_i + u_id . e_i) / temperature + b_i + a(age_i), with u_text and u_id two unit heads
-              on the user state: one dot product in a 2*dim space (see `HybridNet`).
+              items' W v_i + e_i; its state at the newest position gives the user's id part
+              u_id = normalize(H_id s) and, added to the mean of the history's v_i (the zero-shot
+              user), its text part u_text = normalize(mean v + H_text s), H_text starting at zero.
+Score         (u_text . v_i + u_id . e_i) / temperature + b_i + a(age_i): one dot product; untrained,
+              exactly the zero-shot recommender (see `HybridNet`).
 
 Training predicts, at every position of a user's item sequence, the next item, with a softmax over
 the whole training catalogue (exact: every item is a negative, hard ones included) or, for large
@@ -70,6 +72,8 @@ class HybridConfig:
     ids: bool = True
     bias: bool = True
     age: bool = True
+    text_loss: float = 1.0
+    text_adapter: bool = True
     temperature: float = TEMPERATURE
 
     @classmethod
@@ -79,14 +83,19 @@ class HybridConfig:
 
 
 class HybridNet(torch.nn.Module):
-    """The trainable part: text projection, id embeddings and biases, the sequence encoder, two user heads.
+    """The trainable part: text adapter, id embeddings and biases, the sequence encoder, two user heads.
 
-    Items live in a 2*dim space [text part | id part]: the text part is the unit projection of the text
-    vector, the id part the item's id embedding, which starts at zero (the model starts text-only) and
-    is zero for unknown items (row 0 is fixed). Users get a unit head per part, so
-    score = (u_text . v_text + u_id . e_id) / temperature + bias: a cold item is scored by its text alone,
-    on the scale it was trained on (id dropout), and a warm item adds what its id learned. Every score is
-    one dot product, so a catalogue is one matrix product.
+    An item has a text part v_text = normalize(t + A t) in the backbone's space (A starts at zero, so
+    v_text starts as the zero-shot vector) and an id part e_id (starts at zero; fixed zero for unknown
+    items). A user has a text part u_text = normalize(mean of the history's v_text + H_text(state)) (H
+    starts at zero: the zero-shot user) and an id part u_id = normalize(H_id(state)), state being the
+    causal transformer's output over inputs W v_text + e_id. So
+
+        score = (u_text . v_text + u_id . e_id) / temperature + bias + age offset
+
+    starts as the zero-shot recommender (a cold item keeps exactly that path, trained through id
+    dropout) and learns collaborative structure in the id part. Every score is one dot product of
+    [u_text | u_id] and [v_text | e_id], so a catalogue is one matrix product.
     """
 
     def __init__(self, config: HybridConfig, text_dim: int, n_ids: int, seed: int = 0) -> None:
@@ -94,17 +103,28 @@ class HybridNet(torch.nn.Module):
         self.config = config
         generator = torch.Generator().manual_seed(seed)
         d = config.dim
+        self.text_dim = text_dim if config.text else 0
         if config.text:
+            self.adapter = torch.nn.Linear(text_dim, text_dim, bias=False)
+            torch.nn.init.zeros_(self.adapter.weight)
+            self.adapter.weight.requires_grad_(config.text_adapter)  # off: item text vectors stay the backbone's
             self.proj = torch.nn.Linear(text_dim, d, bias=False)
             with torch.no_grad():  # start as a (semi-)orthogonal map: the text geometry survives the projection
                 q, _ = torch.linalg.qr(torch.randn(max(text_dim, d), min(text_dim, d), generator=generator))
                 self.proj.weight.copy_(q[:d, :text_dim] if d >= text_dim else q[:text_dim, :d].T)
+            self.text_head = torch.nn.Linear(d, text_dim)
+            torch.nn.init.zeros_(self.text_head.weight)
+            torch.nn.init.zeros_(self.text_head.bias)
         if config.ids:
             self.ids = torch.nn.Embedding(n_ids + 1, d, padding_idx=UNKNOWN)  # row 0 stays zero: no id part
             with torch.no_grad():  # with text, ids start at zero (text-only); SASRec (no text) needs a random start
                 self.ids.weight.normal_(0.0, 0.0 if config.text else 1.0 / math.sqrt(d), generator=generator)
                 self.ids.weight[UNKNOWN].zero_()
-        self.bias = torch.nn.Embedding(n_ids + 1, 1)
+            self.id_head = torch.nn.Linear(d, d)
+            with torch.no_grad():
+                self.id_head.weight.copy_(torch.eye(d))
+                self.id_head.bias.zero_()
+        self.bias = torch.nn.Embedding(n_ids + 1, 1)  # row 0: the offset of unknown items, learned through id dropout
         torch.nn.init.zeros_(self.bias.weight)
         self.age = torch.nn.Embedding(len(AGE_EDGES) + 2, 1)  # 0 = age unknown, then log2 buckets of hours
         torch.nn.init.zeros_(self.age.weight)
@@ -118,37 +138,42 @@ class HybridNet(torch.nn.Module):
         self.encoder = torch.nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
         self.out_norm = torch.nn.LayerNorm(d)
         self.input_dropout = torch.nn.Dropout(config.dropout)
-        self.text_head = torch.nn.Linear(d, d)
-        self.id_head = torch.nn.Linear(d, d)
-        with torch.no_grad():
-            for head in (self.text_head, self.id_head):
-                head.weight.copy_(torch.eye(d))
-                head.bias.zero_()
         self.register_buffer("causal", torch.triu(torch.full((config.sequence_length,) * 2, float("-inf")), diagonal=1), persistent=False)
 
-    def items(self, text: torch.Tensor | None, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(scoring vectors (N, 2*dim), history inputs (N, dim), biases (N,)) from text vectors (N, text_dim) and id rows (N,)."""
-        zeros = torch.zeros(len(ids), self.config.dim, device=ids.device)
-        v_text = torch.nn.functional.normalize(self.proj(text), dim=-1) if self.config.text else zeros
-        v_id = self.ids(ids) if self.config.ids else zeros  # row 0 -> 0
+    @property
+    def width(self) -> int:
+        """Size of the scoring vectors: text part + id part."""
+        return self.text_dim + (self.config.dim if self.config.ids else 0)
+
+    def items(self, text: torch.Tensor | None, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(scoring vectors (N, width), encoder inputs (N, dim), biases (N,), text parts (N, text_dim) or None)
+        from text vectors (N, text_dim) and id rows (N,)."""
+        parts, inputs, v_text = [], torch.zeros(len(ids), self.config.dim, device=ids.device), None
+        if self.config.text:
+            v_text = torch.nn.functional.normalize(text + self.adapter(text), dim=-1)
+            parts.append(v_text)
+            inputs = inputs + self.proj(v_text)
+        if self.config.ids:
+            e_id = self.ids(ids)  # row 0 -> 0
+            parts.append(e_id)
+            inputs = inputs + e_id
         bias = self.bias(ids).squeeze(-1) if self.config.bias else torch.zeros(len(ids), device=ids.device)
-        return torch.cat([v_text, v_id], dim=-1), v_text + v_id, bias
+        return torch.cat(parts, dim=-1), inputs, bias, v_text
 
-    def states(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(U, L, dim) history inputs, left-padded (mask False at padding) -> (U, L, dim) encoder states;
-        position t only sees items up to t."""
-        length = history.shape[1]
-        keep = mask.unsqueeze(-1).to(history.dtype)
-        x = (history + self.position.weight[-length:]) * keep  # padding positions hold zeros
-        x = self.encoder(self.input_dropout(x), mask=self.causal[:length, :length], is_causal=True)
-        return self.out_norm(x)
-
-    def users(self, states: torch.Tensor) -> torch.Tensor:
-        """Encoder states (..., dim) -> user vectors (..., 2*dim): [unit text head | unit id head],
-        so that (user . item) / temperature = (u_text . v_text + u_id . e_id) / temperature."""
-        u_text = torch.nn.functional.normalize(self.text_head(states), dim=-1)
-        u_id = torch.nn.functional.normalize(self.id_head(states), dim=-1)
-        return torch.cat([u_text, u_id], dim=-1)
+    def users(self, inputs: torch.Tensor, texts: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
+        """History encoder inputs (U, L, dim) and text parts (U, L, text_dim), left-padded (mask False at
+        padding) -> user vectors (U, L, width) at every position; position t only sees items up to t."""
+        length = inputs.shape[1]
+        keep = mask.unsqueeze(-1).to(inputs.dtype)
+        x = (inputs + self.position.weight[-length:]) * keep  # padding positions hold zeros
+        states = self.out_norm(self.encoder(self.input_dropout(x), mask=self.causal[:length, :length], is_causal=True))
+        parts = []
+        if self.config.text:
+            seen = (texts * keep).cumsum(1) / keep.cumsum(1).clamp(min=1.0)  # mean of the history so far (zero-shot user)
+            parts.append(torch.nn.functional.normalize(seen + self.text_head(states), dim=-1))
+        if self.config.ids:
+            parts.append(torch.nn.functional.normalize(self.id_head(states), dim=-1))
+        return torch.cat(parts, dim=-1)
 
     def age_bias(self, hours: torch.Tensor) -> torch.Tensor:
         """Score offset of an item that age (hours since the log first showed it; NaN = unknown)."""
@@ -159,24 +184,31 @@ class HybridNet(torch.nn.Module):
 
     def forward(self, text: torch.Tensor | None, ids: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor,
                 log_q: torch.Tensor | None = None, target_hours: torch.Tensor | None = None,
-                first_seen: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                first_seen: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Training pass over windows: `inputs`/`targets` (B, L) catalogue rows (-1 = padding). Returns the logits
         of every real target position over the catalogue (`log_q` None) or over the batch's own targets with
-        the log-Q correction, and the index of the right answer in each row. With `target_hours` (B, L) and
+        the log-Q correction, the index of the right answer in each row, and (with `text_loss`) the logits of
+        the text part alone, which training also fits so that cold items get a ranker. With `target_hours` (B, L) and
         `first_seen` (N,) (hours, NaN = unknown) an item's age at the target's time adds `age_bias`, and
         items the log had not shown yet at that time are no candidates."""
-        vectors, inputs_vec, bias = self.items(text, ids)
+        vectors, inputs_vec, bias, v_text = self.items(text, ids)
         mask = inputs >= 0
-        users = self.users(self.states(inputs_vec[inputs.clamp(min=0)], mask))
+        rows = inputs.clamp(min=0)
+        users = self.users(inputs_vec[rows], v_text[rows] if v_text is not None else None, mask)
         real = targets >= 0
         u, t = users[real], targets[real]
         cands, answer = (None, t) if log_q is None else torch.unique(t, return_inverse=True)
-        logits = u @ (vectors if cands is None else vectors[cands]).T / self.config.temperature
-        logits = logits + (bias if cands is None else bias[cands] - log_q[cands])
+        pool = vectors if cands is None else vectors[cands]
+        logits = u @ pool.T / self.config.temperature + (bias if cands is None else bias[cands] - log_q[cands])
+        text_logits = None
+        if self.config.text and self.config.text_loss:  # the text part alone must rank too: it is all a cold item has
+            text_logits = u[:, : self.text_dim] @ pool[:, : self.text_dim].T / self.config.temperature
         if self.config.age and target_hours is not None and first_seen is not None:
             ages = target_hours[real].unsqueeze(1) - (first_seen if cands is None else first_seen[cands]).unsqueeze(0)
-            logits = logits + self.age_bias(ages).masked_fill(ages < -1e-3, float("-inf"))  # NaN < x is False: kept
-        return logits, answer
+            offset = self.age_bias(ages).masked_fill(ages < -1e-3, float("-inf"))  # NaN < x is False: kept
+            logits = logits + offset
+            text_logits = text_logits + offset if text_logits is not None else None
+        return logits, answer, text_logits
 
 
 class Hybrid:
@@ -265,7 +297,7 @@ class Hybrid:
     def item_vectors(self, item_ids: Sequence[str], texts: Mapping[str, str], batch_size: int = 64,
                      progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """(scoring vectors (n, 2*dim), biases (n,)) of items, eval mode; an id missing from `texts` is encoded as its id."""
-        vectors, _, bias = self._items(item_ids, texts, batch_size, progress)
+        vectors, _, bias, _ = self._items(item_ids, texts, batch_size, progress)
         return vectors, bias
 
     def _items(self, item_ids: Sequence[str], texts: Mapping[str, str], batch_size: int = 64, progress: bool = False,
@@ -286,9 +318,9 @@ class Hybrid:
         """User vectors (len(histories), 2*dim): the encoder's state at the newest of the last
         `sequence_length` history items (oldest first); items the model cannot represent are skipped."""
         recent = [self._recent(h, texts) for h in histories]
-        ids = list(dict.fromkeys(i for h in recent for i in h))
-        length, dim = self.config.sequence_length, self.config.dim
-        inputs = self._items(ids, texts, batch_size, progress, remember)[1] if ids else torch.zeros(1, dim, device=self.device)
+        ids = list(dict.fromkeys(i for h in recent for i in h)) or ["\0none"]  # one dummy row when every history is empty
+        length = self.config.sequence_length
+        _, inputs, _, text_parts = self._items(ids, {**texts, "\0none": ""}, batch_size, progress, remember)
         row = {item: k for k, item in enumerate(ids)}
         out = []
         with self._lock, torch.inference_mode():
@@ -301,9 +333,10 @@ class Hybrid:
                     if hist:
                         index[u, length - len(hist):] = torch.as_tensor([row[i] for i in hist])
                         mask[u, length - len(hist):] = True
-                states = self.net.states(inputs[index.to(self.device)], mask.to(self.device))
-                out.append(self.net.users(states[:, -1]))
-        return torch.cat(out) if out else torch.empty(0, 2 * dim, device=self.device)
+                index, mask = index.to(self.device), mask.to(self.device)
+                users = self.net.users(inputs[index], text_parts[index] if text_parts is not None else None, mask)
+                out.append(users[:, -1])
+        return torch.cat(out) if out else torch.empty(0, self.net.width, device=self.device)
 
     # -- scoring -----------------------------------------------------------------------------------------------
     def _score_frame(self, frame: pd.DataFrame, texts: Mapping[str, str], batch_size: int, progress: bool) -> np.ndarray:
@@ -347,7 +380,7 @@ class Hybrid:
         texts = {**catalogue, **{pseudo: t for t, pseudo in extra.items()}}
         as_id = lambda t: by_text.get(t) or extra[t]  # noqa: E731
         user = self.user_vectors([[as_id(t) for t in history]], texts, batch_size, remember=False)
-        vectors, _, bias = self._items([as_id(t) for t in candidates], texts, batch_size, remember=False)
+        vectors, _, bias, _ = self._items([as_id(t) for t in candidates], texts, batch_size, remember=False)
         with torch.inference_mode():
             return ((vectors @ user[0]) / self.config.temperature + bias + self._unknown_age()).float().cpu().numpy()
 
