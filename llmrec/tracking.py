@@ -32,15 +32,25 @@ def _mlflow():
     return mlflow
 
 
+_URI_WE_SET: str | None = None  # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; that value is not the user's
+
+
 def tracking_uri(root: str | Path = ".") -> str:
     """MLFLOW_TRACKING_URI when set, else a sqlite store in the project folder (the registry needs a DB)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(root).resolve() / DEFAULT_DB}"
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env and env != _URI_WE_SET:
+        return env
+    return f"sqlite:///{Path(root).resolve() / DEFAULT_DB}"
 
 
 def _client(root: str | Path = "."):
+    global _URI_WE_SET
     mlflow = _mlflow()
     uri = tracking_uri(root)
+    chosen_by_user = os.environ.get("MLFLOW_TRACKING_URI") == uri
     mlflow.set_tracking_uri(uri)
+    if not chosen_by_user:
+        _URI_WE_SET = uri
     return mlflow, mlflow.MlflowClient(tracking_uri=uri)
 
 

@@ -64,3 +64,16 @@ def test_unknown_model_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     with pytest.raises(TrackingError, match="no registered model named 'nope'"):
         tracking.list_versions("nope")
+
+
+def test_default_store_follows_the_project_folder(tmp_path, monkeypatch):
+    """mlflow exports MLFLOW_TRACKING_URI when we point it at a project's sqlite store; a second project in the same
+    process must still get its own store, and a URI the user sets still wins."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    tracking._client(first)
+    assert tracking.tracking_uri(second) == f"sqlite:///{second.resolve() / tracking.DEFAULT_DB}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
+    assert tracking.tracking_uri(second) == "http://mlflow.example:5000"
