@@ -94,6 +94,10 @@ class HybridParams(_Section):
     ids: bool = Field(True, description="Learn an embedding per item seen in training (false = text only)")
     bias: bool = Field(True, description="Learn a score offset per item (its popularity in training; unknown items share one)")
     age: bool = Field(True, description="Learn a score offset per item age (hours since the log first showed it): freshness")
+    cold_hours: float = Field(
+        24.0, ge=0, description="Train items younger than this (hours since the log first showed them) as unknown ones, "
+        "as items new since training are when served (0 = off; ids then drop only at random, id_dropout)"
+    )
     text_adapter: bool = Field(True, description="Learn a linear correction of the item text vectors (off: the backbone's, as they are)")
     text_loss: float = Field(
         1.0, ge=0, description="Weight of a second loss on the text part alone, which keeps it a ranker for cold items (0 = off)"

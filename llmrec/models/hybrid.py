@@ -74,6 +74,7 @@ class HybridConfig:
     age: bool = True
     text_loss: float = 1.0
     text_adapter: bool = True
+    cold_hours: float = 24.0
     temperature: float = TEMPERATURE
 
     @classmethod
@@ -199,16 +200,32 @@ class HybridNet(torch.nn.Module):
         u, t = users[real], targets[real]
         cands, answer = (None, t) if log_q is None else torch.unique(t, return_inverse=True)
         pool = vectors if cands is None else vectors[cands]
-        logits = u @ pool.T / self.config.temperature + (bias if cands is None else bias[cands] - log_q[cands])
-        text_logits = None
-        if self.config.text and self.config.text_loss:  # the text part alone must rank too: it is all a cold item has
-            text_logits = u[:, : self.text_dim] @ pool[:, : self.text_dim].T / self.config.temperature
-        if self.config.age and target_hours is not None and first_seen is not None:
+        width, temp = self.text_dim, self.config.temperature
+        text_logits = u[:, :width] @ pool[:, :width].T / temp if self.config.text else 0.0
+        id_logits = u[:, width:] @ pool[:, width:].T / temp if self.config.ids else 0.0
+        offsets = (bias if cands is None else bias[cands] - log_q[cands]).unsqueeze(0).expand(len(u), -1)
+        ages = None
+        if target_hours is not None and first_seen is not None:
             ages = target_hours[real].unsqueeze(1) - (first_seen if cands is None else first_seen[cands]).unsqueeze(0)
-            offset = self.age_bias(ages).masked_fill(ages < -1e-3, float("-inf"))  # NaN < x is False: kept
-            logits = logits + offset
-            text_logits = text_logits + offset if text_logits is not None else None
-        return logits, answer, text_logits
+            if self.config.cold_hours and self.config.ids:
+                # items younger than cold_hours at the target's time play unknown items: no id part, the unknown
+                # offset; that is what an item new since training is at serving time, so the model learns its scale
+                fresh = (ages >= 0) & (ages < self.config.cold_hours)
+                id_logits = id_logits.masked_fill(fresh, 0.0)
+                unknown = self.bias.weight[UNKNOWN, 0] if self.config.bias else offsets.new_zeros(())
+                offsets = torch.where(fresh, unknown - (0.0 if log_q is None else log_q[cands].unsqueeze(0)), offsets)
+            if self.config.age:
+                offsets = offsets + self.age_bias(ages)
+        unseen = ages < -1e-3 if ages is not None else None  # not shown yet at the target's time (NaN < x is False)
+        logits = text_logits + id_logits + offsets
+        if unseen is not None:
+            logits = logits.masked_fill(unseen, float("-inf"))
+        text_only = None
+        if self.config.text and self.config.text_loss:  # the text part alone must rank too: it is all a cold item has
+            text_only = text_logits + (self.age_bias(ages) if ages is not None and self.config.age else 0.0)
+            if unseen is not None:
+                text_only = text_only.masked_fill(unseen, float("-inf"))
+        return logits, answer, text_only
 
 
 class Hybrid:
