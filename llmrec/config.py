@@ -184,7 +184,7 @@ class SasrecParams(_Section):
 
     def hybrid(self) -> "HybridParams":
         return HybridParams(dim=self.dim, layers=self.layers, heads=self.heads, sequence_length=self.sequence_length,
-                            dropout=self.dropout, id_dropout=0.0, text=False, ids=True)
+                            dropout=self.dropout, id_dropout=0.0, text=False, ids=True, bias=False, age=False, cold_hours=0.0)
 
 
 class EvalParams(_Section):

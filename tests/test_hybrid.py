@@ -138,6 +138,10 @@ def test_sasrec_baseline_is_deterministic_and_ranks(split):
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
     per = impression_metrics(frame.assign(score=a), [10])
     assert np.isfinite(per["auc"]).all()
+    seen = set(train.interactions.loc[train.interactions["label"] == 1, "item_id"].astype(str))
+    unknown = ~frame["item_id"].astype(str).isin(seen)
+    assert unknown.any() and (~unknown).any()
+    assert a[unknown.to_numpy()].max() < a[~unknown.to_numpy()].min()  # an id model puts items it never saw last
 
 
 def test_item_age_is_time_since_the_log_first_showed_the_item():

@@ -24,6 +24,7 @@ from llmrec.data.contract import Dataset
 from llmrec.errors import ConfigError, ModelError
 
 Scorer = Callable[[pd.DataFrame], np.ndarray]  # = llmrec.evaluation.evaluate.Scorer (no import: no cycle)
+UNSCORABLE = -1.0e9  # the score of an item a baseline cannot score (below every real score)
 NAMES = ("random", "popularity", "tfidf", "zero_shot", "itemknn", "ease", "sasrec")
 BLOCK = 1 << 22  # values materialised at once while scoring (32 MiB of float64)
 
@@ -241,7 +242,12 @@ def sasrec_scorer(train: Dataset, items: pd.DataFrame, params: object | None = N
                                device=device, checkpoint_every=0, max_minutes=p.max_minutes)
     with tempfile.TemporaryDirectory() as out:
         model, _ = fit_hybrid(train, p.hybrid(), train_params, out, progress=progress, desc="training the SASRec baseline", lr_scale=1.0)
-    return model.scorer(items)
+    scores, known = model.scorer(items), set(model.vocab)
+
+    def score(frame: pd.DataFrame) -> np.ndarray:  # an id model cannot score an item it never saw: last place
+        return np.where(frame["item_id"].astype(str).isin(known), scores(frame), UNSCORABLE)
+
+    return score
 
 
 def fit_baselines(
