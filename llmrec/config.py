@@ -137,7 +137,10 @@ class TrainParams(_Section):
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     negatives_per_positive: int = Field(4, ge=1)
     trainable_layers: int = Field(2, ge=0, description="Top transformer layers fine-tuned (0 = all)")
-    max_train_impressions: int = Field(3000, ge=0, description="Most recent impressions used (0 = all)")
+    max_train_impressions: int = Field(
+        3000, ge=0, description="Most recent impressions used by the cross-encoder and the two-tower (0 = all); the hybrid "
+        "always learns from every user's whole sequence (its age offsets handle recency)"
+    )
     seed: int = 13
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     out: str = "outputs/model"
@@ -196,7 +199,7 @@ class EvalParams(_Section):
         description="Baselines scored on the same holdout as the model",
     )
     sasrec: SasrecParams = Field(default_factory=SasrecParams)
-    catalogue_impressions: int = Field(50, ge=0, description="Holdout impressions ranked against the whole catalogue (0 = skip)")
+    catalogue_impressions: int = Field(250, ge=0, description="Holdout impressions ranked against the whole catalogue (0 = skip)")
     sampled_on_impressions: bool = Field(
         True, description="Impression logs: also rank each holdout click against `negatives` sampled negatives (protocol sampled)"
     )

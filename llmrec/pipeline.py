@@ -101,7 +101,7 @@ def run_train(params: Params, progress: bool = True) -> dict[str, Any]:
     """Fine-tune the ranker on the training part of the temporal split."""
     split = _split(params)
     train = split.train
-    if params.train.max_train_impressions:
+    if params.train.max_train_impressions and params.model.type != "hybrid":  # the hybrid reads whole user sequences
         recent = train.impressions.sort_values("timestamp", kind="stable").tail(params.train.max_train_impressions)
         train = train.restrict(recent["impression_id"])
     train = with_context(train, split.train, params.train.negatives_per_positive, params.train.seed)

@@ -166,6 +166,7 @@ def fit_hybrid(
                  desc, len(sequences), len(windows), config.sequence_length, len(targets), len(catalogue), len(vocab),
                  "full" if full else "in-batch (log-Q corrected)")
     generator = np.random.default_rng(train_params.seed + 1 + dist.rank)
+    consumed_only = not train.source.logged_negatives  # positive-only logs: items appear by being consumed
 
     def loss(module: torch.nn.Module, idx: np.ndarray) -> torch.Tensor:
         chunk = torch.from_numpy(windows[idx]).to(device)
@@ -175,7 +176,7 @@ def fit_hybrid(
             keep = torch.from_numpy(generator.random(len(catalogue)) >= config.id_dropout).to(device)
             step_ids = torch.where(keep, ids, torch.full_like(ids, UNKNOWN))
         logits, answer, text_logits = module(text, step_ids, inputs, target, None if full else log_q,
-                                             window_hours[idx][:, 1:].to(device), first_seen)
+                                             window_hours[idx][:, 1:].to(device), first_seen, consumed_only)
         loss = torch.nn.functional.cross_entropy(logits.float(), answer)
         if text_logits is not None:
             loss = loss + config.text_loss * torch.nn.functional.cross_entropy(text_logits.float(), answer)

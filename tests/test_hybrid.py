@@ -159,6 +159,33 @@ def test_item_age_is_time_since_the_log_first_showed_the_item():
     assert ages[:3] == [24.0, 0.0, 18.0] and np.isnan(ages[3])  # unknown item: new (0); unknown impression: NaN
 
 
+def test_on_positive_only_logs_an_item_has_an_age_only_once_consumed_before():
+    """MovieLens-style logs show an item only by its consumption: the first one is what is predicted, so an item
+    not consumed before the moment has no age (NaN) in evaluation and, in training, is a candidate without
+    its id part or age: nothing may tell the model that the target is about to be consumed for the first time."""
+    from llmrec.data.context import hours, with_item_age
+
+    imps = pd.DataFrame({"impression_id": ["ml:u#0", "ml:u#1"], "timestamp": pd.to_datetime(["2020-01-01", "2020-01-02"], utc=True)})
+    first = pd.Series({"a": hours(imps["timestamp"])[0]})
+    frame = pd.DataFrame({"impression_id": ["ml:u#0", "ml:u#1", "ml:u#1"], "item_id": ["a", "a", "b"]})
+    ages = with_item_age(frame, imps, first, consumed_only=True)["age_hours"].tolist()
+    assert np.isnan(ages[0]) and ages[1] == 24.0 and np.isnan(ages[2])  # "#" inside the event ids is fine too
+
+    config = HybridConfig(dim=8, heads=2, layers=1, sequence_length=3, dropout=0.0, text=False, bias=True, age=True, cold_hours=0.0)
+    net = HybridNet(config, 0, 4).eval()
+    with torch.no_grad():
+        net.age.weight.normal_()
+        net.bias.weight.normal_()
+    inputs, targets = torch.tensor([[-1, 1, 2]]), torch.tensor([[1, 2, 3]])
+    target_hours = torch.tensor([[10.0, 20.0, 30.0]])
+    first_seen = torch.tensor([0.0, 10.0, 20.0, 30.0, 99.0])  # each target is its item's first consumption
+    logits, _, _ = net(None, torch.arange(5), inputs, targets, None, target_hours, first_seen, consumed_only=True)
+    assert torch.isfinite(logits).all()  # nothing is masked: masking the others would point at the target
+    # every item not consumed before a target's time scores alike (unknown offset, no id, no age): the target too
+    for row, first_unconsumed in enumerate([1, 2, 3]):
+        assert torch.allclose(logits[row, first_unconsumed:], logits[row, first_unconsumed])
+
+
 def test_items_the_log_had_not_shown_yet_are_no_training_candidates():
     config = HybridConfig(dim=8, heads=2, layers=1, sequence_length=3, dropout=0.0, text=False)
     net = HybridNet(config, 0, 4).eval()

@@ -111,6 +111,9 @@ def with_context(part: Dataset, log: Dataset, negatives: int, seed: int) -> Data
     return Dataset(part.items, imps.reset_index(drop=True), inter, part.source)
 
 
+AGE_TOLERANCE_HOURS = 1e-3  # ~4 s: instants closer than this are the same moment
+
+
 def hours(stamps: pd.Series | np.ndarray) -> np.ndarray:
     """UTC instants as float hours since the Unix epoch (NaN for missing)."""
     values = pd.to_datetime(pd.Series(stamps), utc=True)
@@ -130,15 +133,23 @@ def first_seen_hours(log: Dataset) -> pd.Series:
     return first
 
 
-def with_item_age(frame: pd.DataFrame, impressions: pd.DataFrame, first_seen: pd.Series) -> pd.DataFrame:
+def with_item_age(frame: pd.DataFrame, impressions: pd.DataFrame, first_seen: pd.Series,
+                  consumed_only: bool = False) -> pd.DataFrame:
     """`frame` (impression_id, item_id, ...) plus `age_hours`: how long before the impression the log first
     showed the candidate (0 for an item it shows first then, NaN when the impression's time is unknown).
     `impressions` gives each impression's timestamp; ids not among them (e.g. the sampled protocol's
-    "impression#k") use the part before "#"."""
+    "impression#k") use the part before "#". With `consumed_only` (positive-only logs, where an item
+    appears only by being consumed) an item not consumed before the impression has no age (NaN): its
+    first consumption is what is being predicted, so it cannot tell the model anything."""
     when = pd.Series(hours(impressions["timestamp"]), index=impressions["impression_id"].astype(str).to_numpy())
     when = when[~when.index.duplicated()]
-    key = frame["impression_id"].astype(str).str.split("#", n=1).str[0]
-    t = key.map(when).to_numpy(dtype=float)
+    ids = frame["impression_id"].astype(str)
+    t = ids.map(when)  # ids may hold "#" themselves (leave-last-out events): the whole id first
+    t = t.fillna(ids.str.rsplit("#", n=1).str[0].map(when)).to_numpy(dtype=float)
     seen = frame["item_id"].map(first_seen).to_numpy(dtype=float)
-    age = np.where(np.isnan(seen), 0.0, np.maximum(t - seen, 0.0))
+    if consumed_only:
+        with np.errstate(invalid="ignore"):
+            age = np.where(t - seen > AGE_TOLERANCE_HOURS, t - seen, np.nan)
+    else:
+        age = np.where(np.isnan(seen), 0.0, np.maximum(t - seen, 0.0))
     return frame.assign(age_hours=np.where(np.isnan(t), np.nan, age))

@@ -272,7 +272,8 @@ def evaluate(
     ks_all = sorted(set(ks) | {10})
     list_name = protocols.list_protocol(holdout)
     first_seen = first_seen_hours(log)
-    aged = lambda f: with_item_age(f, holdout.impressions, first_seen) if len(f) else f  # noqa: E731  (item freshness, for models that use it)
+    consumed_only = not log.source.logged_negatives
+    aged = lambda f: with_item_age(f, holdout.impressions, first_seen, consumed_only) if len(f) else f  # noqa: E731  (item freshness, for models that use it)
     frame = aged(protocols.candidate_frame(holdout))
     main, main_scores = _score_protocol(list_name, frame, scorers, ks_all, primary, seed, confidence)
     report = EvalReport({list_name: main}, primary, segment_protocol=list_name, confidence=confidence)

@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from llmrec.data.context import AGE_TOLERANCE_HOURS
 from llmrec.data.contract import history_list
 from llmrec.errors import ModelError
 from llmrec.models.cross_encoder import META_FILE, fingerprint as _fingerprint
@@ -185,13 +186,17 @@ class HybridNet(torch.nn.Module):
 
     def forward(self, text: torch.Tensor | None, ids: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor,
                 log_q: torch.Tensor | None = None, target_hours: torch.Tensor | None = None,
-                first_seen: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                first_seen: torch.Tensor | None = None, consumed_only: bool = False,
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Training pass over windows: `inputs`/`targets` (B, L) catalogue rows (-1 = padding). Returns the logits
         of every real target position over the catalogue (`log_q` None) or over the batch's own targets with
         the log-Q correction, the index of the right answer in each row, and (with `text_loss`) the logits of
         the text part alone, which training also fits so that cold items get a ranker. With `target_hours` (B, L) and
         `first_seen` (N,) (hours, NaN = unknown) an item's age at the target's time adds `age_bias`, and
-        items the log had not shown yet at that time are no candidates."""
+        items the log had not shown yet at that time are no candidates. With `consumed_only` (positive-only
+        logs: an item appears only by being consumed) an item not consumed before the target's time is a
+        candidate of unknown age and, like a fresh one, without its id part: its first consumption may be
+        the very target, which must not give it away."""
         vectors, inputs_vec, bias, v_text = self.items(text, ids)
         mask = inputs >= 0
         rows = inputs.clamp(min=0)
@@ -207,10 +212,15 @@ class HybridNet(torch.nn.Module):
         ages = None
         if target_hours is not None and first_seen is not None:
             ages = target_hours[real].unsqueeze(1) - (first_seen if cands is None else first_seen[cands]).unsqueeze(0)
-            if self.config.cold_hours and self.config.ids:
+            new = None
+            if consumed_only:
+                new = ~(ages > AGE_TOLERANCE_HOURS)  # NaN too
+                ages = ages.masked_fill(new, float("nan"))
+            if self.config.ids and (self.config.cold_hours or new is not None):
                 # items younger than cold_hours at the target's time play unknown items: no id part, the unknown
                 # offset; that is what an item new since training is at serving time, so the model learns its scale
                 fresh = (ages >= 0) & (ages < self.config.cold_hours)
+                fresh = fresh | new if new is not None else fresh
                 id_logits = id_logits.masked_fill(fresh, 0.0)
                 unknown = self.bias.weight[UNKNOWN, 0] if self.config.bias else offsets.new_zeros(())
                 offsets = torch.where(fresh, unknown - (0.0 if log_q is None else log_q[cands].unsqueeze(0)), offsets)
