@@ -89,6 +89,10 @@ class HybridParams(_Section):
     heads: int = Field(2, ge=1, le=32, description="Attention heads per layer (dim must divide by it)")
     sequence_length: int = Field(50, ge=2, le=1024, description="Most recent history items the user encoder reads")
     dropout: float = Field(0.2, ge=0, lt=1, description="Dropout in the user encoder")
+    id_init: float | None = Field(
+        None, ge=0, description="Std of the item-id embeddings at start, in units of 1/sqrt(dim); default 0 with text "
+        "(training starts as the zero-shot recommender), 1 without (SASRec)"
+    )
     id_dropout: float = Field(0.3, ge=0, le=1, description="Share of items trained without their id embedding, so cold items (text only) score well")
     text: bool = Field(True, description="Use the backbone's item-text vectors (false = item ids only, i.e. SASRec)")
     ids: bool = Field(True, description="Learn an embedding per item seen in training (false = text only)")

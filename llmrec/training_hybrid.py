@@ -112,9 +112,9 @@ OFFSET_LR_SCALE = 30.0  # score offsets (item bias, age): one number each, with 
 
 
 def _param_groups(net: HybridNet, lr: float) -> list[dict]:
-    """AdamW groups: the score offsets (per-item bias, per-age-bucket offset) learn OFFSET_LR_SCALE times faster,
+    """AdamW groups: the score offsets (per-item bias, per-age-bucket offset) and the text weight learn OFFSET_LR_SCALE times faster,
     so that they can reach their scale (several logits) within a few thousand steps; everything else at `lr`."""
-    offsets = [net.bias.weight, net.age.weight]
+    offsets = [net.bias.weight, net.age.weight] + ([net.text_scale] if net.config.text else [])
     rest = [p for p in net.parameters() if p.requires_grad and all(p is not o for o in offsets)]
     return [{"params": rest, "lr": lr}, {"params": offsets, "lr": lr * OFFSET_LR_SCALE, "weight_decay": 0.0}]
 

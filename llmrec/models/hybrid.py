@@ -69,6 +69,7 @@ class HybridConfig:
     sequence_length: int = 50
     dropout: float = 0.2
     id_dropout: float = 0.3
+    id_init: float | None = None  # std of the id embeddings at start, x 1/sqrt(dim); None: 0 with text (zero-shot start), 1 without
     text: bool = True
     ids: bool = True
     bias: bool = True
@@ -107,6 +108,9 @@ class HybridNet(torch.nn.Module):
         d = config.dim
         self.text_dim = text_dim if config.text else 0
         if config.text:
+            # weight of the text part in the score: 1 = the zero-shot scale; learned, so that a text that says little
+            # about taste (or a lot) gets the weight it earns next to the ids
+            self.text_scale = torch.nn.Parameter(torch.ones(1))
             self.adapter = torch.nn.Linear(text_dim, text_dim, bias=False)
             torch.nn.init.zeros_(self.adapter.weight)
             self.adapter.weight.requires_grad_(config.text_adapter)  # off: item text vectors stay the backbone's
@@ -120,7 +124,8 @@ class HybridNet(torch.nn.Module):
         if config.ids:
             self.ids = torch.nn.Embedding(n_ids + 1, d, padding_idx=UNKNOWN)  # row 0 stays zero: no id part
             with torch.no_grad():  # with text, ids start at zero (text-only); SASRec (no text) needs a random start
-                self.ids.weight.normal_(0.0, 0.0 if config.text else 1.0 / math.sqrt(d), generator=generator)
+                init = config.id_init if config.id_init is not None else (0.0 if config.text else 1.0)
+                self.ids.weight.normal_(0.0, init / math.sqrt(d), generator=generator)
                 self.ids.weight[UNKNOWN].zero_()
             self.id_head = torch.nn.Linear(d, d)
             with torch.no_grad():
@@ -153,7 +158,7 @@ class HybridNet(torch.nn.Module):
         parts, inputs, v_text = [], torch.zeros(len(ids), self.config.dim, device=ids.device), None
         if self.config.text:
             v_text = torch.nn.functional.normalize(text + self.adapter(text), dim=-1)
-            parts.append(v_text)
+            parts.append(self.text_scale * v_text)
             inputs = inputs + self.proj(v_text)
         if self.config.ids:
             e_id = self.ids(ids)  # row 0 -> 0
@@ -305,6 +310,8 @@ class Hybrid:
         dev = pick_device(device)
         encoder = FrozenTextEncoder(folder, meta["max_length"], dev) if config.text else None
         net = HybridNet(config, meta["text_dim"], len(vocab))
+        if config.text and "text_scale" not in state:  # saved before the text weight was learned
+            state["text_scale"] = torch.ones(1)
         net.load_state_dict(state, strict=True)
         net.eval()
         return cls(net, vocab, encoder, TextConfig(**meta["text"]), meta["backbone"], meta["max_length"], dev)
