@@ -98,8 +98,13 @@ class HybridParams(_Section):
     ids: bool = Field(True, description="Learn an embedding per item seen in training (false = text only)")
     bias: bool = Field(True, description="Learn a score offset per item (its popularity in training; unknown items share one)")
     age: bool = Field(True, description="Learn a score offset per item age (hours since the log first showed it): freshness")
+    unknown_offset: Literal["mean", "learned"] = Field(
+        "mean", description="Score offset of items without an id (new since training): mean = that of an average known "
+        "item; learned = the one id dropout trains, which matches the click mass of dropped items and, on logs where new "
+        "items are clicked a lot, puts every new item above every known one"
+    )
     cold_hours: float = Field(
-        24.0, ge=0, description="Train items younger than this (hours since the log first showed them) as unknown ones, "
+        0.0, ge=0, description="Train items younger than this (hours since the log first showed them) as unknown ones, "
         "as items new since training are when served (0 = off; ids then drop only at random, id_dropout)"
     )
     text_adapter: bool = Field(True, description="Learn a linear correction of the item text vectors (off: the backbone's, as they are)")

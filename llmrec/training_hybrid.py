@@ -194,6 +194,9 @@ def fit_hybrid(
     )
     result = run_loop(task, train_params, out, device, dist, on_step=on_step, progress=progress)
     model.net.eval()
+    if config.bias and config.unknown_offset == "mean" and len(vocab):
+        with torch.no_grad():  # a new item scores like an average known one (see HybridParams.unknown_offset)
+            model.net.bias.weight[UNKNOWN] = model.net.bias.weight[1:].mean()
     return model, train_result(out, result, len(windows), device)
 
 

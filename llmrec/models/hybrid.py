@@ -76,7 +76,8 @@ class HybridConfig:
     age: bool = True
     text_loss: float = 1.0
     text_adapter: bool = True
-    cold_hours: float = 24.0
+    cold_hours: float = 0.0
+    unknown_offset: str = "mean"
     temperature: float = TEMPERATURE
 
     @classmethod
