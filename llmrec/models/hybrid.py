@@ -6,7 +6,8 @@ Item          a text part v_i = normalize(t_i + A t_i), where t_i is the backbon
               training that starts at zero. Items unknown to the model (cold: new since training, or
               only ever shown) have no id part, so they are scored by their text; training drops the
               id of a share `id_dropout` of the items each step so that the text part alone learns to
-              rank. Optionally each item has a learned bias b_i (popularity; unknown items share one),
+              rank. Optionally each item has a learned bias b_i (popularity; unknown items share one,
+              saved as the mean of the known ones: `unknown_offset`), the text part a learned weight,
               and an item's age (hours since the log first showed it, in log2 buckets) adds a learned
               offset: news goes stale, and a model that knows it stops over-ranking yesterday's hits.
 User          a causal transformer (SASRec-style: pre-norm layers, learned absolute positions in a
