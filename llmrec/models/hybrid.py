@@ -216,7 +216,7 @@ class HybridNet(torch.nn.Module):
         text_logits = u[:, :width] @ pool[:, :width].T / temp if self.config.text else 0.0
         id_logits = u[:, width:] @ pool[:, width:].T / temp if self.config.ids else 0.0
         offsets = (bias if cands is None else bias[cands] - log_q[cands]).unsqueeze(0).expand(len(u), -1)
-        ages = None
+        ages, age_offset = None, 0.0
         if target_hours is not None and first_seen is not None:
             ages = target_hours[real].unsqueeze(1) - (first_seen if cands is None else first_seen[cands]).unsqueeze(0)
             new = None
@@ -232,14 +232,15 @@ class HybridNet(torch.nn.Module):
                 unknown = self.bias.weight[UNKNOWN, 0] if self.config.bias else offsets.new_zeros(())
                 offsets = torch.where(fresh, unknown - (0.0 if log_q is None else log_q[cands].unsqueeze(0)), offsets)
             if self.config.age:
-                offsets = offsets + self.age_bias(ages)
-        unseen = ages < -1e-3 if ages is not None else None  # not shown yet at the target's time (NaN < x is False)
+                age_offset = self.age_bias(ages)
+                offsets = offsets + age_offset
+        unseen = ages < -AGE_TOLERANCE_HOURS if ages is not None else None  # not shown yet then (NaN < x is False)
         logits = text_logits + id_logits + offsets
         if unseen is not None:
             logits = logits.masked_fill(unseen, float("-inf"))
         text_only = None
         if self.config.text and self.config.text_loss:  # the text part alone must rank too: it is all a cold item has
-            text_only = text_logits + (self.age_bias(ages) if ages is not None and self.config.age else 0.0)
+            text_only = text_logits + age_offset
             if unseen is not None:
                 text_only = text_only.masked_fill(unseen, float("-inf"))
         return logits, answer, text_only
