@@ -93,10 +93,26 @@ class HybridParams(_Section):
         None, ge=0, description="Std of the item-id embeddings at start, in units of 1/sqrt(dim); default 0 with text "
         "(training starts as the zero-shot recommender), 1 without (SASRec)"
     )
+    towers: Literal["shared", "separate"] = Field(
+        "separate", description="shared: one user encoder reads text and id inputs together; separate: the text part and the "
+        "id part each have their own (the id part is then a SASRec of its own, started at random)"
+    )
+    id_loss: float = Field(
+        1.0, ge=0, description="Weight of a loss on the id part alone (items with an id only), which keeps it a ranker of "
+        "warm items by itself (0 = off)"
+    )
+    calibration: float = Field(
+        0.0, ge=0, lt=1, description="Share of the latest training consumptions first held out to fit the score offset of "
+        "items without an id (new since training): training without them for 70% of the steps, then on everything "
+        "(0 = no offset)"
+    )
     id_dropout: float = Field(0.3, ge=0, le=1, description="Share of items trained without their id embedding, so cold items (text only) score well")
     text: bool = Field(True, description="Use the backbone's item-text vectors (false = item ids only, i.e. SASRec)")
     ids: bool = Field(True, description="Learn an embedding per item seen in training (false = text only)")
-    bias: bool = Field(True, description="Learn a score offset per item (its popularity in training; unknown items share one)")
+    bias: bool = Field(
+        False, description="Learn a score offset per item (its popularity in training; unknown items share one). Off by "
+        "default: on news logs it learned yesterday's hits, and the id part already knows what is popular"
+    )
     age: bool = Field(True, description="Learn a score offset per item age (hours since the log first showed it): freshness")
     unknown_offset: Literal["mean", "learned"] = Field(
         "mean", description="Score offset of items without an id (new since training): mean = that of an average known "
@@ -104,7 +120,7 @@ class HybridParams(_Section):
         "items are clicked a lot, puts every new item above every known one"
     )
     cold_hours: float = Field(
-        0.0, ge=0, description="Train items younger than this (hours since the log first showed them) as unknown ones, "
+        24.0, ge=0, description="Train items younger than this (hours since the log first showed them) as unknown ones, "
         "as items new since training are when served (0 = off; ids then drop only at random, id_dropout)"
     )
     text_adapter: bool = Field(True, description="Learn a linear correction of the item text vectors (off: the backbone's, as they are)")

@@ -12,7 +12,11 @@ The item texts are encoded once by the frozen backbone; each step then costs a p
 catalogue's text vectors and a small transformer over the windows, which is why this model trains
 thousands of steps on a CPU in minutes. Each target's time and each catalogue item's first appearance
 in the log give the item's age at that moment (the model learns a freshness offset), and items the log
-had not shown yet are left out of that target's softmax (no negative from the future). The hybrid's own parameters learn at `HYBRID_LR_SCALE` (10)
+had not shown yet are left out of that target's softmax (no negative from the future). With `model.hybrid.calibration` > 0, the
+latest share of the consumptions is first held out: the model trains 70 % of the steps without them (items
+first consumed among them playing new ones), the score offset of id-less items is fitted on them by maximum
+likelihood (`fit_new_item_offset`: ids have seen the clicks they are trained on, so a model learns to trust
+them more than it can on new data), and training goes on with everything. The hybrid's own parameters learn at `HYBRID_LR_SCALE` (10)
 times `train.lr` (they start from scratch; `train.lr` is sized for fine-tuning a pretrained backbone).
 The loop itself (optimizer, schedule, accumulation, precision, DDP, checkpoints, time limit) is
 `llmrec.train_loop`.
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +41,7 @@ from llmrec.models.backbone import resolve_backbone
 from llmrec.models.cross_encoder import pick_device
 from llmrec.models.hybrid import UNKNOWN, Hybrid, HybridConfig, HybridNet
 from llmrec.models.text import TextConfig, item_texts
-from llmrec.train_loop import LoopTask, checkpoint_digest, remove_checkpoint, run_loop, seed_everything
+from llmrec.train_loop import LoopResult, LoopTask, checkpoint_digest, find_checkpoint, remove_checkpoint, run_loop, seed_everything
 from llmrec.training import TrainResult, train_result
 
 log = logging.getLogger(__name__)
@@ -108,6 +113,64 @@ def sequence_windows(sequences: pd.Series, row: dict[str, int], length: int,
     return (out, np.asarray(stamps, dtype=np.float64)) if times is not None else out
 
 
+CALIBRATION_PHASE = 0.7  # share of the steps (and time) trained before the new-item offset is fitted
+MAX_CALIBRATION_LOGITS = 20_000_000  # held-out targets x candidates kept in memory to fit it
+
+
+def calibration_cut(windows: np.ndarray, hours: np.ndarray, share: float) -> float | None:
+    """The time from which the latest `share` of the training consumptions (targets) are held out to fit the
+    new-item offset; None when off or when the log has too few timed consumptions."""
+    times = hours[:, 1:][windows[:, 1:] >= 0]
+    times = times[np.isfinite(times)]
+    if share <= 0 or len(times) < 100:
+        return None
+    cut = float(np.quantile(times, 1.0 - share))
+    return cut if (times >= cut).sum() < len(times) else None
+
+
+def fit_new_item_offset(net: HybridNet, text: torch.Tensor | None, ids: torch.Tensor, windows: np.ndarray, late: np.ndarray,
+                        hours: torch.Tensor, first_seen: torch.Tensor, log_q: torch.Tensor | None, consumed_only: bool,
+                        device: torch.device, iterations: int = 25) -> float:
+    """The score offset c of items without an id that maximises the likelihood of the held-out `late` targets
+    (softmax over the candidates, scored as at inference, `ids` giving the items the model knows): a convex
+    problem in one number, solved by Newton's method."""
+    rows = np.flatnonzero(late.any(axis=1))
+    targets = np.where(late, windows[:, 1:], PAD)
+    logits, marks, answers, kept = [], [], [], 0
+    net.eval()
+    with torch.no_grad():
+        for start in range(0, len(rows), 64):
+            idx = rows[start : start + 64]
+            inputs = torch.from_numpy(windows[idx, :-1]).to(device)
+            target = torch.from_numpy(targets[idx]).to(device)
+            args = (text, ids, inputs, target, log_q, hours[idx][:, 1:].to(device), first_seen, consumed_only, False)
+            net.no_id_offset.zero_()
+            base, answer, _, _ = net(*args)
+            net.no_id_offset.fill_(1.0)
+            shifted, _, _, _ = net(*args)
+            logits.append(base.float())
+            marks.append((shifted - base).nan_to_num(0.0).float())  # 1 where the candidate has no id
+            answers.append(answer)
+            kept += base.numel()
+            if kept > MAX_CALIBRATION_LOGITS:
+                break
+        net.no_id_offset.zero_()
+        logit, mark, answer = torch.cat(logits), torch.cat(marks), torch.cat(answers)
+        at = torch.arange(len(answer), device=answer.device)
+        target_mark = mark[at, answer]
+        c = torch.zeros((), device=logit.device)
+        for _ in range(iterations):
+            p = torch.softmax(logit + c * mark, dim=1)
+            mean = (p * mark).sum(1)
+            grad = (mean - target_mark).mean()
+            hess = ((p * mark * mark).sum(1) - mean**2).mean().clamp(min=1e-6)
+            step = (grad / hess).clamp(-2.0, 2.0)
+            c = (c - step).clamp(-20.0, 20.0)
+            if step.abs() < 1e-4:
+                break
+    return float(c)
+
+
 OFFSET_LR_SCALE = 30.0  # score offsets (item bias, age): one number each, with Adam they move ~lr per step
 
 
@@ -146,7 +209,9 @@ def fit_hybrid(
     catalogue, vocab = training_catalogue(train, sequences, config.text)
     row = {item: k for k, item in enumerate(catalogue)}
     windows, window_hours = sequence_windows(sequences, row, config.sequence_length, times)
+    cut = calibration_cut(windows, window_hours, hybrid.calibration) if config.ids else None
     hours_base = float(np.nanmin(window_hours)) if np.isfinite(window_hours).any() else 0.0  # float32-friendly offsets
+    late = (window_hours[:, 1:] >= cut) & (windows[:, 1:] >= 0) if cut is not None else None
     window_hours = torch.from_numpy((window_hours - hours_base).astype(np.float32))
     first_seen = torch.tensor(first_seen_hours(train).reindex(catalogue).to_numpy(dtype=np.float64) - hours_base,
                               dtype=torch.float32, device=device)
@@ -168,18 +233,23 @@ def fit_hybrid(
     generator = np.random.default_rng(train_params.seed + 1 + dist.rank)
     consumed_only = not train.source.logged_negatives  # positive-only logs: items appear by being consumed
 
-    def loss(module: torch.nn.Module, idx: np.ndarray) -> torch.Tensor:
+    def loss(module: torch.nn.Module, idx: np.ndarray, windows: np.ndarray = windows, ids: torch.Tensor = ids,
+             window_hours: torch.Tensor = window_hours) -> torch.Tensor:
         chunk = torch.from_numpy(windows[idx]).to(device)
         inputs, target = chunk[:, :-1], chunk[:, 1:]
         step_ids = ids
         if config.ids and config.id_dropout and module.training:
             keep = torch.from_numpy(generator.random(len(catalogue)) >= config.id_dropout).to(device)
             step_ids = torch.where(keep, ids, torch.full_like(ids, UNKNOWN))
-        logits, answer, text_logits = module(text, step_ids, inputs, target, None if full else log_q,
-                                             window_hours[idx][:, 1:].to(device), first_seen, consumed_only)
+        logits, answer, text_logits, id_logits = module(text, step_ids, inputs, target, None if full else log_q,
+                                                        window_hours[idx][:, 1:].to(device), first_seen, consumed_only)
         loss = torch.nn.functional.cross_entropy(logits.float(), answer)
         if text_logits is not None:
             loss = loss + config.text_loss * torch.nn.functional.cross_entropy(text_logits.float(), answer)
+        if id_logits is not None:  # targets without an id this step (dropped, or fresh) have no id-only answer
+            has_id = torch.isfinite(id_logits.gather(1, answer.unsqueeze(1))).squeeze(1)
+            if has_id.any():
+                loss = loss + config.id_loss * torch.nn.functional.cross_entropy(id_logits[has_id].float(), answer[has_id])
         return loss
 
     task = LoopTask(
@@ -192,12 +262,63 @@ def fit_hybrid(
         pairs_per_example=config.sequence_length,
         desc=desc,
     )
+    first: LoopResult | None = None
+    if late is not None and late.any():
+        # phase 1: train without the most recent consumptions (items first consumed among them playing new ones) and
+        # fit the new-item offset on them, as the model will meet new items; phase 2: everything, on the same
+        # learning-rate schedule. A checkpoint of phase 2 holds the fitted offset: resuming skips phase 1.
+        first_steps = max(1, round(train_params.max_steps * CALIBRATION_PHASE))
+        first_minutes = train_params.max_minutes * CALIBRATION_PHASE
+        second_params = train_params.model_copy(update={
+            "max_steps": max(1, train_params.max_steps - first_steps), "max_minutes": train_params.max_minutes - first_minutes})
+        if not (train_params.checkpoint_every and find_checkpoint(out, task.digest, train_params.resume) is not None):
+            first = _first_phase(model, task, train_params.model_copy(update={"max_steps": first_steps, "checkpoint_every": 0,
+                                                                               "max_minutes": first_minutes}),
+                                 windows, late, ids, text, window_hours, first_seen, None if full else log_q, consumed_only,
+                                 loss, out, device, dist, on_step, progress, train_params.max_steps)
+        task = replace(task, param_groups=_param_groups(model.net, train_params.lr * lr_scale),
+                       schedule=(first_steps, train_params.max_steps))
+        train_params = second_params
     result = run_loop(task, train_params, out, device, dist, on_step=on_step, progress=progress)
+    if first is not None:
+        result = replace(result, losses=first.losses + result.losses, seconds=first.seconds + result.seconds)
     model.net.eval()
-    if config.bias and config.unknown_offset == "mean" and len(vocab):
-        with torch.no_grad():  # a new item scores like an average known one (see HybridParams.unknown_offset)
-            model.net.bias.weight[UNKNOWN] = model.net.bias.weight[1:].mean()
+    _unknown_bias(model.net, torch.arange(1, len(vocab) + 1))
     return model, train_result(out, result, len(windows), device)
+
+
+def _first_phase(model: Hybrid, task: LoopTask, params: TrainParams, windows: np.ndarray, late: np.ndarray, ids: torch.Tensor,
+                 text: torch.Tensor | None, hours: torch.Tensor, first_seen: torch.Tensor, log_q: torch.Tensor | None,
+                 consumed_only: bool, loss: Callable, out: str | Path, device: torch.device, dist: Distributed,
+                 on_step: Callable[[int, float], None] | None, progress: bool, total_steps: int) -> LoopResult:
+    """Train without the `late` targets, fit the new-item offset on them and set it (see the module docstring)."""
+    early_windows = windows.copy()
+    early_windows[:, 1:][late] = PAD
+    keep = (early_windows[:, 1:] >= 0).any(axis=1)
+    early_windows, early_hours = early_windows[keep], hours[torch.from_numpy(keep)]
+    known = np.unique(early_windows[early_windows >= 0])
+    early_ids = torch.where(torch.isin(torch.arange(len(ids), device=device), torch.from_numpy(known).to(device)),
+                            ids, torch.full_like(ids, UNKNOWN))
+    lr = task.param_groups[0]["lr"]
+    first_task = replace(task, n_examples=len(early_windows), desc=f"{task.desc} (phase 1: without the latest, for the new-item offset)",
+                         loss=lambda module, idx: loss(module, idx, early_windows, early_ids, early_hours),
+                         param_groups=_param_groups(model.net, lr), schedule=(0, total_steps))
+    result = run_loop(first_task, params, out, device, dist, on_step=on_step, progress=progress)
+    _unknown_bias(model.net, ids[torch.from_numpy(known).to(device)])
+    offset = fit_new_item_offset(model.net, text, early_ids, windows, late, hours, first_seen, log_q, consumed_only, device)
+    model.net.no_id_offset.fill_(offset)
+    model.net.train()
+    if dist.is_main:
+        log.info("%s: new-item score offset %+.3f, fitted on %d held-out recent consumptions (%d items new to phase 1)",
+                 task.desc, offset, int(late.sum()), len(ids) - len(known))
+    return result
+
+
+def _unknown_bias(net: HybridNet, known_rows: torch.Tensor) -> None:
+    """With `unknown_offset: mean`, a new item's bias is that of an average known item (the id rows given)."""
+    if net.config.bias and net.config.unknown_offset == "mean" and len(known_rows):
+        with torch.no_grad():
+            net.bias.weight[UNKNOWN] = net.bias.weight[known_rows.to(net.bias.weight.device)].mean()
 
 
 def train_hybrid(

@@ -116,12 +116,13 @@ def test_recommend_ranks_the_catalogue_like_score_frame_and_skips_the_history(tr
     np.testing.assert_allclose(model.score_frame(frame, items), top["score"], rtol=0, atol=1e-4)
 
 
-def test_a_new_item_gets_the_offset_of_an_average_known_one(trained):
-    """unknown_offset "mean" (default): the offset id dropout learns matches the click mass of the dropped items,
-    which on logs that click new items a lot puts every new item above every known one; saved, a new item scores
-    like an average known item instead."""
-    folder, _ = trained
-    bias = Hybrid.load(folder, device="cpu").net.bias.weight.detach().squeeze(-1)
+def test_a_new_item_gets_the_offset_of_an_average_known_one(split, tiny_backbone, tmp_path):
+    """With item biases, unknown_offset "mean" (default): the offset id dropout learns matches the click mass of the
+    dropped items, which on logs that click new items a lot puts every new item above every known one; saved, a
+    new item scores like an average known item instead."""
+    model_params, train_params = params(tiny_backbone, bias=True)
+    train_hybrid(split.train, model_params, train_params.model_copy(update={"max_steps": 20}), tmp_path, progress=False)
+    bias = Hybrid.load(tmp_path, device="cpu").net.bias.weight.detach().squeeze(-1)
     assert bias[1:].std() > 0  # trained
     assert float(bias[0]) == pytest.approx(float(bias[1:].mean()), abs=1e-6)
 
@@ -189,7 +190,7 @@ def test_on_positive_only_logs_an_item_has_an_age_only_once_consumed_before():
     inputs, targets = torch.tensor([[-1, 1, 2]]), torch.tensor([[1, 2, 3]])
     target_hours = torch.tensor([[10.0, 20.0, 30.0]])
     first_seen = torch.tensor([0.0, 10.0, 20.0, 30.0, 99.0])  # each target is its item's first consumption
-    logits, _, _ = net(None, torch.arange(5), inputs, targets, None, target_hours, first_seen, consumed_only=True)
+    logits, _, _, _ = net(None, torch.arange(5), inputs, targets, None, target_hours, first_seen, consumed_only=True)
     assert torch.isfinite(logits).all()  # nothing is masked: masking the others would point at the target
     # every item not consumed before a target's time scores alike (unknown offset, no id, no age): the target too
     for row, first_unconsumed in enumerate([1, 2, 3]):
@@ -202,11 +203,11 @@ def test_items_the_log_had_not_shown_yet_are_no_training_candidates():
     inputs, targets = torch.tensor([[-1, 1, 2]]), torch.tensor([[1, 2, 3]])
     target_hours = torch.tensor([[10.0, 20.0, 30.0]])
     first_seen = torch.tensor([0.0, 5.0, 15.0, 25.0, 99.0])  # catalogue rows 0..4; row 4 appears only at hour 99
-    logits, answer, _ = net(None, torch.arange(5), inputs, targets, None, target_hours, first_seen)
+    logits, answer, _, _ = net(None, torch.arange(5), inputs, targets, None, target_hours, first_seen)
     assert answer.tolist() == [1, 2, 3]
     available = torch.isfinite(logits)
     assert available.tolist() == [[True, True, False, False, False], [True, True, True, False, False], [True, True, True, True, False]]
-    unknown_times, _, _ = net(None, torch.arange(5), inputs, targets, None, torch.full((1, 3), float("nan")), first_seen)
+    unknown_times, _, _, _ = net(None, torch.arange(5), inputs, targets, None, torch.full((1, 3), float("nan")), first_seen)
     assert torch.isfinite(unknown_times).all()  # no time, no masking (and the "age unknown" offset)
 
 
@@ -228,3 +229,71 @@ def test_an_untrained_hybrid_scores_exactly_like_the_zero_shot_model(split, tiny
         user = torch.nn.functional.normalize(encoder.encode([texts[i] for i in ids]).mean(0), dim=0) if ids else torch.zeros(encoder.dim)
         expected.append(float(user @ encoder.encode([texts[item]])[0]) / net.config.temperature)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_separate_towers_keep_the_id_part_of_the_user_free_of_item_text(tiny_backbone):
+    """towers "separate": the id part of a user vector comes from the id encoder alone (a SASRec inside the
+    hybrid), so changing every item text changes the text part of the user and leaves the id part as it was."""
+    torch.manual_seed(0)
+    net = HybridNet(HybridConfig(dim=16, heads=2, layers=1, sequence_length=6, dropout=0.0, towers="separate"), 24, 5).eval()
+    ids = torch.arange(1, 6)
+    mask = torch.ones(1, 6, dtype=torch.bool)
+    window = torch.tensor([[0, 1, 2, 3, 4, 0]])
+
+    def user(text):
+        _, inputs, _, v_text = net.items(text, ids)
+        return net.users(inputs[window], v_text[window], mask)[0, -1]
+
+    a, b = user(torch.randn(5, 24)), user(torch.randn(5, 24))
+    assert not torch.allclose(a[:24], b[:24])  # text part follows the texts
+    torch.testing.assert_close(a[24:], b[24:])  # id part does not
+    shared = HybridNet(HybridConfig(dim=16, heads=2, layers=1, sequence_length=6, dropout=0.0, id_init=1.0), 24, 5).eval()
+    net = shared
+    assert not torch.allclose(user(torch.randn(5, 24))[24:], user(torch.randn(5, 24))[24:])  # one shared encoder: it does
+
+
+def test_calibration_fits_a_new_item_offset_that_scoring_adds_to_new_items_only(split, tiny_backbone, tmp_path):
+    """calibration > 0: trained first without the latest consumptions, the offset of id-less items is fitted on
+    them, then training goes on with everything; scoring adds the offset to items without an id, and nothing else."""
+    model_params, train_params = params(tiny_backbone, calibration=0.2)
+    result = train_hybrid(split.train, model_params, train_params.model_copy(update={"max_steps": 20}), tmp_path, progress=False)
+    assert len(result.losses) == 20 and np.isfinite(result.losses).all()  # both phases, in one step count
+    model = Hybrid.load(tmp_path, device="cpu")
+    offset = float(model.net.no_id_offset)
+    assert offset != 0.0 and np.isfinite(offset)
+    items = split.holdout.items
+    frame = candidate_frame(split.holdout).head(300)
+    new = ~frame["item_id"].isin(model.row)
+    assert new.any() and (~new).any()
+    with_offset = model.score_frame(frame, items)
+    model.net.no_id_offset.zero_()
+    without = model.score_frame(frame, items)
+    np.testing.assert_allclose((with_offset - without)[new.to_numpy()], offset, atol=1e-4)
+    np.testing.assert_allclose((with_offset - without)[~new.to_numpy()], 0.0, atol=1e-6)
+
+
+def test_the_new_item_offset_is_the_one_that_fits_the_held_out_consumptions():
+    """fit_new_item_offset solves the one-number likelihood problem: on logits where id-less candidates are
+    under-scored by exactly 1.5, the fitted offset of a net that scores them so is close to 1.5."""
+    from llmrec.training_hybrid import fit_new_item_offset
+
+    torch.manual_seed(0)
+    n_items, rows = 6, 4000
+    no_id = torch.tensor([False, False, False, True, True, True])
+    true = torch.randn(rows, n_items)
+    answers = torch.distributions.Categorical(logits=true).sample()
+
+    class Fixed(torch.nn.Module):  # the net's forward contract: (logits over the catalogue, answers, _, _)
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("no_id_offset", torch.zeros(1))
+
+        def forward(self, text, ids, inputs, target, *rest):
+            picked = inputs[:, 0]
+            return true[picked] - 1.5 * no_id + self.no_id_offset * no_id, answers[picked], None, None
+
+    windows = np.stack([np.arange(rows), answers.numpy()], axis=1)
+    late = np.ones((rows, 1), dtype=bool)
+    offset = fit_new_item_offset(Fixed(), None, torch.arange(n_items), windows, late, torch.zeros(rows, 2), torch.zeros(n_items),
+                                 None, False, torch.device("cpu"))
+    assert offset == pytest.approx(1.5, abs=0.15)

@@ -10,13 +10,17 @@ Item          a text part v_i = normalize(t_i + A t_i), where t_i is the backbon
               saved as the mean of the known ones: `unknown_offset`), the text part a learned weight,
               and an item's age (hours since the log first showed it, in log2 buckets) adds a learned
               offset: news goes stale, and a model that knows it stops over-ranking yesterday's hits.
-User          a causal transformer (SASRec-style: pre-norm layers, learned absolute positions in a
-              left-padded window of `sequence_length` items, oldest to newest) over the history
-              items' W v_i + e_i; its state at the newest position gives the user's id part
-              u_id = normalize(H_id s) and, added to the mean of the history's v_i (the zero-shot
-              user), its text part u_text = normalize(mean v + H_text s), H_text starting at zero.
-Score         (u_text . v_i + u_id . e_i) / temperature + b_i + a(age_i): one dot product; untrained,
-              exactly the zero-shot recommender (see `HybridNet`).
+User          causal transformers (SASRec-style: pre-norm layers, learned absolute positions in a
+              left-padded window of `sequence_length` items, oldest to newest). With `towers:
+              separate` (the default of params.yaml) the text part has one over the history's W v_i and
+              the id part its own over the history's e_i, started at random: a SASRec inside the
+              hybrid, which `id_loss` also trains alone on the items that have ids; with `towers:
+              shared`, one encoder reads W v_i + e_i. The states at the newest position give the id part
+              u_id = normalize(H_id s_id) and, added to the mean of the history's v_i (the zero-shot
+              user), the text part u_text = normalize(mean v + H_text s_text), H_text starting at zero.
+Score         (u_text . v_i + u_id . e_i) / temperature + b_i + a(age_i) (+ a fitted offset c for items
+              without an id, `calibration`): one dot product; untrained with a shared encoder, exactly
+              the zero-shot recommender (see `HybridNet`).
 
 Training predicts, at every position of a user's item sequence, the next item, with a softmax over
 the whole training catalogue (exact: every item is a negative, hard ones included) or, for large
@@ -70,7 +74,9 @@ class HybridConfig:
     sequence_length: int = 50
     dropout: float = 0.2
     id_dropout: float = 0.3
-    id_init: float | None = None  # std of the id embeddings at start, x 1/sqrt(dim); None: 0 with text (zero-shot start), 1 without
+    id_init: float | None = None  # std of the id embeddings at start, x 1/sqrt(dim); None: 0 with text and a shared encoder, else 1
+    towers: str = "shared"  # shared: one user encoder over text + id inputs; separate: a text encoder and an id encoder (SASRec)
+    id_loss: float = 0.0
     text: bool = True
     ids: bool = True
     bias: bool = True
@@ -126,7 +132,7 @@ class HybridNet(torch.nn.Module):
         if config.ids:
             self.ids = torch.nn.Embedding(n_ids + 1, d, padding_idx=UNKNOWN)  # row 0 stays zero: no id part
             with torch.no_grad():  # with text, ids start at zero (text-only); SASRec (no text) needs a random start
-                init = config.id_init if config.id_init is not None else (0.0 if config.text else 1.0)
+                init = config.id_init if config.id_init is not None else (0.0 if config.text and not self.separate else 1.0)
                 self.ids.weight.normal_(0.0, init / math.sqrt(d), generator=generator)
                 self.ids.weight[UNKNOWN].zero_()
             self.id_head = torch.nn.Linear(d, d)
@@ -135,19 +141,34 @@ class HybridNet(torch.nn.Module):
                 self.id_head.bias.zero_()
         self.bias = torch.nn.Embedding(n_ids + 1, 1)  # row 0: the offset of unknown items, learned through id dropout
         torch.nn.init.zeros_(self.bias.weight)
+        # score offset of items without an id (new since training) when scoring, fitted after training on held-out
+        # recent consumptions (`calibration`): in training an item's id has seen the very clicks it is asked to
+        # predict, so the model learns to trust ids more than it can on new data; 0 = none
+        self.register_buffer("no_id_offset", torch.zeros(1))
         self.age = torch.nn.Embedding(len(AGE_EDGES) + 2, 1)  # 0 = age unknown, then log2 buckets of hours
         torch.nn.init.zeros_(self.age.weight)
         self.register_buffer("age_edges", torch.tensor(AGE_EDGES, dtype=torch.float32), persistent=False)
-        self.position = torch.nn.Embedding(config.sequence_length, d)
-        with torch.no_grad():
-            self.position.weight.normal_(0.0, 0.02, generator=generator)
-        layer = torch.nn.TransformerEncoderLayer(
-            d, config.heads, dim_feedforward=2 * d, dropout=config.dropout, activation="gelu", batch_first=True, norm_first=True
-        )
-        self.encoder = torch.nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
-        self.out_norm = torch.nn.LayerNorm(d)
+        self.position, self.encoder, self.out_norm = self._sequence_encoder(generator)
+        if self.separate:  # the id part's own user encoder over id embeddings alone: SASRec inside the hybrid
+            self.id_position, self.id_encoder, self.id_out_norm = self._sequence_encoder(generator)
         self.input_dropout = torch.nn.Dropout(config.dropout)
         self.register_buffer("causal", torch.triu(torch.full((config.sequence_length,) * 2, float("-inf")), diagonal=1), persistent=False)
+
+    def _sequence_encoder(self, generator: torch.Generator) -> tuple[torch.nn.Embedding, torch.nn.TransformerEncoder, torch.nn.LayerNorm]:
+        """(positions, pre-norm causal transformer, output norm) of one user encoder."""
+        c, d = self.config, self.config.dim
+        position = torch.nn.Embedding(c.sequence_length, d)
+        with torch.no_grad():
+            position.weight.normal_(0.0, 0.02, generator=generator)
+        layer = torch.nn.TransformerEncoderLayer(
+            d, c.heads, dim_feedforward=2 * d, dropout=c.dropout, activation="gelu", batch_first=True, norm_first=True
+        )
+        return position, torch.nn.TransformerEncoder(layer, c.layers, enable_nested_tensor=False), torch.nn.LayerNorm(d)
+
+    @property
+    def separate(self) -> bool:
+        """Whether the text part and the id part have their own user encoders (`towers: separate`)."""
+        return self.config.towers == "separate" and self.config.text and self.config.ids
 
     @property
     def width(self) -> int:
@@ -155,8 +176,8 @@ class HybridNet(torch.nn.Module):
         return self.text_dim + (self.config.dim if self.config.ids else 0)
 
     def items(self, text: torch.Tensor | None, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(scoring vectors (N, width), encoder inputs (N, dim), biases (N,), text parts (N, text_dim) or None)
-        from text vectors (N, text_dim) and id rows (N,)."""
+        """(scoring vectors (N, width), encoder inputs (N, dim), or (N, 2 dim) with separate towers: text inputs
+        then id inputs, biases (N,), text parts (N, text_dim) or None) from text vectors (N, text_dim) and id rows (N,)."""
         parts, inputs, v_text = [], torch.zeros(len(ids), self.config.dim, device=ids.device), None
         if self.config.text:
             v_text = torch.nn.functional.normalize(text + self.adapter(text), dim=-1)
@@ -165,8 +186,10 @@ class HybridNet(torch.nn.Module):
         if self.config.ids:
             e_id = self.ids(ids)  # row 0 -> 0
             parts.append(e_id)
-            inputs = inputs + e_id
+            inputs = torch.cat([inputs, e_id], dim=-1) if self.separate else inputs + e_id
         bias = self.bias(ids).squeeze(-1) if self.config.bias else torch.zeros(len(ids), device=ids.device)
+        if not self.training:  # an inference-time calibration: training itself never adds it
+            bias = bias + self.no_id_offset * (ids == UNKNOWN)
         return torch.cat(parts, dim=-1), inputs, bias, v_text
 
     def users(self, inputs: torch.Tensor, texts: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
@@ -174,14 +197,23 @@ class HybridNet(torch.nn.Module):
         padding) -> user vectors (U, L, width) at every position; position t only sees items up to t."""
         length = inputs.shape[1]
         keep = mask.unsqueeze(-1).to(inputs.dtype)
-        x = (inputs + self.position.weight[-length:]) * keep  # padding positions hold zeros
-        states = self.out_norm(self.encoder(self.input_dropout(x), mask=self.causal[:length, :length], is_causal=True))
+
+        def encode(x: torch.Tensor, position: torch.nn.Embedding, encoder: torch.nn.Module, norm: torch.nn.Module) -> torch.Tensor:
+            x = (x + position.weight[-length:]) * keep  # padding positions hold zeros
+            return norm(encoder(self.input_dropout(x), mask=self.causal[:length, :length], is_causal=True))
+
+        if self.separate:
+            d = self.config.dim
+            states = encode(inputs[..., :d], self.position, self.encoder, self.out_norm)
+            id_states = encode(inputs[..., d:], self.id_position, self.id_encoder, self.id_out_norm)
+        else:
+            states = id_states = encode(inputs, self.position, self.encoder, self.out_norm)
         parts = []
         if self.config.text:
             seen = (texts * keep).cumsum(1) / keep.cumsum(1).clamp(min=1.0)  # mean of the history so far (zero-shot user)
             parts.append(torch.nn.functional.normalize(seen + self.text_head(states), dim=-1))
         if self.config.ids:
-            parts.append(torch.nn.functional.normalize(self.id_head(states), dim=-1))
+            parts.append(torch.nn.functional.normalize(self.id_head(id_states), dim=-1))
         return torch.cat(parts, dim=-1)
 
     def age_bias(self, hours: torch.Tensor) -> torch.Tensor:
@@ -193,17 +225,18 @@ class HybridNet(torch.nn.Module):
 
     def forward(self, text: torch.Tensor | None, ids: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor,
                 log_q: torch.Tensor | None = None, target_hours: torch.Tensor | None = None,
-                first_seen: torch.Tensor | None = None, consumed_only: bool = False,
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                first_seen: torch.Tensor | None = None, consumed_only: bool = False, hide_fresh_ids: bool = True,
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Training pass over windows: `inputs`/`targets` (B, L) catalogue rows (-1 = padding). Returns the logits
         of every real target position over the catalogue (`log_q` None) or over the batch's own targets with
         the log-Q correction, the index of the right answer in each row, and (with `text_loss`) the logits of
-        the text part alone, which training also fits so that cold items get a ranker. With `target_hours` (B, L) and
+        the text part alone, which training also fits so that cold items get a ranker, and (with `id_loss`) those of the
+        id part alone over the items that have an id (-inf elsewhere). With `target_hours` (B, L) and
         `first_seen` (N,) (hours, NaN = unknown) an item's age at the target's time adds `age_bias`, and
         items the log had not shown yet at that time are no candidates. With `consumed_only` (positive-only
         logs: an item appears only by being consumed) an item not consumed before the target's time is a
         candidate of unknown age and, like a fresh one, without its id part: its first consumption may be
-        the very target, which must not give it away."""
+        the very target, which must not give it away. `hide_fresh_ids` False keeps every id (scoring as at inference)."""
         vectors, inputs_vec, bias, v_text = self.items(text, ids)
         mask = inputs >= 0
         rows = inputs.clamp(min=0)
@@ -216,14 +249,14 @@ class HybridNet(torch.nn.Module):
         text_logits = u[:, :width] @ pool[:, :width].T / temp if self.config.text else 0.0
         id_logits = u[:, width:] @ pool[:, width:].T / temp if self.config.ids else 0.0
         offsets = (bias if cands is None else bias[cands] - log_q[cands]).unsqueeze(0).expand(len(u), -1)
-        ages, age_offset = None, 0.0
+        ages, age_offset, fresh = None, 0.0, None
         if target_hours is not None and first_seen is not None:
             ages = target_hours[real].unsqueeze(1) - (first_seen if cands is None else first_seen[cands]).unsqueeze(0)
             new = None
             if consumed_only:
                 new = ~(ages > AGE_TOLERANCE_HOURS)  # NaN too
                 ages = ages.masked_fill(new, float("nan"))
-            if self.config.ids and (self.config.cold_hours or new is not None):
+            if self.config.ids and hide_fresh_ids and (self.config.cold_hours or new is not None):
                 # items younger than cold_hours at the target's time play unknown items: no id part, the unknown
                 # offset; that is what an item new since training is at serving time, so the model learns its scale
                 fresh = (ages >= 0) & (ages < self.config.cold_hours)
@@ -243,7 +276,15 @@ class HybridNet(torch.nn.Module):
             text_only = text_logits + age_offset
             if unseen is not None:
                 text_only = text_only.masked_fill(unseen, float("-inf"))
-        return logits, answer, text_only
+        id_only = None
+        if self.config.text and self.config.ids and self.config.id_loss:
+            # the id part alone, among the items that have one: with separate towers, a SASRec of its own
+            no_id = (ids if cands is None else ids[cands]) == UNKNOWN
+            no_id = no_id.unsqueeze(0).expand(len(u), -1)
+            if unseen is not None:  # fresh items keep their ids here: this loss is SASRec's, which learns them from their clicks
+                no_id = no_id | unseen
+            id_only = (u[:, width:] @ pool[:, width:].T / temp).masked_fill(no_id, float("-inf"))
+        return logits, answer, text_only, id_only
 
 
 class Hybrid:
@@ -315,6 +356,7 @@ class Hybrid:
         net = HybridNet(config, meta["text_dim"], len(vocab))
         if config.text and "text_scale" not in state:  # saved before the text weight was learned
             state["text_scale"] = torch.ones(1)
+        state.setdefault("no_id_offset", torch.zeros(1))  # saved before the new-item offset was calibrated
         net.load_state_dict(state, strict=True)
         net.eval()
         return cls(net, vocab, encoder, TextConfig(**meta["text"]), meta["backbone"], meta["max_length"], dev)
