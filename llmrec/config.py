@@ -102,9 +102,10 @@ class HybridParams(_Section):
         "warm items by itself (0 = off)"
     )
     calibration: float = Field(
-        0.0, ge=0, lt=1, description="Share of the latest training consumptions first held out to fit the score offset of "
-        "items without an id (new since training): training without them for 70% of the steps, then on everything "
-        "(0 = no offset)"
+        0.0, ge=0, lt=1, description="Share of the latest training consumptions held out by a calibration run (the same "
+        "model, as long, without them) to fit the score offset of items without an id (new since training) by maximum "
+        "likelihood; doubles training time. Lifts new items (on the bundled data: +2.3 logits, full-catalogue nDCG@10 of "
+        "new items 0.002 -> 0.028) at the cost of known ones (sampled 0.236 -> 0.118). 0 = no offset"
     )
     id_dropout: float = Field(0.3, ge=0, le=1, description="Share of items trained without their id embedding, so cold items (text only) score well")
     text: bool = Field(True, description="Use the backbone's item-text vectors (false = item ids only, i.e. SASRec)")

@@ -253,11 +253,11 @@ def test_separate_towers_keep_the_id_part_of_the_user_free_of_item_text(tiny_bac
 
 
 def test_calibration_fits_a_new_item_offset_that_scoring_adds_to_new_items_only(split, tiny_backbone, tmp_path):
-    """calibration > 0: trained first without the latest consumptions, the offset of id-less items is fitted on
-    them, then training goes on with everything; scoring adds the offset to items without an id, and nothing else."""
+    """calibration > 0: a calibration run without the latest consumptions fits the offset of id-less items on
+    them, the model trains on everything and keeps it; scoring adds it to items without an id, and nothing else."""
     model_params, train_params = params(tiny_backbone, calibration=0.2)
     result = train_hybrid(split.train, model_params, train_params.model_copy(update={"max_steps": 20}), tmp_path, progress=False)
-    assert len(result.losses) == 20 and np.isfinite(result.losses).all()  # both phases, in one step count
+    assert len(result.losses) == 20 and np.isfinite(result.losses).all()  # the model's own steps
     model = Hybrid.load(tmp_path, device="cpu")
     offset = float(model.net.no_id_offset)
     assert offset != 0.0 and np.isfinite(offset)
