@@ -45,7 +45,7 @@ def main(
         Optional[list[str]], typer.Option("--set", "-s", help="Override a parameter, e.g. --set train.max_steps=50 (repeatable).")
     ] = None,
     budget: Annotated[
-        Optional[str], typer.Option("--budget", "-b", help="Apply a named set of settings from params.yaml `budgets` (e.g. cpu-10min, gpu-1h); --set still wins.")
+        Optional[str], typer.Option("--budget", "-b", help="Apply a named set of settings from params.yaml `budgets` (e.g. cpu-3min, cpu-10min, gpu-1h); --set still wins.")
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug details.")] = False,
 ) -> None:

@@ -181,6 +181,10 @@ class TrainParams(_Section):
         0, ge=0, description="With eval_every: stop after N validations without improvement, keep the best weights (0 = off)"
     )
     max_minutes: float = Field(0.0, ge=0, description="Stop after this many minutes and keep the model (0 = no time limit)")
+    max_epochs: float = Field(
+        0.0, ge=0, description="At most this many passes over the training examples (fewer steps than max_steps on a small "
+        "log, which more steps would over-fit; 0 = no cap)"
+    )
     grad_accum_steps: int = Field(
         1, ge=1, le=1024, description="Micro-batches of batch_size per optimizer step (effective batch = batch_size x this x processes)"
     )

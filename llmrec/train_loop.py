@@ -62,11 +62,8 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int, start: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up over `warmup` steps, then linear decay to 0 at `total`; begun at step `start` (a loop that
-    continues another one's schedule)."""
+def linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
     def factor(step: int) -> float:
-        step += start
         if step < warmup:
             return (step + 1) / max(1, warmup)
         return max(0.0, (total - step) / max(1, total - warmup))
@@ -282,8 +279,6 @@ class LoopTask:
     pairs_per_example: int = 1                                # scored (user, item) pairs per example, for pairs/s
     find_unused_parameters: bool = False                      # DDP: some parameters may get no gradient in a step
     desc: str = "training"
-    schedule: tuple[int, int] | None = None                   # (steps done before, steps of the whole schedule): a loop in
-                                                              # phases follows one learning-rate schedule (None: its own)
 
 
 @dataclass
@@ -333,8 +328,13 @@ def run_loop(
     trainable = [p for group in task.param_groups for p in group["params"]]
     optimizer = torch.optim.AdamW(task.param_groups, lr=params.lr, weight_decay=params.weight_decay)
     steps = params.max_steps
-    done, total = task.schedule or (0, steps)
-    scheduler = linear_schedule(optimizer, int(total * params.warmup_ratio), total, start=done)
+    if params.max_epochs:
+        per_step = params.batch_size * params.grad_accum_steps * dist.world_size
+        steps = min(steps, max(1, math.ceil(params.max_epochs * task.n_examples / per_step)))
+        if steps < params.max_steps and dist.is_main:
+            log.info("%s: %d steps (train.max_epochs %g of %d examples), not %d", task.desc, steps, params.max_epochs,
+                     task.n_examples, params.max_steps)
+    scheduler = linear_schedule(optimizer, int(steps * params.warmup_ratio), steps)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     rng = np.random.default_rng(params.seed)
     order = epoch_order(rng, task.n_examples, params.batch_size * dist.world_size, task.lengths)

@@ -129,3 +129,19 @@ def test_lora_trains_adapters_only_and_saves_a_plain_merged_model(kind, split, t
 
         scores = model_scorer(CrossEncoder.load(tmp_path, device="cpu"), split.holdout.items, 32, False)(frame)
     assert np.isfinite(scores).all() and np.std(scores) > 0
+
+
+def test_max_epochs_caps_the_steps_on_a_small_set_of_examples(tmp_path):
+    """train.max_epochs: a log too small for max_steps stops after that many passes (here 2 x 40 / 8 = 10 steps)."""
+    from llmrec.config import TrainParams
+    from llmrec.train_loop import LoopTask, run_loop
+
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 1)
+    x, y = torch.randn(40, 3), torch.randn(40, 1)
+    task = LoopTask(module=net, param_groups=[{"params": list(net.parameters()), "lr": 1e-2}], n_examples=40,
+                    loss=lambda module, idx: torch.nn.functional.mse_loss(module(x[idx]), y[idx]), digest="d")
+    params = TrainParams(max_steps=100, batch_size=8, max_epochs=2, checkpoint_every=0, device="cpu")
+    assert len(run_loop(task, params, tmp_path, torch.device("cpu"), progress=False).losses) == 10
+    uncapped = params.model_copy(update={"max_epochs": 0.0, "max_steps": 30})
+    assert len(run_loop(task, uncapped, tmp_path, torch.device("cpu"), progress=False).losses) == 30
