@@ -107,6 +107,10 @@ class HybridParams(_Section):
         "likelihood; doubles training time. Lifts new items (on the bundled data: +2.3 logits, full-catalogue nDCG@10 of "
         "new items 0.002 -> 0.028) at the cost of known ones (sampled 0.236 -> 0.118). 0 = no offset"
     )
+    new_item_offset: float = Field(
+        0.0, ge=-20, le=20, description="Score offset of items without an id (new since training), a freshness boost "
+        "saved with the model; `calibration` > 0 fits it from the data instead"
+    )
     id_dropout: float = Field(0.3, ge=0, le=1, description="Share of items trained without their id embedding, so cold items (text only) score well")
     text: bool = Field(True, description="Use the backbone's item-text vectors (false = item ids only, i.e. SASRec)")
     ids: bool = Field(True, description="Learn an embedding per item seen in training (false = text only)")

@@ -269,7 +269,7 @@ def fit_hybrid(
     first: LoopResult | None = None
     resuming = train_params.checkpoint_every and find_checkpoint(out, task.digest, train_params.resume) is not None
     if late is not None and late.any() and not resuming:  # a checkpoint holds the offset already
-        # a shorter run of the same model without the latest consumptions (items first consumed among them playing
+        # a run of the same model without the latest consumptions (items first consumed among them playing
         # new ones) fits the new-item offset on them, as the model will meet new items; the model itself then
         # trains on everything, untouched by it
         net = HybridNet(config, model.net.text_dim, len(vocab), seed=train_params.seed).to(device)
@@ -278,6 +278,8 @@ def fit_hybrid(
         model.net.no_id_offset.copy_(net.no_id_offset)
         if train_params.max_minutes:
             train_params = train_params.model_copy(update={"max_minutes": max(0.1, train_params.max_minutes - first.seconds / 60)})
+    elif not resuming:
+        model.net.no_id_offset.fill_(hybrid.new_item_offset)
     result = run_loop(task, train_params, out, device, dist, on_step=on_step, progress=progress)
     if first is not None:
         result = replace(result, seconds=first.seconds + result.seconds)

@@ -297,3 +297,9 @@ def test_the_new_item_offset_is_the_one_that_fits_the_held_out_consumptions():
     offset = fit_new_item_offset(Fixed(), None, torch.arange(n_items), windows, late, torch.zeros(rows, 2), torch.zeros(n_items),
                                  None, False, torch.device("cpu"))
     assert offset == pytest.approx(1.5, abs=0.15)
+
+
+def test_a_set_new_item_offset_is_saved_with_the_model(split, tiny_backbone, tmp_path):
+    model_params, train_params = params(tiny_backbone, new_item_offset=1.5)
+    train_hybrid(split.train, model_params, train_params.model_copy(update={"max_steps": 5}), tmp_path, progress=False)
+    assert float(Hybrid.load(tmp_path, device="cpu").net.no_id_offset) == 1.5
