@@ -114,7 +114,7 @@ def sequence_windows(sequences: pd.Series, row: dict[str, int], length: int,
     return (out, np.asarray(stamps, dtype=np.float64)) if times is not None else out
 
 
-# the calibration run's share of train.max_steps (and of the time limit): the offset grows with training (ids memorise
+# the calibration run's share of train.max_steps (with a time limit, it gets half of it): the offset grows with training (ids memorise
 # their clicks), so it is fitted on a run as long as the model's (measured on the bundled data: 0.38 after 180 steps,
 # 2.2 after 420-600)
 CALIBRATION_STEPS = 1.0
@@ -250,7 +250,7 @@ def fit_hybrid(
         loss = torch.nn.functional.cross_entropy(logits.float(), answer)
         if text_logits is not None:
             loss = loss + config.text_loss * torch.nn.functional.cross_entropy(text_logits.float(), answer)
-        if id_logits is not None:  # targets without an id this step (dropped, or fresh) have no id-only answer
+        if id_logits is not None:  # targets whose id is dropped this step have no id-only answer
             has_id = torch.isfinite(id_logits.gather(1, answer.unsqueeze(1))).squeeze(1)
             if has_id.any():
                 loss = loss + config.id_loss * torch.nn.functional.cross_entropy(id_logits[has_id].float(), answer[has_id])
@@ -306,7 +306,7 @@ def _calibration_run(net: HybridNet, task: LoopTask, params: TrainParams, window
                   digest=task.digest + "-calibration", desc=f"{task.desc}: calibration run, without the latest")
     steps = max(1, round(params.max_steps * CALIBRATION_STEPS))
     result = run_loop(run, params.model_copy(update={"max_steps": steps, "checkpoint_every": 0,
-                                                     "max_minutes": params.max_minutes * CALIBRATION_STEPS}),
+                                                     "max_minutes": params.max_minutes / 2}),  # half a time budget each
                       out, device, dist, progress=progress)
     _unknown_bias(net, ids[torch.from_numpy(known).to(device)])
     offset = fit_new_item_offset(net, text, early_ids, windows, late, hours, first_seen, log_q, consumed_only, device)
