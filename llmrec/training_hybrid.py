@@ -40,7 +40,7 @@ from llmrec.distributed import Distributed
 from llmrec.errors import DataError
 from llmrec.models.backbone import resolve_backbone
 from llmrec.models.cross_encoder import pick_device
-from llmrec.models.hybrid import UNKNOWN, Hybrid, HybridConfig, HybridNet
+from llmrec.models.hybrid import SUPPORT_BUCKETS, UNKNOWN, Hybrid, HybridConfig, HybridNet
 from llmrec.models.text import TextConfig, item_texts
 from llmrec.train_loop import LoopResult, LoopTask, checkpoint_digest, find_checkpoint, remove_checkpoint, run_loop, seed_everything
 from llmrec.training import TrainResult, train_result
@@ -228,6 +228,11 @@ def fit_hybrid(
                    text_config, backbone, max_length, device)
     ids = model.item_rows(catalogue)
     targets = windows[:, 1:][windows[:, 1:] >= 0]
+    if config.text:
+        counts = torch.from_numpy(np.bincount(targets, minlength=len(catalogue))).to(device)
+        with torch.no_grad():
+            buckets = 1 + torch.log2(counts.clamp(min=1).float()).floor().long()
+            model.net.support[ids] = buckets.clamp(max=SUPPORT_BUCKETS - 1)
     full = len(catalogue) <= hybrid.full_softmax_max_items
     log_q = torch.log(torch.from_numpy(np.bincount(targets, minlength=len(catalogue)) + 1.0) / (len(targets) + len(catalogue))).float().to(device)
     if dist.is_main:
@@ -273,6 +278,8 @@ def fit_hybrid(
         # new ones) fits the new-item offset on them, as the model will meet new items; the model itself then
         # trains on everything, untouched by it
         net = HybridNet(config, model.net.text_dim, len(vocab), seed=train_params.seed).to(device)
+        if config.text:
+            net.support.copy_(model.net.support)
         first = _calibration_run(net, task, train_params, windows, late, ids, text, window_hours, first_seen,
                                  None if full else log_q, consumed_only, loss, out, device, dist, progress, lr_scale)
         model.net.no_id_offset.copy_(net.no_id_offset)

@@ -303,3 +303,27 @@ def test_a_set_new_item_offset_is_saved_with_the_model(split, tiny_backbone, tmp
     model_params, train_params = params(tiny_backbone, new_item_offset=1.5)
     train_hybrid(split.train, model_params, train_params.model_copy(update={"max_steps": 5}), tmp_path, progress=False)
     assert float(Hybrid.load(tmp_path, device="cpu").net.no_id_offset) == 1.5
+
+
+def test_the_text_weight_follows_the_support_of_the_item(trained, split):
+    """The text part of an item is weighted by its support bucket (log2 of its training consumptions; 0 = no id),
+    so a new item and an item with many clicks can lean on their text differently."""
+    from llmrec.models.hybrid import SUPPORT_BUCKETS
+
+    folder, _ = trained
+    model = Hybrid.load(folder, device="cpu")
+    support = model.net.support
+    assert int(support[UNKNOWN]) == 0 and (support[1:] >= 1).all() and (support < SUPPORT_BUCKETS).all()
+    assert len(set(support[1:].tolist())) > 1  # items differ in support
+    items = split.holdout.items
+    texts = dict(zip(items["item_id"], items["title"]))
+    known = [i for i in items["item_id"] if i in model.row][:1]
+    net = model.net
+    with torch.no_grad():
+        net.text_scale.fill_(1.0)
+        before, _ = model.item_vectors(known, texts)
+        net.text_scale[int(support[model.row[known[0]]])] = 2.0
+        after, _ = model.item_vectors(known, texts)
+    d = net.text_dim
+    torch.testing.assert_close(after[0, :d], 2 * before[0, :d])  # its bucket's weight, and only the text part
+    torch.testing.assert_close(after[0, d:], before[0, d:])

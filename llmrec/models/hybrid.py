@@ -7,8 +7,8 @@ Item          a text part v_i = normalize(t_i + A t_i), where t_i is the backbon
               only ever shown) have no id part, so they are scored by their text; training drops the
               id of a share `id_dropout` of the items each step so that the text part alone learns to
               rank. Optionally each item has a learned bias b_i (popularity; unknown items share one,
-              saved as the mean of the known ones: `unknown_offset`), the text part a learned weight,
-              and an item's age (hours since the log first showed it, in log2 buckets) adds a learned
+              saved as the mean of the known ones: `unknown_offset`), the text part a learned weight
+              per support bucket (log2 of the item's training consumptions; bucket 0 = no id), and an item's age (hours since the log first showed it, in log2 buckets) adds a learned
               offset: news goes stale, and a model that knows it stops over-ranking yesterday's hits.
 User          causal transformers (SASRec-style: pre-norm layers, learned absolute positions in a
               left-padded window of `sequence_length` items, oldest to newest). With `towers:
@@ -62,6 +62,7 @@ VOCAB_KEY = "llmrec.hybrid.vocab"
 UNKNOWN = 0
 TEMPERATURE = 0.05
 AGE_EDGES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)  # hours: item age buckets
+SUPPORT_BUCKETS = 12  # text weights: no id, then log2 buckets of an item's training consumptions (1, 2-3, 4-7, ...)
 ROW_BLOCK = 1 << 16
 USER_BLOCK = 512
 
@@ -118,7 +119,10 @@ class HybridNet(torch.nn.Module):
         if config.text:
             # weight of the text part in the score: 1 = the zero-shot scale; learned, so that a text that says little
             # about taste (or a lot) gets the weight it earns next to the ids
-            self.text_scale = torch.nn.Parameter(torch.ones(1))
+            # ... one per support bucket (log2 of the item's training consumptions; 0 = no id): an item with many
+            # clicks can lean on its id, a new one has only its text
+            self.text_scale = torch.nn.Parameter(torch.ones(SUPPORT_BUCKETS))
+            self.register_buffer("support", torch.zeros(n_ids + 1, dtype=torch.long))
             self.adapter = torch.nn.Linear(text_dim, text_dim, bias=False)
             torch.nn.init.zeros_(self.adapter.weight)
             self.adapter.weight.requires_grad_(config.text_adapter)  # off: item text vectors stay the backbone's
@@ -181,7 +185,7 @@ class HybridNet(torch.nn.Module):
         parts, inputs, v_text = [], torch.zeros(len(ids), self.config.dim, device=ids.device), None
         if self.config.text:
             v_text = torch.nn.functional.normalize(text + self.adapter(text), dim=-1)
-            parts.append(self.text_scale * v_text)
+            parts.append(self.text_scale[self.support[ids]].unsqueeze(-1) * v_text)
             inputs = inputs + self.proj(v_text)
         if self.config.ids:
             e_id = self.ids(ids)  # row 0 -> 0
@@ -356,6 +360,9 @@ class Hybrid:
         net = HybridNet(config, meta["text_dim"], len(vocab))
         if config.text and "text_scale" not in state:  # saved before the text weight was learned
             state["text_scale"] = torch.ones(1)
+        if config.text and "support" not in state:  # saved before the text weight depended on support: one weight
+            state["text_scale"] = state["text_scale"].expand(SUPPORT_BUCKETS).clone()
+            state["support"] = torch.zeros(len(vocab) + 1, dtype=torch.long)
         state.setdefault("no_id_offset", torch.zeros(1))  # saved before the new-item offset was calibrated
         net.load_state_dict(state, strict=True)
         net.eval()
