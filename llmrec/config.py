@@ -97,6 +97,16 @@ class HybridParams(_Section):
         "separate", description="shared: one user encoder reads text and id inputs together; separate: the text part and the "
         "id part each have their own (the id part is then a SASRec of its own, started at random)"
     )
+    ease: bool = Field(
+        True, description="The id part adds EASE's score (Steck 2019: a closed-form item-item model of the training "
+        "consumptions, fitted before training and fixed; it reads the whole history) with a learned weight; the "
+        "transformers learn the rest"
+    )
+    ease_l2: float = Field(500.0, gt=0, description="EASE's L2 regularisation (with `ease`)")
+    ease_max_items: int = Field(
+        5000, ge=1, le=20000, description="With `ease`: the most consumed items it models (a dense n x n matrix saved "
+        "with the model: 100 MB at 5,000); the others get no EASE score"
+    )
     id_loss: float = Field(
         1.0, ge=0, description="Weight of a loss on the id part alone (items with an id only), which keeps it a ranker of "
         "warm items by itself (0 = off)"
@@ -179,7 +189,8 @@ class TrainParams(_Section):
     )
     resume: bool = Field(True, description="Continue from <out>/checkpoint/ when it was written with the same params and data")
     eval_every: int = Field(
-        0, ge=0, description="nDCG@10 on a validation slice (last 10% of training impressions) every N steps (0 = off)"
+        0, ge=0, description="Validate every N steps (0 = off): nDCG@10 on the last 10% of training impressions; hybrid: "
+        "nDCG over the whole catalogue of the last consumption of the 1000 most recent users, held out of training"
     )
     early_stopping_patience: int = Field(
         0, ge=0, description="With eval_every: stop after N validations without improvement, keep the best weights (0 = off)"
@@ -221,7 +232,8 @@ class SasrecParams(_Section):
 
     def hybrid(self) -> "HybridParams":
         return HybridParams(dim=self.dim, layers=self.layers, heads=self.heads, sequence_length=self.sequence_length,
-                            dropout=self.dropout, id_dropout=0.0, text=False, ids=True, bias=False, age=False, cold_hours=0.0)
+                            dropout=self.dropout, id_dropout=0.0, text=False, ids=True, bias=False, age=False, cold_hours=0.0,
+                            ease=False)
 
 
 class EvalParams(_Section):

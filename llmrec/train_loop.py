@@ -274,7 +274,8 @@ class LoopTask:
     loss: Callable[[torch.nn.Module, np.ndarray], torch.Tensor]   # (module to call, example indices) -> mean loss
     digest: str                                               # checkpoint_digest of params + examples
     lengths: np.ndarray | None = None                         # per-example length, for length-grouped batches
-    validate: Callable[[], float] | None = None               # validation nDCG@10 (called in eval mode, no grad)
+    validate: Callable[[], float] | None = None               # validation metric, higher = better (called in eval mode, no grad)
+    metric: str = "ndcg@10"                                   # what `validate` measures: its key in the curve and the log
     after_update: Callable[[], None] = lambda: None           # after each optimizer step (e.g. drop cached vectors)
     pairs_per_example: int = 1                                # scored (user, item) pairs per example, for pairs/s
     find_unused_parameters: bool = False                      # DDP: some parameters may get no gradient in a step
@@ -389,24 +390,25 @@ def run_loop(
         rate = (seen - seen_before) / max(time.perf_counter() - started, 1e-9)
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", ex_s=f"{rate:.1f}", refresh=False)  # refresh: tqdm's own pace (TQDM_MININTERVAL)
         stop = False
-        if task.validate is not None and params.eval_every and ((step + 1) % params.eval_every == 0 or step + 1 == steps):
+        out_of_time = bool(params.max_minutes) and dist.broadcast(time.perf_counter() - started > 60 * params.max_minutes)
+        if task.validate is not None and params.eval_every and ((step + 1) % params.eval_every == 0 or step + 1 == steps or out_of_time):
             module.eval()
             with torch.no_grad():
                 value = dist.broadcast(task.validate() if dist.is_main else None)
             module.train()
-            curve.append({"step": step + 1, "ndcg@10": value})
+            curve.append({"step": step + 1, task.metric: value})
             if value > best:
                 best, best_step, bad_evals = value, step + 1, 0
                 best_state = {k: v.detach().to("cpu", copy=True) for k, v in task.module.state_dict().items()}
             else:
                 bad_evals += 1
             if dist.is_main:
-                log.info("step %d: validation nDCG@10 %.4f (best %.4f)", step + 1, value, best)
+                log.info("step %d: validation %s %.4f (best %.4f)", step + 1, task.metric, value, best)
             if params.early_stopping_patience and bad_evals >= params.early_stopping_patience:
                 if dist.is_main:
                     log.info("early stopping at step %d: no improvement in %d validations", step + 1, bad_evals)
                 stop = True
-        if params.max_minutes and not stop and dist.broadcast(time.perf_counter() - started > 60 * params.max_minutes):
+        if out_of_time and not stop:  # validated above, so the steps since the last validation are not lost
             if dist.is_main:
                 log.info("time limit: stopping after step %d of %d (train.max_minutes %g)", step + 1, steps, params.max_minutes)
             stop = True
@@ -433,7 +435,7 @@ def run_loop(
         task.module.load_state_dict(best_state)
         task.after_update()
         if dist.is_main:
-            log.info("keeping the weights of step %d (validation nDCG@10 %.4f)", best_step, best)
+            log.info("keeping the weights of step %d (validation %s %.4f)", best_step, task.metric, best)
     per_second = (seen - seen_before) / max(seconds, 1e-9)
     return LoopResult(
         losses=losses, seconds=seconds, examples_per_second=per_second, pairs_per_second=per_second * task.pairs_per_example,

@@ -49,7 +49,7 @@ class TrainResult:
     final_loss: float
     losses: list[float] = field(default_factory=list)
     device: str = "cpu"
-    validation: list[dict] = field(default_factory=list)  # [{"step", "ndcg@10"}] when train.eval_every > 0
+    validation: list[dict] = field(default_factory=list)  # [{"step", "ndcg@10"}] when train.eval_every > 0 (hybrid: "ndcg_full")
     world_size: int = 1          # processes that trained together (torchrun / accelerate launch)
     effective_batch: int = 0     # examples per optimizer step: batch_size x grad_accum_steps x world_size
     precision: str = "fp32"

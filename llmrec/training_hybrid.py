@@ -17,7 +17,10 @@ calibration run first trains the same model, as long, without the latest share o
 consumptions (items first consumed among them playing new ones) and fits the score offset of id-less items on
 them by maximum likelihood (`fit_new_item_offset`: in training, ids have seen the clicks they are asked to
 predict, so a model learns to trust them more than it can on new data); the model then trains on everything
-as without it and keeps that offset. The hybrid's own parameters learn at `HYBRID_LR_SCALE` (10)
+as without it and keeps that offset. With `model.hybrid.ease`, EASE's weights over the most consumed items are fitted (closed form) on the
+training consumptions before the loop. With `train.eval_every`, the last consumption of the
+`VALIDATION_USERS` users whose last one is the most recent is held out of training and ranked against
+the whole catalogue every so many steps; the loop keeps the best step's weights. The hybrid's own parameters learn at `HYBRID_LR_SCALE` (10)
 times `train.lr` (they start from scratch; `train.lr` is sized for fine-tuning a pretrained backbone).
 The loop itself (optimizer, schedule, accumulation, precision, DDP, checkpoints, time limit) is
 `llmrec.train_loop`.
@@ -114,6 +117,64 @@ def sequence_windows(sequences: pd.Series, row: dict[str, int], length: int,
     return (out, np.asarray(stamps, dtype=np.float64)) if times is not None else out
 
 
+VALIDATION_USERS = 1000  # train.eval_every: the users whose last training consumption is held out (the latest ones)
+
+
+def hold_out_last(sequences: pd.Series, times: pd.Series, row: dict[str, int], users: int = VALIDATION_USERS,
+                  ) -> tuple[pd.Series, pd.Series, list[tuple[list[int], int, float]]]:
+    """(sequences and times without the held-out consumptions, held out: [(catalogue rows of the whole history
+    before it, oldest first; its row; its time in hours)]): the last consumption of each of the `users` users
+    whose last one is the most recent (those with at least two usable consumptions), as leave-last-out
+    evaluation holds out a user's last item and the temporal split the latest ones."""
+    latest = {}
+    for user, seq in sequences.items():
+        keep = [k for k, i in enumerate(seq) if i in row]
+        if len(keep) >= 2:
+            stamp = times[user][keep[-1]]
+            latest[user] = (stamp if np.isfinite(stamp) else -np.inf, keep)
+    chosen = sorted(latest, key=lambda u: latest[u][0], reverse=True)[:users]
+    held, seqs, stamps = [], sequences.copy(), times.copy()
+    for user in chosen:
+        keep = latest[user][1]
+        last = keep[-1]
+        held.append(([row[sequences[user][k]] for k in keep[:-1]], row[sequences[user][last]], float(times[user][last])))
+        seqs[user] = sequences[user][:last] + sequences[user][last + 1 :]
+        stamps[user] = times[user][:last] + times[user][last + 1 :]
+    return seqs, stamps, held
+
+
+def validation_ndcg_full(net: HybridNet, text: torch.Tensor | None, ids: torch.Tensor, held: list[tuple[list[int], int, float]],
+                         hours_base: float, first_seen: torch.Tensor, consumed_only: bool, device: torch.device,
+                         block: int = 256) -> float:
+    """Mean nDCG of the held-out consumptions over the whole ranking (no cut-off, so smooth enough to select
+    a step on a few hundred users) of the training catalogue minus each user's history, scored as at
+    inference (eval mode, every id kept)."""
+    length = net.config.sequence_length
+    gains = []
+    for start in range(0, len(held), block):
+        part = held[start : start + block]
+        inputs = torch.full((len(part), length), PAD, dtype=torch.long)
+        targets = torch.full((len(part), length), PAD, dtype=torch.long)
+        hours = torch.full((len(part), length), float("nan"))
+        for k, (history, answer, when) in enumerate(part):
+            recent = history[-length:]
+            inputs[k, length - len(recent):] = torch.as_tensor(recent)
+            targets[k, -1] = answer
+            hours[k, -1] = when - hours_base
+        logits, answer, _, _ = net(text, ids, inputs.to(device), targets.to(device), None, hours.to(device), first_seen,
+                                   consumed_only, False)
+        logits = logits.float()
+        seen = torch.zeros_like(logits, dtype=torch.bool)
+        for k, (history, _, _) in enumerate(part):
+            seen[k, torch.as_tensor(history, dtype=torch.long)] = True
+        at = torch.arange(len(part), device=logits.device)
+        seen[at, answer] = False
+        right = logits[at, answer]
+        rank = (logits.masked_fill(seen, float("-inf")) > right.unsqueeze(1)).sum(1) + 1
+        gains.append(1.0 / torch.log2(rank.double() + 1.0))
+    return float(torch.cat(gains).mean()) if gains else float("nan")
+
+
 # the calibration run's share of train.max_steps (with a time limit, it gets half of it): the offset grows with training (ids memorise
 # their clicks), so it is fitted on a run as long as the model's (measured on the bundled data: 0.38 after 180 steps,
 # 2.2 after 420-600)
@@ -175,13 +236,27 @@ def fit_new_item_offset(net: HybridNet, text: torch.Tensor | None, ids: torch.Te
     return float(c)
 
 
+def ease_weights(sequences: pd.Series, row: dict[str, int], n_items: int, l2: float, max_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """(catalogue rows of the `max_items` most consumed items, sorted; EASE's weights among them) from the
+    consumptions of `sequences` (the same closed form as the EASE baseline)."""
+    from scipy.sparse import csr_matrix
+
+    from llmrec.evaluation.baselines import ease_matrix, most_consumed
+
+    pairs = {(u, row[i]) for u, seq in enumerate(sequences) for i in seq if i in row}
+    users, items = (np.fromiter((p[k] for p in pairs), dtype=np.int64, count=len(pairs)) for k in (0, 1))
+    matrix = csr_matrix((np.ones(len(pairs)), (users, items)), shape=(len(sequences), n_items))
+    top = most_consumed(matrix, max_items)
+    return top, ease_matrix(matrix[:, top], l2)
+
+
 OFFSET_LR_SCALE = 30.0  # score offsets (item bias, age): one number each, with Adam they move ~lr per step
 
 
 def _param_groups(net: HybridNet, lr: float) -> list[dict]:
     """AdamW groups: the score offsets (per-item bias, per-age-bucket offset) and the text weight learn OFFSET_LR_SCALE times faster,
     so that they can reach their scale (several logits) within a few thousand steps; everything else at `lr`."""
-    offsets = [net.bias.weight, net.age.weight] + ([net.text_scale] if net.config.text else [])
+    offsets = [net.bias.weight, net.age.weight] + ([net.text_scale] if net.config.text else []) + ([net.ease_scale] if net.ease_items else [])
     rest = [p for p in net.parameters() if p.requires_grad and all(p is not o for o in offsets)]
     return [{"params": rest, "lr": lr}, {"params": offsets, "lr": lr * OFFSET_LR_SCALE, "weight_decay": 0.0}]
 
@@ -212,6 +287,12 @@ def fit_hybrid(
     sequences, times = timed_sequences(train)
     catalogue, vocab = training_catalogue(train, sequences, config.text)
     row = {item: k for k, item in enumerate(catalogue)}
+    held: list[tuple[list[int], int, float]] = []
+    if train_params.eval_every:
+        sequences, times, held = hold_out_last(sequences, times, row)
+        if not held:
+            raise DataError("no user has two consumptions in the training data, so none can be held out to validate on",
+                            fix="set train.eval_every: 0")
     windows, window_hours = sequence_windows(sequences, row, config.sequence_length, times)
     cut = calibration_cut(windows, window_hours, hybrid.calibration) if config.ids else None
     hours_base = float(np.nanmin(window_hours)) if np.isfinite(window_hours).any() else 0.0  # float32-friendly offsets
@@ -224,9 +305,17 @@ def fit_hybrid(
     if encoder is not None:
         texts = item_texts(train.items, text_config)
         text = encoder.encode([texts[i] for i in catalogue], progress=progress and dist.is_main).to(device)
-    model = Hybrid(HybridNet(config, encoder.dim if encoder else 0, len(vocab), seed=train_params.seed), vocab, encoder,
-                   text_config, backbone, max_length, device)
+    ease = ease_weights(sequences, row, len(catalogue), hybrid.ease_l2, hybrid.ease_max_items) if config.ids and config.ease else None
+    model = Hybrid(HybridNet(config, encoder.dim if encoder else 0, len(vocab), seed=train_params.seed,
+                             ease_items=len(ease[0]) if ease is not None else 0), vocab, encoder, text_config, backbone, max_length, device)
     ids = model.item_rows(catalogue)
+    if ease is not None:
+        with torch.no_grad():
+            top, weights = ease
+            model.net.ease_index[ids[torch.from_numpy(top).to(device)]] = torch.arange(1, len(top) + 1, device=device)
+            model.net.item_item[1:, 1:] = torch.from_numpy(weights).float().to(device)
+        if dist.is_main:
+            log.info("%s: EASE weights of the %d most consumed items (l2 %g)", desc, len(top), hybrid.ease_l2)
     targets = windows[:, 1:][windows[:, 1:] >= 0]
     if config.text:
         counts = torch.from_numpy(np.bincount(targets, minlength=len(catalogue))).to(device)
@@ -261,9 +350,17 @@ def fit_hybrid(
                 loss = loss + config.id_loss * torch.nn.functional.cross_entropy(id_logits[has_id].float(), answer[has_id])
         return loss
 
+    validate = None
+    if held:
+        if dist.is_main:
+            log.info("%s: validating every %d steps on the last consumption of %d users (held out of training)",
+                     desc, train_params.eval_every, len(held))
+        validate = lambda: validation_ndcg_full(model.net, text, ids, held, hours_base, first_seen, consumed_only, device)  # noqa: E731
     task = LoopTask(
         module=model.net,
         param_groups=_param_groups(model.net, train_params.lr * lr_scale),
+        validate=validate,
+        metric="ndcg_full",  # nDCG over the whole ranking, no cut-off
         n_examples=len(windows),
         loss=loss,
         digest=checkpoint_digest(ModelParams(hybrid=hybrid, backbone=backbone, max_length=max_length), train_params,
@@ -277,9 +374,12 @@ def fit_hybrid(
         # a run of the same model without the latest consumptions (items first consumed among them playing
         # new ones) fits the new-item offset on them, as the model will meet new items; the model itself then
         # trains on everything, untouched by it
-        net = HybridNet(config, model.net.text_dim, len(vocab), seed=train_params.seed).to(device)
+        net = HybridNet(config, model.net.text_dim, len(vocab), seed=train_params.seed, ease_items=model.net.ease_items).to(device)
         if config.text:
             net.support.copy_(model.net.support)
+        if net.ease_items:
+            net.ease_index.copy_(model.net.ease_index)
+            net.item_item.copy_(model.net.item_item)
         first = _calibration_run(net, task, train_params, windows, late, ids, text, window_hours, first_seen,
                                  None if full else log_q, consumed_only, loss, out, device, dist, progress, lr_scale)
         model.net.no_id_offset.copy_(net.no_id_offset)
@@ -310,7 +410,7 @@ def _calibration_run(net: HybridNet, task: LoopTask, params: TrainParams, window
                             ids, torch.full_like(ids, UNKNOWN))
     run = replace(task, module=net, n_examples=len(early_windows), param_groups=_param_groups(net, params.lr * lr_scale),
                   loss=lambda module, idx: loss(module, idx, early_windows, early_ids, early_hours),
-                  digest=task.digest + "-calibration", desc=f"{task.desc}: calibration run, without the latest")
+                  digest=task.digest + "-calibration", validate=None, desc=f"{task.desc}: calibration run, without the latest")
     steps = max(1, round(params.max_steps * CALIBRATION_STEPS))
     result = run_loop(run, params.model_copy(update={"max_steps": steps, "checkpoint_every": 0,
                                                      "max_minutes": params.max_minutes / 2}),  # half a time budget each

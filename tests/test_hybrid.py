@@ -14,7 +14,7 @@ from llmrec.data.contract import Dataset, SourceInfo
 from llmrec.evaluation.metrics import impression_metrics
 from llmrec.evaluation.protocols import candidate_frame
 from llmrec.models.hybrid import UNKNOWN, Hybrid, HybridConfig, HybridNet
-from llmrec.training_hybrid import PAD, sequence_windows, train_hybrid, user_sequences
+from llmrec.training_hybrid import PAD, hold_out_last, sequence_windows, train_hybrid, user_sequences
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -327,3 +327,93 @@ def test_the_text_weight_follows_the_support_of_the_item(trained, split):
     d = net.text_dim
     torch.testing.assert_close(after[0, :d], 2 * before[0, :d])  # its bucket's weight, and only the text part
     torch.testing.assert_close(after[0, d:], before[0, d:])
+
+
+def test_validation_holds_out_the_last_consumption_of_the_most_recent_users():
+    seqs = pd.Series({"u": list("abcd"), "v": list("ab"), "w": ["c"], "x": list("cz")}, dtype=object)
+    times = pd.Series({"u": [1.0, 2.0, 3.0, 9.0], "v": [4.0, 5.0], "w": [20.0], "x": [6.0, 30.0]}, dtype=object)
+    row = {c: k for k, c in enumerate("abcd")}  # z is not in the catalogue
+    kept, kept_times, held = hold_out_last(seqs, times, row, users=1)
+    # w has one consumption and x one usable one: neither can be held out; u's last (9) is later than v's (5)
+    assert held == [([row["a"], row["b"], row["c"]], row["d"], 9.0)]
+    assert kept["u"] == list("abc") and kept_times["u"] == [1.0, 2.0, 3.0]
+    assert kept["v"] == list("ab") and kept["x"] == list("cz")
+    assert seqs["u"] == list("abcd")  # the input is untouched
+
+
+def test_validation_selects_the_weights_of_the_best_step(split, tiny_backbone, tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
+    model_params, train_params = params(tiny_backbone)
+    train_params = train_params.model_copy(update={"max_steps": 30, "eval_every": 5, "lr": 3e-3})
+    result = train_hybrid(split.train, model_params, train_params, tmp_path, progress=False)
+    curve = result.validation
+    assert [r["step"] for r in curve] == [5, 10, 15, 20, 25, 30]
+    assert all(0 < r["ndcg_full"] <= 1 for r in curve)
+    best = max(curve, key=lambda r: r["ndcg_full"])
+    assert f"keeping the weights of step {best['step']}" in caplog.text
+    # the saved model is the best step's: scoring the held-out consumptions again gives the best value
+    from llmrec.data.context import first_seen_hours
+    from llmrec.models.text import item_texts
+    from llmrec.training_hybrid import timed_sequences, training_catalogue, validation_ndcg_full
+
+    model = Hybrid.load(tmp_path, device="cpu")
+    sequences, times = timed_sequences(split.train)
+    catalogue, _ = training_catalogue(split.train, sequences, True)
+    kept, kept_times, held = hold_out_last(sequences, times, {item: k for k, item in enumerate(catalogue)})
+    base = float(np.nanmin([t for ts in kept_times for t in ts]))
+    first_seen = torch.tensor(first_seen_hours(split.train).reindex(catalogue).to_numpy(dtype=np.float64) - base, dtype=torch.float32)
+    texts = item_texts(split.train.items, model.text)
+    text = model.text_vectors([texts[i] for i in catalogue])
+    value = validation_ndcg_full(model.net, text, model.item_rows(catalogue), held, base, first_seen, False, torch.device("cpu"))
+    assert value == pytest.approx(best["ndcg_full"], abs=1e-5)
+
+
+def test_the_ease_part_scores_like_the_ease_baseline_and_the_vectors_like_training():
+    from llmrec.evaluation.baselines import ease_matrix
+    from llmrec.training_hybrid import ease_weights
+
+    seqs = pd.Series({"u1": list("abc"), "u2": list("ab"), "u3": list("bcd"), "u4": list("d")})
+    row = {c: k for k, c in enumerate("abcde")}  # e: never consumed
+    top, weights = ease_weights(seqs, row, len(row), l2=1.0, max_items=3)
+    assert top.tolist() == [row["a"], row["b"], row["c"]]  # the 3 most consumed, in catalogue order
+    X = np.array([[1, 1, 1], [1, 1, 0], [0, 1, 1], [0, 0, 0]], dtype=float)
+    gram = X.T @ X + np.eye(3)
+    P = np.linalg.inv(gram)
+    np.testing.assert_allclose(weights, np.where(np.eye(3, dtype=bool), 0.0, -P / np.diag(P)), atol=1e-9)
+    from scipy.sparse import csr_matrix
+
+    np.testing.assert_allclose(ease_matrix(csr_matrix(X), 1.0), weights)
+
+    net = HybridNet(HybridConfig(dim=16, heads=2, layers=1, sequence_length=5, dropout=0.0, text=False, ease=True), 0, 5,
+                    ease_items=3).eval()
+    ids = torch.arange(1, 6)  # catalogue row k has id row k + 1
+    with torch.no_grad():
+        net.ease_index[ids[torch.from_numpy(top)]] = torch.arange(1, 4)
+        net.item_item[1:, 1:] = torch.from_numpy(weights).float()
+        net.ease_scale.fill_(2.0)
+    inputs, targets = torch.tensor([[-1, -1, 0, 3, 1]]), torch.tensor([[-1, -1, -1, -1, 2]])  # history a, d, b
+    history = ids[torch.tensor([0, 3, 1])]
+    logits, _, _, _ = net(None, ids, inputs, targets)
+    vectors, encoder_inputs, bias, _ = net.items(None, ids)
+    rows = inputs.clamp(min=0)
+    user = net.users(encoder_inputs[rows], None, inputs >= 0, last=True, ease_counts=net.ease_counts([history]))
+    torch.testing.assert_close(logits, user @ vectors.T / net.config.temperature + bias, atol=1e-4, rtol=1e-5)
+    # the EASE part alone: 2 x (B[a, c] + B[b, c]) for c = every EASE item (d has no EASE row), 0 for d and e
+    ease_part = user[:, -4:] @ vectors[:, -4:].T
+    expected = 2.0 * (weights[0] + weights[1])
+    torch.testing.assert_close(ease_part[0, :3], torch.from_numpy(expected).float(), atol=1e-5, rtol=1e-5)
+    assert ease_part[0, 3:].abs().max() == 0
+
+
+def test_a_hybrid_with_ease_trains_saves_and_loads(split, tiny_backbone, tmp_path):
+    model_params, train_params = params(tiny_backbone, towers="separate", ease=True, ease_max_items=50)
+    result = train_hybrid(split.train, model_params, train_params.model_copy(update={"max_steps": 10}), tmp_path, progress=False)
+    assert result.steps == 10 and np.isfinite(result.losses).all()
+    model = Hybrid.load(tmp_path, device="cpu")
+    assert model.net.ease_items == 50 and int((model.net.ease_index > 0).sum()) == 50
+    assert model.net.item_item.abs().sum() > 0 and model.net.ease_scale.item() != 0.5  # fitted weights, learned scale
+    frame = candidate_frame(split.holdout).head(200)
+    scores = model.score_frame(frame, split.holdout.items)
+    assert np.isfinite(scores).all() and scores.std() > 0

@@ -145,3 +145,31 @@ def test_max_epochs_caps_the_steps_on_a_small_set_of_examples(tmp_path):
     assert len(run_loop(task, params, tmp_path, torch.device("cpu"), progress=False).losses) == 10
     uncapped = params.model_copy(update={"max_epochs": 0.0, "max_steps": 30})
     assert len(run_loop(task, uncapped, tmp_path, torch.device("cpu"), progress=False).losses) == 30
+
+
+def test_a_time_limit_validates_before_it_stops_so_the_last_steps_count(tmp_path):
+    """train.max_minutes with train.eval_every: the stop validates too, so the best weights may be the last ones."""
+    import time
+
+    from llmrec.config import TrainParams
+    from llmrec.train_loop import LoopTask, run_loop
+
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 1)
+    x = torch.randn(40, 3)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5]])
+
+    def loss(module, idx):
+        time.sleep(0.05)
+        return torch.nn.functional.mse_loss(module(x[idx]), y[idx])
+
+    validate = lambda: -float(torch.nn.functional.mse_loss(net(x), y))  # noqa: E731
+    task = LoopTask(module=net, param_groups=[{"params": list(net.parameters()), "lr": 5e-2}], n_examples=40, loss=loss,
+                    digest="d", validate=validate, metric="neg_mse")
+    params = TrainParams(max_steps=1000, batch_size=8, eval_every=500, max_minutes=0.01, warmup_ratio=0.0,
+                         checkpoint_every=0, device="cpu")  # 0.6 s: about 12 steps, no regular validation
+    result = run_loop(task, params, tmp_path, torch.device("cpu"), progress=False)
+    steps = len(result.losses)
+    assert 1 <= steps < 500
+    assert result.validation == [{"step": steps, "neg_mse": pytest.approx(validate(), abs=1e-6)}]
+    assert result.best_step == steps

@@ -215,16 +215,25 @@ def ease_scorer(train: Dataset, l2: float = 500.0, max_items: int = 20_000) -> S
     the inverse is formed in place), and the inversion takes O(n^3) time.
     """
     X, index = consumption_matrix(train)
+    top = most_consumed(X, max_items)
+    return ItemItemScorer(index[top], ease_matrix(X[:, top], l2))
+
+
+def most_consumed(X: sp.csr_matrix, n: int) -> np.ndarray:
+    """Sorted column indices of the `n` most consumed items of a user x item matrix."""
     counts = np.asarray(X.sum(axis=0)).ravel()
-    top = np.sort(np.argsort(-counts, kind="stable")[:max_items])
-    X, index = X[:, top], index[top]
+    return np.sort(np.argsort(-counts, kind="stable")[:n])
+
+
+def ease_matrix(X: sp.csr_matrix, l2: float) -> np.ndarray:
+    """EASE's item x item weights B (dense float64, zero diagonal) of a binary user x item matrix."""
     gram = (X.T @ X).toarray().astype(np.float64)
     gram[np.diag_indices_from(gram)] += l2
     B = scipy.linalg.inv(gram, overwrite_a=True, check_finite=False)
     del gram
     B /= -np.diag(B).copy()  # B_ij = -P_ij / P_jj
     np.fill_diagonal(B, 0.0)
-    return ItemItemScorer(index, B)
+    return B
 
 
 def sasrec_scorer(train: Dataset, items: pd.DataFrame, params: object | None = None, seed: int = 0,

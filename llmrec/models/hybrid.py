@@ -18,9 +18,14 @@ User          causal transformers (SASRec-style: pre-norm layers, learned absolu
               shared`, one encoder reads W v_i + e_i. The states at the newest position give the id part
               u_id = normalize(H_id s_id) and, added to the mean of the history's v_i (the zero-shot
               user), the text part u_text = normalize(mean v + H_text s_text), H_text starting at zero.
-Score         (u_text . v_i + u_id . e_i) / temperature + b_i + a(age_i) (+ a fitted offset c for items
-              without an id, `calibration`): one dot product; untrained with a shared encoder, exactly
-              the zero-shot recommender (see `HybridNet`).
+EASE part     with `ease` (the default of params.yaml), the id part also adds s * sum over the window's
+              items h of B[h, i], B being EASE's closed-form item-item weights (Steck 2019) of the
+              training consumptions, fitted before training and fixed, s learned: the collaborative
+              filter that is hard to beat on small logs, which the transformers then only have to
+              correct. As vectors: the user's counts of each EASE item, the item's column of B.
+Score         (u_text . v_i + u_id . e_i + s * x_u . B_i) / temperature + b_i + a(age_i) (+ a fitted offset c
+              for items without an id, `calibration`): one dot product; untrained with a shared encoder
+              and without EASE, exactly the zero-shot recommender (see `HybridNet`).
 
 Training predicts, at every position of a user's item sequence, the next item, with a softmax over
 the whole training catalogue (exact: every item is a negative, hard ones included) or, for large
@@ -63,6 +68,7 @@ UNKNOWN = 0
 TEMPERATURE = 0.05
 AGE_EDGES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)  # hours: item age buckets
 SUPPORT_BUCKETS = 12  # text weights: no id, then log2 buckets of an item's training consumptions (1, 2-3, 4-7, ...)
+EASE_SCALE = 0.5  # start of the EASE score's weight (x 1/temperature: 10 logits per unit of EASE score)
 ROW_BLOCK = 1 << 16
 USER_BLOCK = 512
 
@@ -76,6 +82,7 @@ class HybridConfig:
     dropout: float = 0.2
     id_dropout: float = 0.3
     id_init: float | None = None  # std of the id embeddings at start, x 1/sqrt(dim); None: 0 with text and a shared encoder, else 1
+    ease: bool = False  # the id part adds EASE's closed-form item-item score of the history (fixed weights, a learned scale)
     towers: str = "shared"  # shared: one user encoder over text + id inputs; separate: a text encoder and an id encoder (SASRec)
     id_loss: float = 0.0
     text: bool = True
@@ -110,7 +117,7 @@ class HybridNet(torch.nn.Module):
     [u_text | u_id] and [v_text | e_id], so a catalogue is one matrix product.
     """
 
-    def __init__(self, config: HybridConfig, text_dim: int, n_ids: int, seed: int = 0) -> None:
+    def __init__(self, config: HybridConfig, text_dim: int, n_ids: int, seed: int = 0, ease_items: int = 0) -> None:
         super().__init__()
         self.config = config
         generator = torch.Generator().manual_seed(seed)
@@ -143,6 +150,13 @@ class HybridNet(torch.nn.Module):
             with torch.no_grad():
                 self.id_head.weight.copy_(torch.eye(d))
                 self.id_head.bias.zero_()
+        self.ease_items = ease_items if config.ids and config.ease else 0
+        if self.ease_items:
+            # EASE (Steck 2019) over the `ease_items` most consumed items, fitted in closed form before training and
+            # fixed: ease_index maps an id row to its row/column of item_item (0 = none, as for items without an id)
+            self.register_buffer("ease_index", torch.zeros(n_ids + 1, dtype=torch.long))
+            self.register_buffer("item_item", torch.zeros(self.ease_items + 1, self.ease_items + 1))
+            self.ease_scale = torch.nn.Parameter(torch.tensor(EASE_SCALE))
         self.bias = torch.nn.Embedding(n_ids + 1, 1)  # row 0: the offset of unknown items, learned through id dropout
         torch.nn.init.zeros_(self.bias.weight)
         # score offset of items without an id (new since training) when scoring, fitted after training on held-out
@@ -176,12 +190,15 @@ class HybridNet(torch.nn.Module):
 
     @property
     def width(self) -> int:
-        """Size of the scoring vectors: text part + id part."""
-        return self.text_dim + (self.config.dim if self.config.ids else 0)
+        """Size of the scoring vectors: text part + id part (+ the EASE part: one entry per EASE item and one for none)."""
+        return self.text_dim + (self.config.dim if self.config.ids else 0) + (self.ease_items + 1 if self.ease_items else 0)
 
-    def items(self, text: torch.Tensor | None, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def items(self, text: torch.Tensor | None, ids: torch.Tensor, with_ease: bool = True,
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(scoring vectors (N, width), encoder inputs (N, dim), or (N, 2 dim) with separate towers: text inputs
-        then id inputs, biases (N,), text parts (N, text_dim) or None) from text vectors (N, text_dim) and id rows (N,)."""
+        then id inputs, biases (N,), text parts (N, text_dim) or None) from text vectors (N, text_dim) and id rows (N,).
+        `with_ease` False leaves the EASE part (the item's column of item_item) out of the vectors (training adds
+        its score directly)."""
         parts, inputs, v_text = [], torch.zeros(len(ids), self.config.dim, device=ids.device), None
         if self.config.text:
             v_text = torch.nn.functional.normalize(text + self.adapter(text), dim=-1)
@@ -191,14 +208,20 @@ class HybridNet(torch.nn.Module):
             e_id = self.ids(ids)  # row 0 -> 0
             parts.append(e_id)
             inputs = torch.cat([inputs, e_id], dim=-1) if self.separate else inputs + e_id
+            if self.ease_items and with_ease:
+                parts.append(self.item_item[:, self.ease_index[ids]].T)
         bias = self.bias(ids).squeeze(-1) if self.config.bias else torch.zeros(len(ids), device=ids.device)
         if not self.training:  # an inference-time calibration: training itself never adds it
             bias = bias + self.no_id_offset * (ids == UNKNOWN)
         return torch.cat(parts, dim=-1), inputs, bias, v_text
 
-    def users(self, inputs: torch.Tensor, texts: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
+    def users(self, inputs: torch.Tensor, texts: torch.Tensor | None, mask: torch.Tensor, last: bool = False,
+              ease_counts: torch.Tensor | None = None) -> torch.Tensor:
         """History encoder inputs (U, L, dim) and text parts (U, L, text_dim), left-padded (mask False at
-        padding) -> user vectors (U, L, width) at every position; position t only sees items up to t."""
+        padding) -> user vectors (U, L, width) at every position, or (U, width) at the newest one (`last`);
+        position t only sees items up to t. With EASE and `last`, `ease_counts` (U, ease_items + 1: how often
+        each EASE item occurs in the window, column 0 unused) gives the EASE part; without them it
+        is left out (training adds the EASE score directly)."""
         length = inputs.shape[1]
         keep = mask.unsqueeze(-1).to(inputs.dtype)
 
@@ -218,7 +241,21 @@ class HybridNet(torch.nn.Module):
             parts.append(torch.nn.functional.normalize(seen + self.text_head(states), dim=-1))
         if self.config.ids:
             parts.append(torch.nn.functional.normalize(self.id_head(id_states), dim=-1))
+        if last:
+            parts = [p[:, -1] for p in parts]
+        if self.ease_items and ease_counts is not None and last:
+            parts.append(self.ease_scale * ease_counts.index_fill(1, torch.zeros(1, dtype=torch.long, device=ease_counts.device), 0.0))
         return torch.cat(parts, dim=-1)
+
+    def ease_counts(self, id_rows: Sequence[torch.Tensor]) -> torch.Tensor:
+        """(U, ease_items + 1): how often each EASE item occurs in each user's history (id rows: the encoder's window,
+        as in training); column 0 counts the items EASE does not model."""
+        counts = torch.zeros(len(id_rows), self.ease_items + 1, device=self.item_item.device)
+        for u, rows in enumerate(id_rows):
+            if len(rows):
+                index = self.ease_index[rows.to(counts.device)]
+                counts[u].index_add_(0, index, torch.ones(len(index), device=counts.device))
+        return counts
 
     def age_bias(self, hours: torch.Tensor) -> torch.Tensor:
         """Score offset of an item that age (hours since the log first showed it; NaN = unknown)."""
@@ -241,7 +278,7 @@ class HybridNet(torch.nn.Module):
         logs: an item appears only by being consumed) an item not consumed before the target's time is a
         candidate of unknown age and, like a fresh one, without its id part: its first consumption may be
         the very target, which must not give it away. `hide_fresh_ids` False keeps every id (scoring as at inference)."""
-        vectors, inputs_vec, bias, v_text = self.items(text, ids)
+        vectors, inputs_vec, bias, v_text = self.items(text, ids, with_ease=False)
         mask = inputs >= 0
         rows = inputs.clamp(min=0)
         users = self.users(inputs_vec[rows], v_text[rows] if v_text is not None else None, mask)
@@ -252,6 +289,11 @@ class HybridNet(torch.nn.Module):
         width, temp = self.text_dim, self.config.temperature
         text_logits = u[:, :width] @ pool[:, :width].T / temp if self.config.text else 0.0
         id_logits = u[:, width:] @ pool[:, width:].T / temp if self.config.ids else 0.0
+        if self.ease_items:  # sum over the history so far of item_item[h, candidate], the same as the vectors' EASE part
+            index = torch.where(mask, self.ease_index[ids[rows]], 0)
+            history = self.item_item[index].masked_fill(~mask.unsqueeze(-1), 0.0).cumsum(1)[real]
+            candidates = self.ease_index[ids if cands is None else ids[cands]]
+            id_logits = id_logits + self.ease_scale * history[:, candidates] / temp
         offsets = (bias if cands is None else bias[cands] - log_q[cands]).unsqueeze(0).expand(len(u), -1)
         ages, age_offset, fresh = None, 0.0, None
         if target_hours is not None and first_seen is not None:
@@ -357,7 +399,7 @@ class Hybrid:
             raise ModelError("model.safetensors holds no hybrid weights", where=str(folder), fix="save the model with Hybrid.save")
         dev = pick_device(device)
         encoder = FrozenTextEncoder(folder, meta["max_length"], dev) if config.text else None
-        net = HybridNet(config, meta["text_dim"], len(vocab))
+        net = HybridNet(config, meta["text_dim"], len(vocab), ease_items=state["item_item"].shape[0] - 1 if "item_item" in state else 0)
         if config.text and "text_scale" not in state:  # saved before the text weight was learned
             state["text_scale"] = torch.ones(1)
         if config.text and "support" not in state:  # saved before the text weight depended on support: one weight
@@ -420,8 +462,9 @@ class Hybrid:
                         index[u, length - len(hist):] = torch.as_tensor([row[i] for i in hist])
                         mask[u, length - len(hist):] = True
                 index, mask = index.to(self.device), mask.to(self.device)
-                users = self.net.users(inputs[index], text_parts[index] if text_parts is not None else None, mask)
-                out.append(users[:, -1])
+                counts = self.net.ease_counts([self.item_rows(h) for h in block]) if self.net.ease_items else None
+                out.append(self.net.users(inputs[index], text_parts[index] if text_parts is not None else None, mask, last=True,
+                                          ease_counts=counts))
         return torch.cat(out) if out else torch.empty(0, self.net.width, device=self.device)
 
     # -- scoring -----------------------------------------------------------------------------------------------
