@@ -29,7 +29,7 @@ The loop itself (optimizer, schedule, accumulation, precision, DDP, checkpoints,
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -143,14 +143,12 @@ def hold_out_last(sequences: pd.Series, times: pd.Series, row: dict[str, int], u
     return seqs, stamps, held
 
 
-def validation_ndcg_full(net: HybridNet, text: torch.Tensor | None, ids: torch.Tensor, held: list[tuple[list[int], int, float]],
-                         hours_base: float, first_seen: torch.Tensor, consumed_only: bool, device: torch.device,
-                         block: int = 256) -> float:
-    """Mean nDCG of the held-out consumptions over the whole ranking (no cut-off, so smooth enough to select
-    a step on a few hundred users) of the training catalogue minus each user's history, scored as at
-    inference (eval mode, every id kept)."""
+def held_out_logits(net: HybridNet, text: torch.Tensor | None, ids: torch.Tensor, held: list[tuple[list[int], int, float]],
+                    hours_base: float, first_seen: torch.Tensor, consumed_only: bool, device: torch.device,
+                    block: int = 256) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Per block of held-out consumptions (`hold_out_last`): (logits over the training catalogue, the user's
+    history items at -inf; the answer's column), scored as at inference (every id kept)."""
     length = net.config.sequence_length
-    gains = []
     for start in range(0, len(held), block):
         part = held[start : start + block]
         inputs = torch.full((len(part), length), PAD, dtype=torch.long)
@@ -163,16 +161,67 @@ def validation_ndcg_full(net: HybridNet, text: torch.Tensor | None, ids: torch.T
             hours[k, -1] = when - hours_base
         logits, answer, _, _ = net(text, ids, inputs.to(device), targets.to(device), None, hours.to(device), first_seen,
                                    consumed_only, False)
-        logits = logits.float()
         seen = torch.zeros_like(logits, dtype=torch.bool)
         for k, (history, _, _) in enumerate(part):
             seen[k, torch.as_tensor(history, dtype=torch.long)] = True
-        at = torch.arange(len(part), device=logits.device)
-        seen[at, answer] = False
-        right = logits[at, answer]
-        rank = (logits.masked_fill(seen, float("-inf")) > right.unsqueeze(1)).sum(1) + 1
+        seen[torch.arange(len(part), device=logits.device), answer] = False
+        yield logits.float().masked_fill(seen, float("-inf")), answer
+
+
+def validation_ndcg_full(net: HybridNet, text: torch.Tensor | None, ids: torch.Tensor, held: list[tuple[list[int], int, float]],
+                         hours_base: float, first_seen: torch.Tensor, consumed_only: bool, device: torch.device) -> float:
+    """Mean nDCG of the held-out consumptions over the whole ranking (no cut-off, so smooth enough to select
+    a step on a few hundred users) of the training catalogue minus each user's history, scored as at
+    inference (eval mode, every id kept)."""
+    gains = []
+    for logits, answer in held_out_logits(net, text, ids, held, hours_base, first_seen, consumed_only, device):
+        right = logits[torch.arange(len(answer), device=logits.device), answer]
+        rank = (logits > right.unsqueeze(1)).sum(1) + 1
         gains.append(1.0 / torch.log2(rank.double() + 1.0))
     return float(torch.cat(gains).mean()) if gains else float("nan")
+
+
+def newton_offset(logit: torch.Tensor, direction: torch.Tensor, answer: torch.Tensor, low: float = -20.0, high: float = 20.0,
+                  iterations: int = 25) -> float:
+    """The c in [low, high] that maximises the mean log-softmax likelihood of `answer` under logit + c * direction
+    (rows: cases, columns: candidates; a concave problem in one number, Newton's method from 0)."""
+    at = torch.arange(len(answer), device=answer.device)
+    target = direction[at, answer]
+    c = torch.zeros((), device=logit.device)
+    for _ in range(iterations):
+        p = torch.softmax(logit + c * direction, dim=1)
+        mean = (p * direction).sum(1)
+        grad = (mean - target).mean()
+        hess = ((p * direction * direction).sum(1) - mean**2).mean().clamp(min=1e-6)
+        step = (grad / hess).clamp(-2.0, 2.0)
+        c = (c - step).clamp(low, high)
+        if step.abs() < 1e-4:
+            break
+    return float(c)
+
+
+def fit_ease_weight(net: HybridNet, text: torch.Tensor | None, ids: torch.Tensor, held: list[tuple[list[int], int, float]],
+                    hours_base: float, first_seen: torch.Tensor, consumed_only: bool, device: torch.device) -> float:
+    """The weight of the EASE part that maximises the likelihood of the held-out consumptions, which EASE's
+    weights never saw (in training they did: EASE was fitted on the very consumptions trained on, so the
+    learned weight trusts it more than new data will); set in `net` and returned."""
+    learned = net.ease_scale.detach().clone()
+    bases, directions, answers, kept = [], [], [], 0
+    with torch.no_grad():
+        for scale in (0.0, 1.0):
+            net.ease_scale.fill_(scale)
+            blocks = list(held_out_logits(net, text, ids, held, hours_base, first_seen, consumed_only, device))
+            if scale == 0.0:
+                bases = [b for b, _ in blocks]
+                answers = [a for _, a in blocks]
+            else:
+                directions = [(b - base).nan_to_num(0.0, posinf=0.0, neginf=0.0) for (b, _), base in zip(blocks, bases)]
+        keep = np.cumsum([b.numel() for b in bases]) <= MAX_CALIBRATION_LOGITS
+        keep[0] = True
+        kept = int(keep.sum())
+        weight = newton_offset(torch.cat(bases[:kept]), torch.cat(directions[:kept]), torch.cat(answers[:kept]), low=0.0)
+        net.ease_scale.fill_(weight if np.isfinite(weight) else float(learned))
+    return float(net.ease_scale.detach())
 
 
 # the calibration run's share of train.max_steps (with a time limit, it gets half of it): the offset grows with training (ids memorise
@@ -220,20 +269,7 @@ def fit_new_item_offset(net: HybridNet, text: torch.Tensor | None, ids: torch.Te
             if kept > MAX_CALIBRATION_LOGITS:
                 break
         net.no_id_offset.zero_()
-        logit, mark, answer = torch.cat(logits), torch.cat(marks), torch.cat(answers)
-        at = torch.arange(len(answer), device=answer.device)
-        target_mark = mark[at, answer]
-        c = torch.zeros((), device=logit.device)
-        for _ in range(iterations):
-            p = torch.softmax(logit + c * mark, dim=1)
-            mean = (p * mark).sum(1)
-            grad = (mean - target_mark).mean()
-            hess = ((p * mark * mark).sum(1) - mean**2).mean().clamp(min=1e-6)
-            step = (grad / hess).clamp(-2.0, 2.0)
-            c = (c - step).clamp(-20.0, 20.0)
-            if step.abs() < 1e-4:
-                break
-    return float(c)
+        return newton_offset(torch.cat(logits), torch.cat(marks), torch.cat(answers), iterations=iterations)
 
 
 def ease_weights(sequences: pd.Series, row: dict[str, int], n_items: int, l2: float, max_items: int) -> tuple[np.ndarray, np.ndarray]:
@@ -388,6 +424,13 @@ def fit_hybrid(
     elif not resuming:
         model.net.no_id_offset.fill_(hybrid.new_item_offset)
     result = run_loop(task, train_params, out, device, dist, on_step=on_step, progress=progress)
+    if held and model.net.ease_items:
+        model.net.eval()
+        learned = float(model.net.ease_scale.detach())
+        fitted = fit_ease_weight(model.net, text, ids, held, hours_base, first_seen, consumed_only, device)
+        if dist.is_main:
+            log.info("%s: EASE weight %.3f (learned in training: %.3f), fitted on the %d held-out consumptions", desc, fitted,
+                     learned, len(held))
     if first is not None:
         result = replace(result, seconds=first.seconds + result.seconds)
     model.net.eval()

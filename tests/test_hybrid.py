@@ -345,7 +345,7 @@ def test_validation_selects_the_weights_of_the_best_step(split, tiny_backbone, t
     import logging
 
     caplog.set_level(logging.INFO)
-    model_params, train_params = params(tiny_backbone)
+    model_params, train_params = params(tiny_backbone, ease=False)  # with EASE its weight is refitted after (next test)
     train_params = train_params.model_copy(update={"max_steps": 30, "eval_every": 5, "lr": 3e-3})
     result = train_hybrid(split.train, model_params, train_params, tmp_path, progress=False)
     curve = result.validation
@@ -354,20 +354,26 @@ def test_validation_selects_the_weights_of_the_best_step(split, tiny_backbone, t
     best = max(curve, key=lambda r: r["ndcg_full"])
     assert f"keeping the weights of step {best['step']}" in caplog.text
     # the saved model is the best step's: scoring the held-out consumptions again gives the best value
-    from llmrec.data.context import first_seen_hours
-    from llmrec.models.text import item_texts
-    from llmrec.training_hybrid import timed_sequences, training_catalogue, validation_ndcg_full
+    from llmrec.training_hybrid import validation_ndcg_full
 
     model = Hybrid.load(tmp_path, device="cpu")
-    sequences, times = timed_sequences(split.train)
-    catalogue, _ = training_catalogue(split.train, sequences, True)
-    kept, kept_times, held = hold_out_last(sequences, times, {item: k for k, item in enumerate(catalogue)})
-    base = float(np.nanmin([t for ts in kept_times for t in ts]))
-    first_seen = torch.tensor(first_seen_hours(split.train).reindex(catalogue).to_numpy(dtype=np.float64) - base, dtype=torch.float32)
-    texts = item_texts(split.train.items, model.text)
-    text = model.text_vectors([texts[i] for i in catalogue])
-    value = validation_ndcg_full(model.net, text, model.item_rows(catalogue), held, base, first_seen, False, torch.device("cpu"))
+    value = validation_ndcg_full(model.net, *held_out_inputs(split.train, model), False, torch.device("cpu"))
     assert value == pytest.approx(best["ndcg_full"], abs=1e-5)
+
+
+def held_out_inputs(train, model):
+    """(text vectors, id rows, held-out consumptions, hours base, first-seen hours) as `fit_hybrid` builds them."""
+    from llmrec.data.context import first_seen_hours
+    from llmrec.models.text import item_texts
+    from llmrec.training_hybrid import timed_sequences, training_catalogue
+
+    sequences, times = timed_sequences(train)
+    catalogue, _ = training_catalogue(train, sequences, True)
+    _, kept_times, held = hold_out_last(sequences, times, {item: k for k, item in enumerate(catalogue)})
+    base = float(np.nanmin([t for ts in kept_times for t in ts]))
+    first_seen = torch.tensor(first_seen_hours(train).reindex(catalogue).to_numpy(dtype=np.float64) - base, dtype=torch.float32)
+    texts = item_texts(train.items, model.text)
+    return model.text_vectors([texts[i] for i in catalogue]), model.item_rows(catalogue), held, base, first_seen
 
 
 def test_the_ease_part_scores_like_the_ease_baseline_and_the_vectors_like_training():
@@ -417,3 +423,30 @@ def test_a_hybrid_with_ease_trains_saves_and_loads(split, tiny_backbone, tmp_pat
     frame = candidate_frame(split.holdout).head(200)
     scores = model.score_frame(frame, split.holdout.items)
     assert np.isfinite(scores).all() and scores.std() > 0
+
+
+def test_with_validation_the_ease_weight_is_the_one_that_fits_the_held_out_consumptions(split, tiny_backbone, tmp_path, caplog):
+    import logging
+
+    from llmrec.training_hybrid import held_out_logits
+
+    caplog.set_level(logging.INFO)
+    model_params, train_params = params(tiny_backbone, ease=True, ease_max_items=100)
+    train_params = train_params.model_copy(update={"max_steps": 20, "eval_every": 10})
+    train_hybrid(split.train, model_params, train_params, tmp_path, progress=False)
+    assert "EASE weight" in caplog.text and "fitted on the" in caplog.text
+    model = Hybrid.load(tmp_path, device="cpu")
+    text, ids, held, base, first_seen = held_out_inputs(split.train, model)
+    net = model.net
+    fitted = float(net.ease_scale.detach())
+
+    def likelihood(weight: float) -> float:
+        with torch.no_grad():
+            net.ease_scale.fill_(weight)
+            blocks = list(held_out_logits(net, text, ids, held, base, first_seen, False, torch.device("cpu")))
+        return float(sum(torch.log_softmax(lg, 1)[torch.arange(len(a)), a].sum() for lg, a in blocks))
+
+    best = likelihood(fitted)
+    assert best >= likelihood(fitted + 0.1) - 1e-3
+    if fitted > 0.1:
+        assert best >= likelihood(fitted - 0.1) - 1e-3
