@@ -425,28 +425,27 @@ def test_a_hybrid_with_ease_trains_saves_and_loads(split, tiny_backbone, tmp_pat
     assert np.isfinite(scores).all() and scores.std() > 0
 
 
-def test_with_validation_the_ease_weight_is_the_one_that_fits_the_held_out_consumptions(split, tiny_backbone, tmp_path, caplog):
+def test_with_validation_the_ease_weight_is_the_one_that_ranks_the_held_out_consumptions_best(split, tiny_backbone, tmp_path,
+                                                                                             caplog):
     import logging
 
-    from llmrec.training_hybrid import held_out_logits
+    from llmrec.training_hybrid import EASE_WEIGHT_FACTORS, validation_ndcg_full
 
     caplog.set_level(logging.INFO)
     model_params, train_params = params(tiny_backbone, ease=True, ease_max_items=100)
     train_params = train_params.model_copy(update={"max_steps": 20, "eval_every": 10})
     train_hybrid(split.train, model_params, train_params, tmp_path, progress=False)
-    assert "EASE weight" in caplog.text and "fitted on the" in caplog.text
+    assert "EASE weight" in caplog.text and "chosen on the" in caplog.text
     model = Hybrid.load(tmp_path, device="cpu")
-    text, ids, held, base, first_seen = held_out_inputs(split.train, model)
-    net = model.net
-    fitted = float(net.ease_scale.detach())
+    inputs = held_out_inputs(split.train, model)
+    net, chosen = model.net, float(model.net.ease_scale.detach())
 
-    def likelihood(weight: float) -> float:
+    def ndcg(weight: float) -> float:
         with torch.no_grad():
             net.ease_scale.fill_(weight)
-            blocks = list(held_out_logits(net, text, ids, held, base, first_seen, False, torch.device("cpu")))
-        return float(sum(torch.log_softmax(lg, 1)[torch.arange(len(a)), a].sum() for lg, a in blocks))
+            return validation_ndcg_full(net, *inputs, False, torch.device("cpu"))
 
-    best = likelihood(fitted)
-    assert best >= likelihood(fitted + 0.1) - 1e-3
-    if fitted > 0.1:
-        assert best >= likelihood(fitted - 0.1) - 1e-3
+    # the chosen weight is one of the grid's (around the learned one), and no other weight of that grid ranks better
+    learned = [chosen / f for f in EASE_WEIGHT_FACTORS]
+    best = ndcg(chosen)
+    assert any(all(ndcg(w * f) <= best + 1e-9 for f in EASE_WEIGHT_FACTORS) for w in learned)
