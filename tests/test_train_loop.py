@@ -163,7 +163,7 @@ def test_a_time_limit_validates_before_it_stops_so_the_last_steps_count(tmp_path
         time.sleep(0.05)
         return torch.nn.functional.mse_loss(module(x[idx]), y[idx])
 
-    validate = lambda: -float(torch.nn.functional.mse_loss(net(x), y))  # noqa: E731
+    validate = lambda: -float(torch.nn.functional.mse_loss(net(x), y).detach())  # noqa: E731
     task = LoopTask(module=net, param_groups=[{"params": list(net.parameters()), "lr": 5e-2}], n_examples=40, loss=loss,
                     digest="d", validate=validate, metric="neg_mse")
     params = TrainParams(max_steps=1000, batch_size=8, eval_every=500, max_minutes=0.01, warmup_ratio=0.0,
