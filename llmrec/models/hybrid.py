@@ -69,7 +69,8 @@ TEMPERATURE = 0.05
 AGE_EDGES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)  # hours: item age buckets
 SUPPORT_BUCKETS = 12  # text weights: no id, then log2 buckets of an item's training consumptions (1, 2-3, 4-7, ...)
 EASE_SCALE = 0.5  # start of the EASE score's weight (x 1/temperature: 10 logits per unit of EASE score)
-ROW_BLOCK = 1 << 16
+ROW_BLOCK = 1 << 16  # frame rows scored at a time, for vectors of ROW_WIDTH (about 64k x 512 x 2 floats: 256 MB)
+ROW_WIDTH = 512
 USER_BLOCK = 512
 
 
@@ -481,10 +482,11 @@ class Hybrid:
         ages = frame["age_hours"].to_numpy(dtype=np.float32) if "age_hours" in frame else np.full(len(frame), np.nan, np.float32)
         a_all = torch.from_numpy(ages).to(self.device)
         with torch.inference_mode():
-            for start in range(0, len(frame), ROW_BLOCK):
-                h, c = h_all[start : start + ROW_BLOCK], c_all[start : start + ROW_BLOCK]
-                score = (users[h] * items[c]).sum(-1) / self.config.temperature + bias[c] + self.net.age_bias(a_all[start : start + ROW_BLOCK])
-                out[start : start + ROW_BLOCK] = score.float().cpu().numpy()
+            step = max(1, ROW_BLOCK * ROW_WIDTH // max(1, self.net.width))  # wide (EASE) vectors: fewer rows at a time
+            for start in range(0, len(frame), step):
+                h, c = h_all[start : start + step], c_all[start : start + step]
+                score = (users[h] * items[c]).sum(-1) / self.config.temperature + bias[c] + self.net.age_bias(a_all[start : start + step])
+                out[start : start + step] = score.float().cpu().numpy()
         return out
 
     def score_frame(self, frame: pd.DataFrame, items_df: pd.DataFrame, batch_size: int = 64, progress: bool = False) -> np.ndarray:
