@@ -111,6 +111,11 @@ class HybridParams(_Section):
         1.0, ge=0, description="Weight of a loss on the id part alone (items with an id only), which keeps it a ranker of "
         "warm items by itself (0 = off)"
     )
+    impression_loss: float = Field(
+        0.3, ge=0, description="Logs with logged non-clicks (MIND): weight of a loss that ranks each click against its own "
+        "impression's non-clicks (at most 20), the ranking an impression asks for; the next-item softmax ranks it against "
+        "every item. Applies with the full softmax (catalogues up to full_softmax_max_items). 0 = off"
+    )
     calibration: float = Field(
         0.0, ge=0, lt=1, description="Share of the latest training consumptions held out by a calibration run (the same "
         "model, as long, without them) to fit the score offset of items without an id (new since training) by maximum "
@@ -233,7 +238,7 @@ class SasrecParams(_Section):
     def hybrid(self) -> "HybridParams":
         return HybridParams(dim=self.dim, layers=self.layers, heads=self.heads, sequence_length=self.sequence_length,
                             dropout=self.dropout, id_dropout=0.0, text=False, ids=True, bias=False, age=False, cold_hours=0.0,
-                            ease=False)
+                            ease=False, impression_loss=0.0)
 
 
 class EvalParams(_Section):

@@ -6,7 +6,10 @@ it is cut from its end into windows of `sequence_length + 1` items, each window 
 predicts every next item from the items before it (every consumption is a target once per epoch; a
 user's first from an empty history).
 `train.batch_size` counts windows. The catalogue the softmax runs over is every item consumed in the
-training slice; each of them gets an id embedding.
+training slice; each of them gets an id embedding. On logs with logged non-clicks (MIND), a click also
+ranks against its own impression's non-clicks (`model.hybrid.impression_loss`): the next-item softmax
+learns which item of the whole catalogue a user consumes next, much of which is which items were shown
+at all; an impression asks which of the shown ones.
 
 The item texts are encoded once by the frozen backbone; each step then costs a projection of the
 catalogue's text vectors and a small transformer over the windows, which is why this model trains
@@ -91,6 +94,16 @@ def training_catalogue(train: Dataset, sequences: pd.Series, with_text: bool) ->
     return catalogue, sorted(catalogue)
 
 
+def _window_spans(sequences: pd.Series, row: dict[str, int], length: int) -> Iterator[tuple[str, list[int], int]]:
+    """(user, positions in the user's sequence of the window's items, left padding) of every window (see
+    `sequence_windows`); items without a catalogue row are skipped."""
+    for user, seq in sequences.items():
+        keep = [k for k, i in enumerate(seq) if i in row]
+        for end in range(len(keep), 0, -length):
+            start = max(0, end - length - 1)
+            yield user, keep[start:end], length + 1 - (end - start)
+
+
 def sequence_windows(sequences: pd.Series, row: dict[str, int], length: int,
                      times: pd.Series | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """(n, length + 1) catalogue rows of every window, left-padded with -1: window[t] is the input whose
@@ -98,16 +111,10 @@ def sequence_windows(sequences: pd.Series, row: dict[str, int], length: int,
     one follows padding only, which trains the "no history" user (the same at every position).
     With `times` (aligned with `sequences`), also the (n, length + 1) float times of the same positions."""
     windows, stamps = [], []
-    for user, seq in sequences.items():
-        keep = [k for k, i in enumerate(seq) if i in row]
-        rows = [row[seq[k]] for k in keep]
-        when = [times[user][k] for k in keep] if times is not None else []
-        for end in range(len(rows), 0, -length):
-            start = max(0, end - length - 1)
-            pad = length + 1 - (end - start)
-            windows.append([PAD] * pad + rows[start:end])
-            if times is not None:
-                stamps.append([float("nan")] * pad + when[start:end])
+    for user, positions, pad in _window_spans(sequences, row, length):
+        windows.append([PAD] * pad + [row[sequences[user][k]] for k in positions])
+        if times is not None:
+            stamps.append([float("nan")] * pad + [times[user][k] for k in positions])
     if not windows:
         raise DataError(
             "no user consumed anything in the training data, so there is no sequence to learn from",
@@ -115,6 +122,63 @@ def sequence_windows(sequences: pd.Series, row: dict[str, int], length: int,
         )
     out = np.asarray(windows, dtype=np.int64)
     return (out, np.asarray(stamps, dtype=np.float64)) if times is not None else out
+
+
+IMPRESSION_NEGATIVES = 20  # impression loss: logged non-clicks kept per click (a random subset of larger impressions)
+
+
+def impression_negatives(train: Dataset, row: dict[str, int], seed: int, cap: int = IMPRESSION_NEGATIVES,
+                         ) -> dict[tuple[str, str, float], list[int]]:
+    """(user, item, time in hours) of each click -> catalogue rows of the non-clicks logged in its impression (at
+    most `cap`, items outside the catalogue left out); empty for logs without logged non-clicks."""
+    from llmrec.data.context import hours
+
+    if not train.source.logged_negatives:
+        return {}
+    inter = train.interactions
+    shown = inter.loc[(inter["label"] == 0) & inter["item_id"].isin(row.keys()), ["impression_id", "item_id"]]
+    by_impression = shown.groupby("impression_id", sort=False)["item_id"].agg(list).to_dict()
+    clicks = inter.loc[inter["label"] == 1, ["impression_id", "user_id", "item_id", "timestamp"]]
+    rng = np.random.default_rng(seed)
+    out = {}
+    for imp, user, item, when in zip(clicks["impression_id"], clicks["user_id"], clicks["item_id"], hours(clicks["timestamp"])):
+        negatives = by_impression.get(imp)
+        if negatives:
+            if len(negatives) > cap:
+                negatives = list(rng.choice(negatives, cap, replace=False))
+            out[(user, item, float(when))] = [row[i] for i in negatives]
+    return out
+
+
+def window_impressions(sequences: pd.Series, times: pd.Series, row: dict[str, int], length: int,
+                       negatives: dict[tuple[str, str, float], list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(groups (n, length + 1): for each position of `sequence_windows`' windows, the row of `table` holding the
+    logged non-clicks of the impression its item was clicked in, -1 for none; table (G, cap): catalogue rows,
+    -1 padded)."""
+    groups, table = [], []
+    for user, positions, pad in _window_spans(sequences, row, length):
+        line = [-1] * pad
+        for k in positions:
+            found = negatives.get((user, sequences[user][k], float(times[user][k])))
+            line.append(len(table) if found else -1)
+            if found:
+                table.append(found)
+        groups.append(line)
+    width = max((len(t) for t in table), default=1)
+    padded = np.full((max(len(table), 1), width), PAD, dtype=np.int64)
+    for g, rows in enumerate(table):
+        padded[g, : len(rows)] = rows
+    return np.asarray(groups, dtype=np.int64), padded
+
+
+def impression_cross_entropy(logits: torch.Tensor, answer: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+    """Softmax cross-entropy of each click against its impression's logged non-clicks only: logits (T, N) over the
+    catalogue, answer (T,) and negatives (T, K) catalogue columns (-1 = none)."""
+    allowed = torch.zeros(logits.shape[0], logits.shape[1] + 1, dtype=torch.bool, device=logits.device)
+    allowed.scatter_(1, torch.where(negatives >= 0, negatives, logits.shape[1]), True)
+    allowed = allowed[:, :-1]
+    allowed[torch.arange(len(answer), device=logits.device), answer] = True
+    return torch.nn.functional.cross_entropy(logits.float().masked_fill(~allowed, float("-inf")), answer)
 
 
 VALIDATION_USERS = 1000  # train.eval_every: the users whose last training consumption is held out (the latest ones)
@@ -200,7 +264,7 @@ def newton_offset(logit: torch.Tensor, direction: torch.Tensor, answer: torch.Te
     return float(c)
 
 
-EASE_WEIGHT_FACTORS = (0.5, 0.71, 1.0, 1.41, 2.0)  # the EASE weights tried after training, times the learned one
+EASE_WEIGHT_FACTORS = (0.5, 0.71, 1.0, 1.41, 2.0, 2.83, 4.0)  # the EASE weights tried after training, times the learned one
 
 
 def fit_ease_weight(net: HybridNet, text: torch.Tensor | None, ids: torch.Tensor, held: list[tuple[list[int], int, float]],
@@ -326,6 +390,13 @@ def fit_hybrid(
             raise DataError("no user has two consumptions in the training data, so none can be held out to validate on",
                             fix="set train.eval_every: 0")
     windows, window_hours = sequence_windows(sequences, row, config.sequence_length, times)
+    full = len(catalogue) <= hybrid.full_softmax_max_items
+    groups = table = None
+    if hybrid.impression_loss and config.ids and full:  # in-batch softmax: the non-clicks are not among the candidates
+        negatives = impression_negatives(train, row, train_params.seed)
+        if negatives:
+            groups, table = window_impressions(sequences, times, row, config.sequence_length, negatives)
+            table = torch.from_numpy(table).to(device)
     cut = calibration_cut(windows, window_hours, hybrid.calibration) if config.ids else None
     hours_base = float(np.nanmin(window_hours)) if np.isfinite(window_hours).any() else 0.0  # float32-friendly offsets
     late = (window_hours[:, 1:] >= cut) & (windows[:, 1:] >= 0) if cut is not None else None
@@ -354,7 +425,6 @@ def fit_hybrid(
         with torch.no_grad():
             buckets = 1 + torch.log2(counts.clamp(min=1).float()).floor().long()
             model.net.support[ids] = buckets.clamp(max=SUPPORT_BUCKETS - 1)
-    full = len(catalogue) <= hybrid.full_softmax_max_items
     log_q = torch.log(torch.from_numpy(np.bincount(targets, minlength=len(catalogue)) + 1.0) / (len(targets) + len(catalogue))).float().to(device)
     if dist.is_main:
         log.info("%s: %d sequences -> %d windows of %d, %d targets; catalogue %d items (%d with ids), %s softmax",
@@ -364,7 +434,7 @@ def fit_hybrid(
     consumed_only = not train.source.logged_negatives  # positive-only logs: items appear by being consumed
 
     def loss(module: torch.nn.Module, idx: np.ndarray, windows: np.ndarray = windows, ids: torch.Tensor = ids,
-             window_hours: torch.Tensor = window_hours) -> torch.Tensor:
+             window_hours: torch.Tensor = window_hours, groups: np.ndarray | None = groups) -> torch.Tensor:
         chunk = torch.from_numpy(windows[idx]).to(device)
         inputs, target = chunk[:, :-1], chunk[:, 1:]
         step_ids = ids
@@ -374,6 +444,11 @@ def fit_hybrid(
         logits, answer, text_logits, id_logits = module(text, step_ids, inputs, target, None if full else log_q,
                                                         window_hours[idx][:, 1:].to(device), first_seen, consumed_only)
         loss = torch.nn.functional.cross_entropy(logits.float(), answer)
+        if groups is not None:  # each click against its own impression's non-clicks: the ranking impressions ask for
+            group = torch.from_numpy(groups[idx][:, 1:][windows[idx][:, 1:] >= 0]).to(device)
+            logged = group >= 0
+            if logged.any():
+                loss = loss + hybrid.impression_loss * impression_cross_entropy(logits[logged], answer[logged], table[group[logged]])
         if text_logits is not None:
             loss = loss + config.text_loss * torch.nn.functional.cross_entropy(text_logits.float(), answer)
         if id_logits is not None:  # targets whose id is dropped this step have no id-only answer
@@ -413,7 +488,7 @@ def fit_hybrid(
             net.ease_index.copy_(model.net.ease_index)
             net.item_item.copy_(model.net.item_item)
         first = _calibration_run(net, task, train_params, windows, late, ids, text, window_hours, first_seen,
-                                 None if full else log_q, consumed_only, loss, out, device, dist, progress, lr_scale)
+                                 None if full else log_q, consumed_only, loss, out, device, dist, progress, lr_scale, groups)
         model.net.no_id_offset.copy_(net.no_id_offset)
         if train_params.max_minutes:
             train_params = train_params.model_copy(update={"max_minutes": max(0.1, train_params.max_minutes - first.seconds / 60)})
@@ -437,18 +512,19 @@ def fit_hybrid(
 def _calibration_run(net: HybridNet, task: LoopTask, params: TrainParams, windows: np.ndarray, late: np.ndarray,
                      ids: torch.Tensor, text: torch.Tensor | None, hours: torch.Tensor, first_seen: torch.Tensor,
                      log_q: torch.Tensor | None, consumed_only: bool, loss: Callable, out: str | Path, device: torch.device,
-                     dist: Distributed, progress: bool, lr_scale: float) -> LoopResult:
+                     dist: Distributed, progress: bool, lr_scale: float, groups: np.ndarray | None = None) -> LoopResult:
     """Train `net` without the `late` targets (CALIBRATION_STEPS of the steps), fit the new-item offset on them
     and set it in `net` (see the module docstring)."""
     early_windows = windows.copy()
     early_windows[:, 1:][late] = PAD
     keep = (early_windows[:, 1:] >= 0).any(axis=1)
     early_windows, early_hours = early_windows[keep], hours[torch.from_numpy(keep)]
+    early_groups = groups[keep] if groups is not None else None
     known = np.unique(early_windows[early_windows >= 0])
     early_ids = torch.where(torch.isin(torch.arange(len(ids), device=device), torch.from_numpy(known).to(device)),
                             ids, torch.full_like(ids, UNKNOWN))
     run = replace(task, module=net, n_examples=len(early_windows), param_groups=_param_groups(net, params.lr * lr_scale),
-                  loss=lambda module, idx: loss(module, idx, early_windows, early_ids, early_hours),
+                  loss=lambda module, idx: loss(module, idx, early_windows, early_ids, early_hours, early_groups),
                   digest=task.digest + "-calibration", validate=None, desc=f"{task.desc}: calibration run, without the latest")
     steps = max(1, round(params.max_steps * CALIBRATION_STEPS))
     result = run_loop(run, params.model_copy(update={"max_steps": steps, "checkpoint_every": 0,

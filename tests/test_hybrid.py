@@ -449,3 +449,62 @@ def test_with_validation_the_ease_weight_is_the_one_that_ranks_the_held_out_cons
     learned = [chosen / f for f in EASE_WEIGHT_FACTORS]
     best = ndcg(chosen)
     assert any(all(ndcg(w * f) <= best + 1e-9 for f in EASE_WEIGHT_FACTORS) for w in learned)
+
+
+def test_each_click_is_paired_with_the_logged_non_clicks_of_its_own_impression():
+    from llmrec.training_hybrid import impression_negatives, timed_sequences, window_impressions
+
+    ts = pd.to_datetime(["2020-01-01", "2020-01-02", "2020-01-03"], utc=True)
+    imps = pd.DataFrame({"impression_id": ["1", "2", "3"], "user_id": ["u", "u", "v"], "timestamp": ts,
+                         "history": ["a", "a b", ""]})
+    inter = pd.DataFrame({"impression_id": ["1", "1", "1", "2", "2", "3"], "user_id": ["u", "u", "u", "u", "u", "v"],
+                          "item_id": ["b", "c", "z", "d", "c", "a"], "timestamp": ts[[0, 0, 0, 1, 1, 2]],
+                          "label": [1, 0, 0, 1, 0, 1]})
+    items = pd.DataFrame({"item_id": list("abcdz"), "title": list("abcdz")})
+    mind = Dataset(items, imps, inter, SourceInfo("mind", True, True))
+    sequences, times = timed_sequences(mind)
+    row = {c: k for k, c in enumerate("abcd")}  # z was never consumed: not in the catalogue
+    negatives = impression_negatives(mind, row, seed=0)
+    assert sorted(negatives.values()) == [[row["c"]], [row["c"]]]  # b's impression (c, not z) and d's; v's has none
+    groups, table = window_impressions(sequences, times, row, 4, negatives)
+    windows = sequence_windows(sequences, row, 4)
+    assert groups.shape == windows.shape
+    by_item = {int(w): int(g) for ws, gs in zip(windows, groups) for w, g in zip(ws, gs) if w != PAD}
+    # u: a (explicit history: no impression), b, d; v: a
+    assert by_item[row["a"]] == -1
+    assert table[by_item[row["b"]]].tolist() == [row["c"]] and table[by_item[row["d"]]].tolist() == [row["c"]]
+    assert impression_negatives(Dataset(items, imps, inter[inter["label"] == 1], SourceInfo("movielens", False, False)),
+                                row, seed=0) == {}
+
+
+def test_the_impression_loss_is_the_softmax_over_the_click_and_its_impression_only():
+    from llmrec.training_hybrid import impression_cross_entropy
+
+    logits = torch.tensor([[2.0, 0.5, -1.0, 9.0], [0.0, 1.0, 3.0, 9.0]])
+    answer = torch.tensor([0, 2])
+    negatives = torch.tensor([[1, 2], [0, -1]])  # column 3 is in neither impression
+    expected = (-torch.log_softmax(torch.tensor([2.0, 0.5, -1.0]), 0)[0] - torch.log_softmax(torch.tensor([3.0, 0.0]), 0)[0]) / 2
+    torch.testing.assert_close(impression_cross_entropy(logits, answer, negatives), expected)
+
+
+def test_the_impression_loss_teaches_the_ranking_within_impressions(split, tiny_backbone, tmp_path):
+    """Trained with a large impression loss, the clicks of the training impressions rank higher among their own
+    impressions' candidates than trained without it."""
+    frame = candidate_frame(split.train.restrict(split.train.impressions["impression_id"].tail(150)))
+    auc = {}
+    for weight in (0.0, 5.0):
+        model_params, train_params = params(tiny_backbone, impression_loss=weight)
+        train_params = train_params.model_copy(update={"max_steps": 120})
+        train_hybrid(split.train, model_params, train_params, tmp_path / str(weight), progress=False)
+        scores = Hybrid.load(tmp_path / str(weight), device="cpu").score_frame(frame, split.train.items)
+        auc[weight] = float(impression_metrics(frame.assign(score=scores), ks=[5])["auc"].mean())
+    assert auc[5.0] > auc[0.0] + 0.02, auc
+
+
+def test_the_sasrec_baseline_is_the_published_model():
+    """Item ids, full softmax, nothing of the hybrid's own (a regression: the impression loss reached it once)."""
+    from llmrec.config import SasrecParams
+
+    sasrec = SasrecParams().hybrid()
+    assert not sasrec.text and sasrec.ids and not (sasrec.ease or sasrec.age or sasrec.bias)
+    assert sasrec.impression_loss == 0 and sasrec.id_dropout == 0 and sasrec.cold_hours == 0
