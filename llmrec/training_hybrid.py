@@ -397,6 +397,12 @@ def fit_hybrid(
         if negatives:
             groups, table = window_impressions(sequences, times, row, config.sequence_length, negatives)
             table = torch.from_numpy(table).to(device)
+            if dist.is_main:
+                log.info("%s: impression loss (weight %g) on %d clicks, each against its impression's logged non-clicks",
+                         desc, hybrid.impression_loss, int((groups >= 0).sum()))
+    elif hybrid.impression_loss and config.ids and train.source.logged_negatives and dist.is_main:
+        log.info("%s: no impression loss: the catalogue (%d items) is above model.hybrid.full_softmax_max_items, so the "
+                 "softmax runs over in-batch negatives that do not include the impressions' non-clicks", desc, len(catalogue))
     cut = calibration_cut(windows, window_hours, hybrid.calibration) if config.ids else None
     hours_base = float(np.nanmin(window_hours)) if np.isfinite(window_hours).any() else 0.0  # float32-friendly offsets
     late = (window_hours[:, 1:] >= cut) & (windows[:, 1:] >= 0) if cut is not None else None

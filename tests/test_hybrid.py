@@ -508,3 +508,15 @@ def test_the_sasrec_baseline_is_the_published_model():
     sasrec = SasrecParams().hybrid()
     assert not sasrec.text and sasrec.ids and not (sasrec.ease or sasrec.age or sasrec.bias)
     assert sasrec.impression_loss == 0 and sasrec.id_dropout == 0 and sasrec.cold_hours == 0
+
+
+def test_a_large_catalogue_trains_with_in_batch_negatives_and_says_the_impression_loss_is_off(split, tiny_backbone, tmp_path,
+                                                                                               caplog):
+    import logging
+
+    model_params, train_params = params(tiny_backbone, full_softmax_max_items=0)
+    with caplog.at_level(logging.INFO, logger="llmrec.training_hybrid"):
+        result = train_hybrid(split.train, model_params, train_params, tmp_path, progress=False)
+    assert np.isfinite(result.losses).all() and np.mean(result.losses[-5:]) < np.mean(result.losses[:5])
+    assert "in-batch (log-Q corrected)" in caplog.text and "no impression loss" in caplog.text
+    assert np.isfinite(Hybrid.load(tmp_path, device="cpu").score_frame(candidate_frame(split.holdout), split.holdout.items)).all()
