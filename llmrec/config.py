@@ -144,6 +144,17 @@ class HybridParams(_Section):
         "as items new since training are when served (0 = off; ids then drop only at random, id_dropout)"
     )
     text_adapter: bool = Field(True, description="Learn a linear correction of the item text vectors (off: the backbone's, as they are)")
+    zero_shot: bool = Field(
+        True, description="Add the zero-shot text score (cosine of the backbone's item vectors as they are: the mean of the "
+        "history's and the candidate's) beside the trained text part, which training on the catalogue softmax wears down "
+        "for ranking items that were all shown. Not trained: its weight is `zero_shot_weight`, or chosen on the held-out "
+        "consumptions with validation"
+    )
+    zero_shot_weight: float = Field(
+        1.0, ge=0, le=100, description="With `zero_shot`: its weight (1 = as much as the trained text part). With validation "
+        "(train.eval_every) it is chosen after training among 0-4 on the held-out consumptions instead: on logs with "
+        "impressions by how each click ranks among its impression's items, else by its rank in the catalogue"
+    )
     text_loss: float = Field(
         1.0, ge=0, description="Weight of a second loss on the text part alone, which keeps it a ranker for cold items (0 = off)"
     )
@@ -238,7 +249,7 @@ class SasrecParams(_Section):
     def hybrid(self) -> "HybridParams":
         return HybridParams(dim=self.dim, layers=self.layers, heads=self.heads, sequence_length=self.sequence_length,
                             dropout=self.dropout, id_dropout=0.0, text=False, ids=True, bias=False, age=False, cold_hours=0.0,
-                            ease=False, impression_loss=0.0)
+                            ease=False, impression_loss=0.0, zero_shot=False)
 
 
 class EvalParams(_Section):

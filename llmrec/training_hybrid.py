@@ -32,6 +32,7 @@ The loop itself (optimizer, schedule, accumulation, precision, DDP, checkpoints,
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -127,10 +128,10 @@ def sequence_windows(sequences: pd.Series, row: dict[str, int], length: int,
 IMPRESSION_NEGATIVES = 20  # impression loss: logged non-clicks kept per click (a random subset of larger impressions)
 
 
-def impression_negatives(train: Dataset, row: dict[str, int], seed: int, cap: int = IMPRESSION_NEGATIVES,
+def impression_negatives(train: Dataset, row: dict[str, int], seed: int, cap: int | None = IMPRESSION_NEGATIVES,
                          ) -> dict[tuple[str, str, float], list[int]]:
     """(user, item, time in hours) of each click -> catalogue rows of the non-clicks logged in its impression (at
-    most `cap`, items outside the catalogue left out); empty for logs without logged non-clicks."""
+    most `cap`, None = all; items outside the catalogue left out); empty for logs without logged non-clicks."""
     from llmrec.data.context import hours
 
     if not train.source.logged_negatives:
@@ -144,7 +145,7 @@ def impression_negatives(train: Dataset, row: dict[str, int], seed: int, cap: in
     for imp, user, item, when in zip(clicks["impression_id"], clicks["user_id"], clicks["item_id"], hours(clicks["timestamp"])):
         negatives = by_impression.get(imp)
         if negatives:
-            if len(negatives) > cap:
+            if cap is not None and len(negatives) > cap:
                 negatives = list(rng.choice(negatives, cap, replace=False))
             out[(user, item, float(when))] = [row[i] for i in negatives]
     return out
@@ -185,9 +186,9 @@ VALIDATION_USERS = 1000  # train.eval_every: the users whose last training consu
 
 
 def hold_out_last(sequences: pd.Series, times: pd.Series, row: dict[str, int], users: int = VALIDATION_USERS,
-                  ) -> tuple[pd.Series, pd.Series, list[tuple[list[int], int, float]]]:
+                  ) -> tuple[pd.Series, pd.Series, list[tuple[list[int], int, float]], list[str]]:
     """(sequences and times without the held-out consumptions, held out: [(catalogue rows of the whole history
-    before it, oldest first; its row; its time in hours)]): the last consumption of each of the `users` users
+    before it, oldest first; its row; its time in hours)], the user of each): the last consumption of each of the `users` users
     whose last one is the most recent (those with at least two usable consumptions), as leave-last-out
     evaluation holds out a user's last item and the temporal split the latest ones."""
     latest = {}
@@ -204,7 +205,7 @@ def hold_out_last(sequences: pd.Series, times: pd.Series, row: dict[str, int], u
         held.append(([row[sequences[user][k]] for k in keep[:-1]], row[sequences[user][last]], float(times[user][last])))
         seqs[user] = sequences[user][:last] + sequences[user][last + 1 :]
         stamps[user] = times[user][:last] + times[user][last + 1 :]
-    return seqs, stamps, held
+    return seqs, stamps, held, chosen
 
 
 def held_out_logits(net: HybridNet, text: torch.Tensor | None, ids: torch.Tensor, held: list[tuple[list[int], int, float]],
@@ -282,6 +283,40 @@ def fit_ease_weight(net: HybridNet, text: torch.Tensor | None, ids: torch.Tensor
         best = max(EASE_WEIGHT_FACTORS, key=lambda f: (scores[f], f == 1.0))
         net.ease_scale.fill_(learned * best)
     return learned * best
+
+
+ZERO_SHOT_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)  # the zero-shot part's weights tried after training
+
+
+def held_out_impression_ndcg(net: HybridNet, text: torch.Tensor | None, ids: torch.Tensor, held: list[tuple[list[int], int, float]],
+                             shown: list[list[int] | None], hours_base: float, first_seen: torch.Tensor, consumed_only: bool,
+                             device: torch.device) -> float:
+    """Mean nDCG (whole ranking, no cut-off) of each held-out click among its own impression's logged non-clicks
+    (`shown`, catalogue rows, per held-out consumption; None = no impression logged), scored as at inference."""
+    gains, start = [], 0
+    for logits, answer in held_out_logits(net, text, ids, held, hours_base, first_seen, consumed_only, device):
+        for k in range(len(answer)):
+            rows = shown[start + k]
+            if rows:
+                candidates = logits[k, torch.as_tensor(rows, dtype=torch.long, device=logits.device)]
+                rank = int((candidates > logits[k, answer[k]]).sum()) + 1
+                gains.append(1.0 / math.log2(rank + 1.0))
+        start += len(answer)
+    return float(np.mean(gains)) if gains else float("nan")
+
+
+def fit_zero_shot_weight(net: HybridNet, held_score: Callable[[], float]) -> tuple[float, dict[float, float]]:
+    """The weight of the zero-shot part, among ZERO_SHOT_WEIGHTS, that ranks the held-out consumptions best
+    (`held_score`: higher is better, computed with the net's current weights; the configured weight unless another is
+    better, then the smaller of equals). Set in `net`; returns it and the score of every weight tried."""
+    scores, configured = {}, float(net.zero_shot_scale)
+    with torch.no_grad():
+        for weight in ZERO_SHOT_WEIGHTS:
+            net.zero_shot_scale.fill_(weight)
+            scores[weight] = held_score()
+        best = max(ZERO_SHOT_WEIGHTS, key=lambda w: (scores[w], w == configured, -w))
+        net.zero_shot_scale.fill_(best)
+    return best, scores
 
 
 # the calibration run's share of train.max_steps (with a time limit, it gets half of it): the offset grows with training (ids memorise
@@ -384,8 +419,9 @@ def fit_hybrid(
     catalogue, vocab = training_catalogue(train, sequences, config.text)
     row = {item: k for k, item in enumerate(catalogue)}
     held: list[tuple[list[int], int, float]] = []
+    held_users: list[str] = []
     if train_params.eval_every:
-        sequences, times, held = hold_out_last(sequences, times, row)
+        sequences, times, held, held_users = hold_out_last(sequences, times, row)
         if not held:
             raise DataError("no user has two consumptions in the training data, so none can be held out to validate on",
                             fix="set train.eval_every: 0")
@@ -418,6 +454,8 @@ def fit_hybrid(
     model = Hybrid(HybridNet(config, encoder.dim if encoder else 0, len(vocab), seed=train_params.seed,
                              ease_items=len(ease[0]) if ease is not None else 0), vocab, encoder, text_config, backbone, max_length, device)
     ids = model.item_rows(catalogue)
+    if model.net.zero_shot_dim:
+        model.net.zero_shot_scale.fill_(hybrid.zero_shot_weight)
     if ease is not None:
         with torch.no_grad():
             top, weights = ease
@@ -490,6 +528,8 @@ def fit_hybrid(
         net = HybridNet(config, model.net.text_dim, len(vocab), seed=train_params.seed, ease_items=model.net.ease_items).to(device)
         if config.text:
             net.support.copy_(model.net.support)
+        if net.zero_shot_dim:
+            net.zero_shot_scale.copy_(model.net.zero_shot_scale)
         if net.ease_items:
             net.ease_index.copy_(model.net.ease_index)
             net.item_item.copy_(model.net.item_item)
@@ -508,8 +548,26 @@ def fit_hybrid(
         if dist.is_main:
             log.info("%s: EASE weight %.3f (learned in training: %.3f), chosen on the %d held-out consumptions", desc, fitted,
                      learned, len(held))
+    if held and model.net.zero_shot_dim:
+        model.net.eval()
+        found = impression_negatives(train, row, train_params.seed, cap=None)
+        shown = [found.get((user, catalogue[answer], when)) for user, (_, answer, when) in zip(held_users, held)]
+        on_impressions = sum(bool(s) for s in shown) >= min(100, len(held))
+        if on_impressions:  # logs with impressions: rank each click among what was shown with it, as they ask
+            held_score = lambda: held_out_impression_ndcg(model.net, text, ids, held, shown, hours_base, first_seen,  # noqa: E731
+                                                          consumed_only, device)
+        else:
+            held_score = lambda: validation_ndcg_full(model.net, text, ids, held, hours_base, first_seen, consumed_only, device)  # noqa: E731
+        weight, scores = fit_zero_shot_weight(model.net, held_score)
+        if dist.is_main:
+            log.info("%s: zero-shot weight %g, chosen on %d held-out %s (nDCG %s)", desc, weight,
+                     sum(bool(s) for s in shown) if on_impressions else len(held),
+                     "clicks among their impressions" if on_impressions else "consumptions over the catalogue",
+                     ", ".join(f"{w:g}: {v:.4f}" for w, v in scores.items()))
     if first is not None:
         result = replace(result, seconds=first.seconds + result.seconds)
+    if config.text and dist.is_main:
+        log.info("%s: %s", desc, text_weights(model.net))
     model.net.eval()
     _unknown_bias(model.net, torch.arange(1, len(vocab) + 1))
     return model, train_result(out, result, len(windows), device)
@@ -543,6 +601,15 @@ def _calibration_run(net: HybridNet, task: LoopTask, params: TrainParams, window
         log.info("%s: new-item score offset %+.3f, fitted on %d held-out recent consumptions (%d items new to the calibration run)",
                  task.desc, offset, int(late.sum()), len(ids) - len(known))
     return result
+
+def text_weights(net: HybridNet) -> str:
+    """The learned weight of the text part for items without an id and, as a median over support buckets, with one."""
+    def describe(weights: torch.Tensor) -> str:
+        used = torch.unique(net.support[1:]) if len(net.support) > 1 else torch.zeros(0, dtype=torch.long)
+        known = weights[used[used > 0]]
+        return f"{float(weights[0]):.2f} without an id, {float(known.median()):.2f} with one" if len(known) else f"{float(weights[0]):.2f}"
+    return f"text weight {describe(net.text_scale.detach())}"
+
 
 def _unknown_bias(net: HybridNet, known_rows: torch.Tensor) -> None:
     """With `unknown_offset: mean`, a new item's bias is that of an average known item (the id rows given)."""

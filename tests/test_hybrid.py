@@ -211,13 +211,19 @@ def test_items_the_log_had_not_shown_yet_are_no_training_candidates():
     assert torch.isfinite(unknown_times).all()  # no time, no masking (and the "age unknown" offset)
 
 
-def test_an_untrained_hybrid_scores_exactly_like_the_zero_shot_model(split, tiny_backbone):
-    """The text path starts as the zero-shot recommender (cosine of the mean history text vector and the item's)."""
+@pytest.mark.parametrize("zero_shot_weight", [None, 0.7])
+def test_an_untrained_hybrid_scores_exactly_like_the_zero_shot_model(split, tiny_backbone, zero_shot_weight):
+    """The text path starts as the zero-shot recommender (cosine of the mean history text vector and the item's); the
+    zero-shot feature adds that same cosine, times its weight."""
     from llmrec.models.text import TextConfig, item_texts
     from llmrec.models.text_encoder import FrozenTextEncoder
 
     encoder = FrozenTextEncoder(tiny_backbone, 32, "cpu")
-    net = HybridNet(HybridConfig(dim=16, heads=2, layers=1, sequence_length=8, dropout=0.0, age=False), encoder.dim, 5).eval()
+    config = HybridConfig(dim=16, heads=2, layers=1, sequence_length=8, dropout=0.0, age=False, zero_shot=zero_shot_weight is not None)
+    net = HybridNet(config, encoder.dim, 5).eval()
+    if zero_shot_weight is not None:
+        with torch.no_grad():
+            net.zero_shot_scale.fill_(zero_shot_weight)
     model = Hybrid(net, [], encoder, TextConfig(), "tiny", 32)
     items = split.holdout.items
     texts = item_texts(items, model.text)
@@ -227,8 +233,62 @@ def test_an_untrained_hybrid_scores_exactly_like_the_zero_shot_model(split, tiny
     for history, item in zip(frame["history"], frame["item_id"]):
         ids = [i for i in history.split() if i in texts][-8:]
         user = torch.nn.functional.normalize(encoder.encode([texts[i] for i in ids]).mean(0), dim=0) if ids else torch.zeros(encoder.dim)
-        expected.append(float(user @ encoder.encode([texts[item]])[0]) / net.config.temperature)
+        expected.append((1 + (zero_shot_weight or 0.0)) * float(user @ encoder.encode([texts[item]])[0]) / net.config.temperature)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_the_zero_shot_weight_is_the_one_that_ranks_the_held_out_clicks_best_and_is_saved(split, tiny_backbone, tmp_path, caplog):
+    """With validation, the zero-shot part's weight is chosen after training among ZERO_SHOT_WEIGHTS on held-out clicks
+    ranked within their own impressions (the log has them); the saved model keeps it and scores with it."""
+    from llmrec.training_hybrid import ZERO_SHOT_WEIGHTS, fit_hybrid
+
+    caplog.set_level("INFO", logger="llmrec")
+    model_params, train_params = params(tiny_backbone, zero_shot=True)
+    train_params = train_params.model_copy(update={"eval_every": 20})
+    model, _ = fit_hybrid(split.train, model_params.hybrid, train_params, tmp_path / "m", backbone=str(tiny_backbone),
+                          max_length=32, progress=False)
+    chosen = [r.getMessage() for r in caplog.records if "zero-shot weight" in r.getMessage() and "chosen on" in r.getMessage()]
+    assert len(chosen) == 1 and "clicks among their impressions" in chosen[0], chosen
+    scores = dict(part.split(": ") for part in chosen[0].split("(nDCG ")[1].rstrip(")").split(", "))
+    assert [float(w) for w in scores] == list(ZERO_SHOT_WEIGHTS)
+    weight = float(model.net.zero_shot_scale)
+    assert float(scores[f"{weight:g}"]) == max(float(v) for v in scores.values())
+    model.save(tmp_path / "saved")
+    loaded = Hybrid.load(tmp_path / "saved", device="cpu")
+    assert float(loaded.net.zero_shot_scale) == weight
+    frame = candidate_frame(split.holdout).head(100)
+    got = loaded.score_frame(frame, split.holdout.items)
+    np.testing.assert_allclose(model.score_frame(frame, split.holdout.items), got, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # the part counts in the score
+        loaded.net.zero_shot_scale.add_(1.0)
+    assert not np.allclose(loaded.score_frame(frame, split.holdout.items), got)
+
+
+def test_on_positive_only_logs_the_zero_shot_weight_is_chosen_on_the_catalogue_ranking(split, tiny_backbone, tmp_path, caplog):
+    from llmrec.training_hybrid import fit_hybrid
+
+    caplog.set_level("INFO", logger="llmrec")
+    train = split.train
+    positives = Dataset(train.items, train.impressions, train.interactions[train.interactions["label"] == 1],
+                        SourceInfo("movielens", False, False))
+    model_params, train_params = params(tiny_backbone, zero_shot=True, ease=False)
+    fit_hybrid(positives, model_params.hybrid, train_params.model_copy(update={"max_steps": 5, "eval_every": 5}), tmp_path / "m",
+               backbone=str(tiny_backbone), max_length=32, progress=False)
+    assert any("consumptions over the catalogue" in r.getMessage() for r in caplog.records if "zero-shot weight" in r.getMessage())
+
+
+def test_without_validation_the_zero_shot_part_has_the_configured_weight(split, tiny_backbone, tmp_path, caplog):
+    from llmrec.training_hybrid import fit_hybrid
+
+    caplog.set_level("INFO", logger="llmrec")
+    model_params, train_params = params(tiny_backbone, zero_shot=True, zero_shot_weight=0.7)
+    model, _ = fit_hybrid(split.train, model_params.hybrid, train_params.model_copy(update={"max_steps": 5}), tmp_path / "m",
+                          backbone=str(tiny_backbone), max_length=32, progress=False)
+    assert float(model.net.zero_shot_scale) == pytest.approx(0.7)
+    assert not any("chosen on" in r.getMessage() for r in caplog.records if "zero-shot weight" in r.getMessage())
+    off, _ = fit_hybrid(split.train, params(tiny_backbone, zero_shot=False)[0].hybrid, train_params.model_copy(update={"max_steps": 5}),
+                        tmp_path / "off", backbone=str(tiny_backbone), max_length=32, progress=False)
+    assert off.net.width == model.net.width - model.net.text_dim  # off: no zero-shot part in the vectors
 
 
 def test_separate_towers_keep_the_id_part_of_the_user_free_of_item_text(tiny_backbone):
@@ -333,9 +393,9 @@ def test_validation_holds_out_the_last_consumption_of_the_most_recent_users():
     seqs = pd.Series({"u": list("abcd"), "v": list("ab"), "w": ["c"], "x": list("cz")}, dtype=object)
     times = pd.Series({"u": [1.0, 2.0, 3.0, 9.0], "v": [4.0, 5.0], "w": [20.0], "x": [6.0, 30.0]}, dtype=object)
     row = {c: k for k, c in enumerate("abcd")}  # z is not in the catalogue
-    kept, kept_times, held = hold_out_last(seqs, times, row, users=1)
+    kept, kept_times, held, users = hold_out_last(seqs, times, row, users=1)
     # w has one consumption and x one usable one: neither can be held out; u's last (9) is later than v's (5)
-    assert held == [([row["a"], row["b"], row["c"]], row["d"], 9.0)]
+    assert held == [([row["a"], row["b"], row["c"]], row["d"], 9.0)] and users == ["u"]
     assert kept["u"] == list("abc") and kept_times["u"] == [1.0, 2.0, 3.0]
     assert kept["v"] == list("ab") and kept["x"] == list("cz")
     assert seqs["u"] == list("abcd")  # the input is untouched
@@ -345,7 +405,7 @@ def test_validation_selects_the_weights_of_the_best_step(split, tiny_backbone, t
     import logging
 
     caplog.set_level(logging.INFO)
-    model_params, train_params = params(tiny_backbone, ease=False)  # with EASE its weight is refitted after (next test)
+    model_params, train_params = params(tiny_backbone, ease=False, zero_shot=False)  # their weights are chosen after (other tests)
     train_params = train_params.model_copy(update={"max_steps": 30, "eval_every": 5, "lr": 3e-3})
     result = train_hybrid(split.train, model_params, train_params, tmp_path, progress=False)
     curve = result.validation
@@ -369,7 +429,7 @@ def held_out_inputs(train, model):
 
     sequences, times = timed_sequences(train)
     catalogue, _ = training_catalogue(train, sequences, True)
-    _, kept_times, held = hold_out_last(sequences, times, {item: k for k, item in enumerate(catalogue)})
+    _, kept_times, held, _ = hold_out_last(sequences, times, {item: k for k, item in enumerate(catalogue)})
     base = float(np.nanmin([t for ts in kept_times for t in ts]))
     first_seen = torch.tensor(first_seen_hours(train).reindex(catalogue).to_numpy(dtype=np.float64) - base, dtype=torch.float32)
     texts = item_texts(train.items, model.text)
@@ -432,7 +492,7 @@ def test_with_validation_the_ease_weight_is_the_one_that_ranks_the_held_out_cons
     from llmrec.training_hybrid import EASE_WEIGHT_FACTORS, validation_ndcg_full
 
     caplog.set_level(logging.INFO)
-    model_params, train_params = params(tiny_backbone, ease=True, ease_max_items=100)
+    model_params, train_params = params(tiny_backbone, ease=True, ease_max_items=100, zero_shot=False)  # chosen after EASE
     train_params = train_params.model_copy(update={"max_steps": 20, "eval_every": 10})
     train_hybrid(split.train, model_params, train_params, tmp_path, progress=False)
     assert "EASE weight" in caplog.text and "chosen on the" in caplog.text

@@ -92,6 +92,7 @@ class HybridConfig:
     age: bool = True
     text_loss: float = 1.0
     text_adapter: bool = True
+    zero_shot: bool = False  # add the zero-shot text score (backbone vectors as they are), its weight chosen after training
     cold_hours: float = 0.0
     unknown_offset: str = "mean"
     temperature: float = TEMPERATURE
@@ -141,6 +142,14 @@ class HybridNet(torch.nn.Module):
             self.text_head = torch.nn.Linear(d, text_dim)
             torch.nn.init.zeros_(self.text_head.weight)
             torch.nn.init.zeros_(self.text_head.bias)
+        self.zero_shot_dim = text_dim if config.text and config.zero_shot else 0
+        if self.zero_shot_dim:
+            # the zero-shot score cos(mean of the history's backbone vectors, the item's), weighted, beside the trained
+            # text part: training on the catalogue softmax reshapes the text part for what gets shown and clicked and
+            # wears down its ranking among items that were all shown, which the backbone alone ranks well. Not
+            # trained (on its own training data the trained part always looks better): chosen after training on
+            # held-out consumptions (`fit_zero_shot_weight`); training leaves the part out
+            self.register_buffer("zero_shot_scale", torch.zeros(1))
         if config.ids:
             self.ids = torch.nn.Embedding(n_ids + 1, d, padding_idx=UNKNOWN)  # row 0 stays zero: no id part
             with torch.no_grad():  # with text, ids start at zero (text-only); SASRec (no text) needs a random start
@@ -191,13 +200,20 @@ class HybridNet(torch.nn.Module):
 
     @property
     def width(self) -> int:
-        """Size of the scoring vectors: text part + id part (+ the EASE part: one entry per EASE item and one for none)."""
-        return self.text_dim + (self.config.dim if self.config.ids else 0) + (self.ease_items + 1 if self.ease_items else 0)
+        """Size of the scoring vectors: text part (+ zero-shot part) + id part (+ the EASE part: one entry per EASE item and
+        one for none)."""
+        return self.text_width + (self.config.dim if self.config.ids else 0) + (self.ease_items + 1 if self.ease_items else 0)
+
+    @property
+    def text_width(self) -> int:
+        """Size of the vectors' text parts: the trained one and the zero-shot one."""
+        return self.text_dim + self.zero_shot_dim
 
     def items(self, text: torch.Tensor | None, ids: torch.Tensor, with_ease: bool = True,
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(scoring vectors (N, width), encoder inputs (N, dim), or (N, 2 dim) with separate towers: text inputs
-        then id inputs, biases (N,), text parts (N, text_dim) or None) from text vectors (N, text_dim) and id rows (N,).
+        then id inputs, biases (N,), text parts (N, text_width): the trained one then the unit backbone vector, or None)
+        from text vectors (N, text_dim) and id rows (N,).
         `with_ease` False leaves the EASE part (the item's column of item_item) out of the vectors (training adds
         its score directly)."""
         parts, inputs, v_text = [], torch.zeros(len(ids), self.config.dim, device=ids.device), None
@@ -205,6 +221,10 @@ class HybridNet(torch.nn.Module):
             v_text = torch.nn.functional.normalize(text + self.adapter(text), dim=-1)
             parts.append(self.text_scale[self.support[ids]].unsqueeze(-1) * v_text)
             inputs = inputs + self.proj(v_text)
+            if self.zero_shot_dim:
+                unit = torch.nn.functional.normalize(text, dim=-1)
+                parts.append(self.zero_shot_scale * unit)
+                v_text = torch.cat([v_text, unit], dim=-1)
         if self.config.ids:
             e_id = self.ids(ids)  # row 0 -> 0
             parts.append(e_id)
@@ -218,7 +238,7 @@ class HybridNet(torch.nn.Module):
 
     def users(self, inputs: torch.Tensor, texts: torch.Tensor | None, mask: torch.Tensor, last: bool = False,
               ease_counts: torch.Tensor | None = None) -> torch.Tensor:
-        """History encoder inputs (U, L, dim) and text parts (U, L, text_dim), left-padded (mask False at
+        """History encoder inputs (U, L, dim) and text parts (U, L, text_width), left-padded (mask False at
         padding) -> user vectors (U, L, width) at every position, or (U, width) at the newest one (`last`);
         position t only sees items up to t. With EASE and `last`, `ease_counts` (U, ease_items + 1: how often
         each EASE item occurs in the window, column 0 unused) gives the EASE part; without them it
@@ -239,7 +259,9 @@ class HybridNet(torch.nn.Module):
         parts = []
         if self.config.text:
             seen = (texts * keep).cumsum(1) / keep.cumsum(1).clamp(min=1.0)  # mean of the history so far (zero-shot user)
-            parts.append(torch.nn.functional.normalize(seen + self.text_head(states), dim=-1))
+            parts.append(torch.nn.functional.normalize(seen[..., : self.text_dim] + self.text_head(states), dim=-1))
+            if self.zero_shot_dim:
+                parts.append(torch.nn.functional.normalize(seen[..., self.text_dim :], dim=-1))
         if self.config.ids:
             parts.append(torch.nn.functional.normalize(self.id_head(id_states), dim=-1))
         if last:
@@ -287,8 +309,10 @@ class HybridNet(torch.nn.Module):
         u, t = users[real], targets[real]
         cands, answer = (None, t) if log_q is None else torch.unique(t, return_inverse=True)
         pool = vectors if cands is None else vectors[cands]
-        width, temp = self.text_dim, self.config.temperature
-        text_logits = u[:, :width] @ pool[:, :width].T / temp if self.config.text else 0.0
+        width, temp = self.text_width, self.config.temperature
+        text_logits = u[:, : self.text_dim] @ pool[:, : self.text_dim].T / temp if self.config.text else 0.0
+        if self.zero_shot_dim and not self.training:  # scored as at inference (validation): the zero-shot part too
+            text_logits = text_logits + u[:, self.text_dim : width] @ pool[:, self.text_dim : width].T / temp
         id_logits = u[:, width:] @ pool[:, width:].T / temp if self.config.ids else 0.0
         if self.ease_items:  # sum over the history so far of item_item[h, candidate], the same as the vectors' EASE part
             index = torch.where(mask, self.ease_index[ids[rows]], 0)
