@@ -6,10 +6,12 @@ day held out). Trains the text-only two-tower (fine-tuned MiniLM, params.yaml de
 under the three protocols (impressions: logged candidates; sampled: each click vs 99 sampled
 negatives; catalogue: every known item), split into warm items (seen in training) and cold ones, with
 paired-bootstrap intervals of hybrid - EASE / ItemKNN / SASRec / two-tower per segment. Writes
-bench/results/hybrid_quality.{json,md}.
+bench/results/hybrid_quality.{json,md}. With --rerank-top N it also trains the cross-encoder (params.yaml
+defaults) and scores it re-ranking the hybrid's top N in every protocol, against the hybrid alone
+(bench/results/hybrid_rerank.{json,md}).
 
     .venv/bin/python bench/hybrid_quality.py [--budget cpu-10min] [--set train.max_steps=600 ...] [--impressions 0]
-                                             [--collaborative 0.8]
+                                             [--collaborative 0.8] [--rerank-top 20]
 
 --impressions 0 (default) scores every labelled impression of the held-out day (about 800; ~500 warm and
 ~300 cold in the catalogue protocol): with 250, the intervals of a segment are too wide to decide.
@@ -39,6 +41,7 @@ def main() -> None:
     from llmrec.evaluation.baselines import fit_baselines
     from llmrec.evaluation.evaluate import evaluate, sample_impressions
     from llmrec.models.ranker import load_ranker, ranker_scorer
+    from llmrec.training import train_cross_encoder
     from llmrec.training_hybrid import train_hybrid
     from llmrec.training_two_tower import train_two_tower
 
@@ -48,6 +51,7 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="params.yaml overrides for the hybrid (repeatable), e.g. train.max_steps=600")
     parser.add_argument("--collaborative", type=float, default=None, help="generator knob (default params.yaml)")
+    parser.add_argument("--rerank-top", type=int, default=0, help="also score the cross-encoder re-ranking the hybrid's top N (0 = off)")
     args = parser.parse_args()
     root = Path(__file__).parents[1]
     params = load_params(root / "params.yaml")
@@ -70,12 +74,20 @@ def main() -> None:
         train_hybrid(with_context(split.train, split.train, 0, params.train.seed), hybrid_params.model, hybrid_train, tmp / "hybrid", progress=False)
         timings["hybrid_train_s"] = time.perf_counter() - start
 
+        if args.rerank_top:
+            start = time.perf_counter()
+            train_cross_encoder(fit, params.model, params.train.model_copy(update={"checkpoint_every": 0}), tmp / "cross_encoder", progress=False)
+            timings["cross_encoder_train_s"] = time.perf_counter() - start
         holdout = with_context(sample_impressions(split.holdout, args.impressions, params.eval.seed), dataset, params.eval.negatives, params.eval.seed)
         train = with_context(split.train, split.train, 0, params.eval.seed)
         scorers = {
             "model": ranker_scorer(load_ranker(tmp / "hybrid", "cpu"), split.train.items),
             "two_tower": ranker_scorer(load_ranker(tmp / "two_tower", "cpu"), split.train.items),
         }
+        rerank = f"cross_encoder [hybrid top-{args.rerank_top}]"
+        if args.rerank_top:
+            scorers[rerank] = reranked(scorers["model"], ranker_scorer(load_ranker(tmp / "cross_encoder", "cpu"), split.train.items),
+                                       args.rerank_top, timings)
         start = time.perf_counter()
         scorers.update(fit_baselines(train, dataset.items, params.eval.baselines, backbone=params.model.backbone,
                                      seed=params.eval.seed, sasrec=params.eval.sasrec))
@@ -86,6 +98,9 @@ def main() -> None:
                           confidence=params.eval.confidence, sampled_negatives=params.eval.negatives)
         timings["evaluate_s"] = time.perf_counter() - start
 
+    if args.rerank_top:
+        write_rerank(report, rerank, args, params, timings)
+        return
     table = report.warm_cold
     result = {
         "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__},
@@ -115,6 +130,59 @@ def main() -> None:
            f"{timings['hybrid_train_s']:.0f} s ({hybrid_train.max_steps} steps); baselines {timings['baselines_fit_s']:.0f} s. "
            f"Machine: {result['machine']}, {result['date']} (2 shared cores: times are noisy)."]
     (OUT / "hybrid_quality.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+def reranked(retriever, ranker, top: int, timings: dict):
+    """A scorer: `ranker` re-ranks each list's `top` rows by `retriever` (the rest keep its order below them); the
+    ranker's time goes to timings["rerank_s"]."""
+    import numpy as np
+
+    from llmrec.evaluation.protocols import rerank_scores
+
+    def timed(frame):
+        start = time.perf_counter()
+        out = ranker(frame)
+        timings["rerank_s"] = timings.get("rerank_s", 0.0) + time.perf_counter() - start
+        timings["reranked_rows"] = timings.get("reranked_rows", 0) + len(frame)
+        return out
+
+    return lambda frame: rerank_scores(np.asarray(retriever(frame), dtype=float), frame, top, timed)
+
+
+def write_rerank(report, name: str, args, params, timings: dict) -> None:
+    """hybrid_rerank.{json,md}: per protocol and warm/cold segment, the re-ranked hybrid vs the hybrid alone."""
+    from llmrec.evaluation.stats import paired_bootstrap
+
+    rows = []
+    for protocol, result in report.protocols.items():
+        mine, base = result.per_impression[name], result.per_impression["model"]
+        table = report.warm_cold[report.warm_cold["protocol"] == protocol].set_index(["ranker", "segment"])["value"]
+        segments = sorted(report.warm_cold.loc[report.warm_cold["protocol"] == protocol, "segment"].unique())
+        for segment in ["all", *segments]:
+            if segment == "all":
+                a, b = mine, base
+                values = (result.metrics[name]["ndcg@10"], result.metrics["model"]["ndcg@10"])
+            else:
+                labels = report.warm_cold_labels[protocol]
+                ids = set(labels.index[labels == segment])
+                a, b = mine[mine["impression_id"].isin(ids)], base[base["impression_id"].isin(ids)]
+                values = (table[(name, segment)], table[("model", segment)])
+            comp = paired_bootstrap(a, b, "ndcg@10", confidence=params.eval.confidence, seed=params.eval.seed)
+            rows.append({"protocol": protocol, "segment": segment, "reranked": float(values[0]), "hybrid": float(values[1]), **comp})
+    result = {"date": time.strftime("%Y-%m-%d"), "budget": args.budget, "overrides": args.overrides, "top": args.rerank_top,
+              "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform()}, "rows": rows, "timings": timings}
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "hybrid_rerank.json").write_text(json.dumps(result, indent=2, default=float))
+    md = [f"nDCG@10 on the bundled data (as hybrid_quality.md): the cross-encoder (params.yaml defaults, "
+          f"{params.train.max_steps} steps) re-ranking the hybrid's top {args.rerank_top}{' (budget ' + args.budget + ')' if args.budget else ''}, "
+          "against the hybrid alone; difference = re-ranked − hybrid, paired bootstrap.", "",
+          "| protocol | segment | hybrid | re-ranked | difference |", "|---|---|---:|---:|---|"]
+    md += [f"| {r['protocol']} | {r['segment']} | {r['hybrid']:.3f} | {r['reranked']:.3f} | {r['difference']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}] |"
+           for r in rows]
+    md += ["", f"Cross-encoder training {timings.get('cross_encoder_train_s', 0):.0f} s; re-ranking {timings.get('rerank_s', 0):.0f} s for "
+           f"{timings.get('reranked_rows', 0)} pairs. Machine: {result['machine']}, {result['date']}."]
+    (OUT / "hybrid_rerank.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 

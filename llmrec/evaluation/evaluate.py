@@ -97,6 +97,7 @@ class EvalReport:
     confidence: float = 0.95
     warm_cold: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)  # protocol, segment, ranker, n, value
     warm_cold_comparisons: list[dict] = field(default_factory=list)           # model - other within warm / cold
+    warm_cold_labels: dict[str, pd.Series] = field(default_factory=dict, repr=False)  # protocol -> impression_id -> segment
 
     @property
     def main(self) -> ProtocolResult:
@@ -219,8 +220,9 @@ WARM_COLD_VERSUS = ("champion", "two_tower", "ease", "itemknn", "sasrec", "tfidf
 
 
 def _warm_cold(result: ProtocolResult, frame: pd.DataFrame, train: Dataset, items: pd.DataFrame, metric: str,
-               seed: int, confidence: float) -> tuple[list[dict], list[dict]]:
-    """Per ranker: the metric on impressions whose positive is warm / cold; and the model's paired differences."""
+               seed: int, confidence: float) -> tuple[list[dict], list[dict], pd.Series]:
+    """Per ranker: the metric on impressions whose positive is warm / cold; the model's paired differences; and the
+    segment of each impression (impression_id -> segment)."""
     from llmrec.evaluation.stats import paired_bootstrap
 
     labels = segment_labels(frame, train, items)["positive item"].rename("segment")
@@ -231,7 +233,7 @@ def _warm_cold(result: ProtocolResult, frame: pd.DataFrame, train: Dataset, item
             rows.append({"protocol": result.name, "segment": segment, "ranker": ranker, "n": len(group), "value": float(group[metric].mean())})
     model = result.per_impression.get("model")
     if model is None:
-        return rows, comparisons
+        return rows, comparisons, labels
     for segment in (WARM, COLD):
         ids = set(labels.index[labels == segment])
         if not ids:
@@ -242,7 +244,7 @@ def _warm_cold(result: ProtocolResult, frame: pd.DataFrame, train: Dataset, item
                 theirs = result.per_impression[other]
                 comp = paired_bootstrap(mine, theirs[theirs["impression_id"].isin(ids)], metric, confidence=confidence, seed=seed)
                 comparisons.append({"protocol": result.name, "segment": segment, "versus": other, **comp})
-    return rows, comparisons
+    return rows, comparisons, labels
 
 
 def evaluate(
@@ -288,7 +290,8 @@ def evaluate(
         sample = frame[["label"]].assign(score=main_scores["model"])
         report.score_samples = sample.sample(min(len(sample), 20_000), random_state=seed)
     report.segments = _segments(main, segment_labels(frame, train, holdout.items), primary)
-    warm_cold, comparisons = _warm_cold(main, frame, train, holdout.items, primary, seed, confidence)
+    warm_cold, comparisons, labels = _warm_cold(main, frame, train, holdout.items, primary, seed, confidence)
+    report.warm_cold_labels[list_name] = labels
 
     def vector_and_reranked() -> dict[str, Scorer]:
         chosen = {n: scorers[n] for n in (catalogue_scorers or []) if n in scorers}
@@ -308,7 +311,8 @@ def evaluate(
             continue
         result, _ = _score_protocol(name, extra_frame, vector_and_reranked(), ks_all, primary, seed, confidence, popularity)
         report.protocols[name] = result
-        rows, comps = _warm_cold(result, extra_frame, train, holdout.items, primary, seed, confidence)
+        rows, comps, labels = _warm_cold(result, extra_frame, train, holdout.items, primary, seed, confidence)
+        report.warm_cold_labels[name] = labels
         warm_cold += rows
         comparisons += comps
     report.warm_cold = pd.DataFrame(warm_cold)

@@ -81,6 +81,12 @@ def test_report_has_protocols_intervals_segments_and_plots(mind_setup, tmp_path:
     assert set(report.segments["kind"]) == {"history length", "positive item", "category"}
     assert report.segments.groupby(["ranker", "kind"])["n"].sum().eq(main.n_impressions).all()
     assert sorted(report.ndcg_curve["k"].unique()) == list(range(1, 21))
+    for name, result in report.protocols.items():  # each impression's warm/cold segment, as the warm/cold table counts them
+        labels = report.warm_cold_labels[name]
+        scored = labels.reindex(result.per_impression["popularity"]["impression_id"])
+        assert scored.notna().all() and set(scored) <= {"warm", "cold (unseen in training)"}
+        table = report.warm_cold.query("protocol == @name and ranker == 'popularity'").set_index("segment")["n"]
+        assert table.to_dict() == scored.value_counts().to_dict()
 
     paths = report.save(tmp_path)
     for name in ("report.md", "report.html", "metrics.json", "plots/ndcg_at_k.png", "plots/segments.png", "plots/scores.png"):
