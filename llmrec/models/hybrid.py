@@ -23,7 +23,10 @@ EASE part     with `ease` (the default of params.yaml), the id part also adds s 
               training consumptions, fitted before training and fixed, s learned: the collaborative
               filter that is hard to beat on small logs, which the transformers then only have to
               correct. As vectors: the user's counts of each EASE item, the item's column of B.
-Score         (u_text . v_i + u_id . e_i + s * x_u . B_i) / temperature + b_i + a(age_i) (+ a fitted offset c
+Zero-shot     with `zero_shot` (the default of params.yaml), the score adds w * cos(mean of the history's t_h, t_i),
+part          the backbone as it is: training never sees it (it would only wear the part down), w is set, or chosen
+              after training on held-out consumptions (`training_hybrid.fit_zero_shot_weight`).
+Score         (u_text . v_i + w z_u . z_i + u_id . e_i + s * x_u . B_i) / temperature + b_i + a(age_i) (+ a fitted offset c
               for items without an id, `calibration`): one dot product; untrained with a shared encoder
               and without EASE, exactly the zero-shot recommender (see `HybridNet`).
 
