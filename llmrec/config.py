@@ -208,6 +208,9 @@ class TrainParams(_Section):
         0, ge=0, description="Validate every N steps (0 = off): nDCG@10 on the last 10% of training impressions; hybrid: "
         "nDCG over the whole catalogue of the last consumption of the 1000 most recent users, held out of training"
     )
+    eval_every_epochs: float = Field(
+        0.0, ge=0, description="Validate every N epochs instead (e.g. 1: once per pass over the training examples; 0 = use eval_every)"
+    )
     early_stopping_patience: int = Field(
         0, ge=0, description="With eval_every: stop after N validations without improvement, keep the best weights (0 = off)"
     )
@@ -232,24 +235,36 @@ class TrainParams(_Section):
         default_factory=list, description="Linear layers that get adapters, e.g. [query, value] (empty = peft's default for the backbone)"
     )
 
+    @property
+    def validates(self) -> bool:
+        """Whether training holds out a validation slice and validates on it (eval_every or eval_every_epochs)."""
+        return bool(self.eval_every or self.eval_every_epochs)
+
 
 class SasrecParams(_Section):
-    """The SASRec baseline (item ids only, causal transformer, full-softmax cross-entropy), trained at every evaluation."""
+    """The SASRec baseline (item ids only, causal transformer, full-softmax cross-entropy), trained at every evaluation
+    until its validation nDCG stops improving (the same validation slice as the model; never a wall-clock cap)."""
 
     dim: int = Field(64, ge=8, le=1024)
     layers: int = Field(2, ge=1, le=8)
     heads: int = Field(2, ge=1, le=16)
-    sequence_length: int = Field(50, ge=2, le=1024)
+    sequence_length: int = Field(200, ge=2, le=1024, description="Most recent items of a user's sequence it reads")
     dropout: float = Field(0.2, ge=0, lt=1)
-    max_steps: int = Field(600, ge=1, description="Optimizer steps (batch_size windows each)")
     batch_size: int = Field(64, ge=1)
     lr: float = Field(1e-3, gt=0, lt=1)
-    max_minutes: float = Field(3.0, ge=0, description="Time limit of the baseline's training (0 = none)")
+    max_epochs: int = Field(200, ge=1, description="At most this many passes over the training sequences")
+    patience: int = Field(20, ge=1, description="Stop after this many epochs without a better validation nDCG (keep the best)")
 
     def hybrid(self) -> "HybridParams":
         return HybridParams(dim=self.dim, layers=self.layers, heads=self.heads, sequence_length=self.sequence_length,
                             dropout=self.dropout, id_dropout=0.0, text=False, ids=True, bias=False, age=False, cold_hours=0.0,
                             ease=False, impression_loss=0.0, zero_shot=False)
+
+    def train(self, seed: int, device: str) -> "TrainParams":
+        """The training settings: validated every epoch, early stopping, no time limit."""
+        return TrainParams(max_steps=10**9, max_epochs=self.max_epochs, batch_size=self.batch_size, lr=self.lr, warmup_ratio=0.0,
+                           seed=seed, device=device, checkpoint_every=0, eval_every_epochs=1.0,
+                           early_stopping_patience=self.patience, max_minutes=0.0)
 
 
 class EvalParams(_Section):

@@ -264,6 +264,9 @@ def remove_checkpoint(out: str | Path) -> None:
 
 
 # -- the loop ------------------------------------------------------------------------------------------------------
+COMPLETED, EARLY_STOPPING, TIME_LIMIT = "completed", "early stopping", "time limit"  # why training ended
+
+
 @dataclass
 class LoopTask:
     """One model type's training step, as `run_loop` needs it."""
@@ -293,6 +296,10 @@ class LoopResult:
     world_size: int = 1
     effective_batch: int = 0
     precision: str = "fp32"
+    planned_steps: int = 0                                    # the steps of max_steps / max_epochs
+    stopped: str = COMPLETED                                  # why training ended: COMPLETED, EARLY_STOPPING or TIME_LIMIT
+    examples: int = 0                                         # training examples (an epoch)
+
 
 
 def _micro_batches(params: TrainParams, dist: Distributed, task: LoopTask, rng: np.random.Generator,
@@ -341,6 +348,10 @@ def run_loop(
     order = epoch_order(rng, task.n_examples, params.batch_size * dist.world_size, task.lengths)
     cursor, first, losses, seen = 0, 0, [], 0
     curve, best, best_step, best_state, bad_evals = [], -math.inf, None, None, 0
+    stopped = COMPLETED
+    eval_every = params.eval_every
+    if params.eval_every_epochs:
+        eval_every = max(1, round(params.eval_every_epochs * task.n_examples / (params.batch_size * params.grad_accum_steps * dist.world_size)))
     resume_from = find_checkpoint(out, task.digest, params.resume) if params.checkpoint_every else None
     if resume_from is not None:
         from safetensors.torch import load_model
@@ -391,7 +402,7 @@ def run_loop(
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", ex_s=f"{rate:.1f}", refresh=False)  # refresh: tqdm's own pace (TQDM_MININTERVAL)
         stop = False
         out_of_time = bool(params.max_minutes) and dist.broadcast(time.perf_counter() - started > 60 * params.max_minutes)
-        if task.validate is not None and params.eval_every and ((step + 1) % params.eval_every == 0 or step + 1 == steps or out_of_time):
+        if task.validate is not None and eval_every and ((step + 1) % eval_every == 0 or step + 1 == steps or out_of_time):
             module.eval()
             with torch.no_grad():
                 value = dist.broadcast(task.validate() if dist.is_main else None)
@@ -407,11 +418,11 @@ def run_loop(
             if params.early_stopping_patience and bad_evals >= params.early_stopping_patience:
                 if dist.is_main:
                     log.info("early stopping at step %d: no improvement in %d validations", step + 1, bad_evals)
-                stop = True
+                stop, stopped = True, EARLY_STOPPING
         if out_of_time and not stop:  # validated above, so the steps since the last validation are not lost
             if dist.is_main:
                 log.info("time limit: stopping after step %d of %d (train.max_minutes %g)", step + 1, steps, params.max_minutes)
-            stop = True
+            stop, stopped = True, TIME_LIMIT
         if params.checkpoint_every and (step + 1) % params.checkpoint_every == 0 and step + 1 < steps and not stop:
             rngs = dist.gather(rng_states())
             if dist.is_main:
@@ -441,4 +452,5 @@ def run_loop(
         losses=losses, seconds=seconds, examples_per_second=per_second, pairs_per_second=per_second * task.pairs_per_example,
         validation=curve, best_step=best_step, world_size=dist.world_size,
         effective_batch=params.batch_size * params.grad_accum_steps * dist.world_size, precision=precision,
+        planned_steps=steps, stopped=stopped, examples=task.n_examples,
     )

@@ -53,9 +53,26 @@ class TrainResult:
     world_size: int = 1          # processes that trained together (torchrun / accelerate launch)
     effective_batch: int = 0     # examples per optimizer step: batch_size x grad_accum_steps x world_size
     precision: str = "fp32"
+    planned_steps: int = 0       # the steps max_steps / max_epochs allowed
+    stopped: str = "completed"   # completed | early stopping | time limit
+    best_step: int | None = None  # with validation: the step whose weights were kept
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def epochs(self) -> float:
+        """Passes over the training examples made."""
+        return self.steps * self.effective_batch / self.examples if self.examples and self.effective_batch else 0.0
+
+    def length(self) -> str:
+        """How long it trained and why it stopped, e.g. '43 epochs (2,064 steps), early stopping, best at epoch 23'."""
+        per_epoch = self.examples / self.effective_batch if self.examples and self.effective_batch else 0.0
+        text = f"{self.epochs:.0f} epochs ({self.steps:,} steps)" if per_epoch else f"{self.steps:,} steps"
+        text += f", {self.stopped}"
+        if self.best_step is not None:
+            text += f", best at epoch {self.best_step / per_epoch:.0f}" if per_epoch else f", best at step {self.best_step:,}"
+        return text
 
 
 def build_groups(train: Dataset, negatives: int, max_impressions: int, seed: int) -> pd.DataFrame:
@@ -139,6 +156,9 @@ def train_result(out: str | Path, loop: LoopResult, examples: int, device: torch
         world_size=loop.world_size,
         effective_batch=loop.effective_batch,
         precision=loop.precision,
+        planned_steps=loop.planned_steps,
+        stopped=loop.stopped,
+        best_step=loop.best_step,
     )
 
 
@@ -158,7 +178,7 @@ def train_cross_encoder(
     device = dist.device_for(pick_device(train_params.device))
     model = CrossEncoder.from_backbone(folder, text, model_params.max_length, model_params.backbone, str(device))
     validate = None
-    if train_params.eval_every:
+    if train_params.validates:
         from llmrec.evaluation.evaluate import model_scorer
         from llmrec.evaluation.protocols import candidate_frame
 

@@ -42,7 +42,9 @@ import pandas as pd
 import torch
 
 from llmrec.config import HybridParams, ModelParams, TrainParams
-from llmrec.data.contract import Dataset, history_list
+from llmrec.data.contract import Dataset
+from llmrec.data.sequences import VALIDATION_USERS, timed_sequences
+from llmrec.data.sequences import hold_out_last as sequences_hold_out_last
 from llmrec.distributed import Distributed
 from llmrec.errors import DataError
 from llmrec.models.backbone import resolve_backbone
@@ -61,26 +63,6 @@ PAD = -1
 def user_sequences(train: Dataset) -> pd.Series:
     """user_id -> list of consumed item ids, oldest first (see the module docstring)."""
     return timed_sequences(train)[0]
-
-
-def timed_sequences(train: Dataset) -> tuple[pd.Series, pd.Series]:
-    """(user_id -> consumed item ids, oldest first; user_id -> their times in hours since the epoch, NaN for
-    the items of an explicit history, whose times the source does not give)."""
-    from llmrec.data.context import hours
-
-    inter = train.interactions
-    pos = inter.loc[inter["label"] == 1, ["user_id", "item_id", "timestamp"]].sort_values(["user_id", "timestamp"], kind="stable")
-    pos = pos.assign(hours=hours(pos["timestamp"]))
-    clicks = pos.groupby("user_id", sort=True)["item_id"].agg(list)
-    times = pos.groupby("user_id", sort=True)["hours"].agg(list)
-    if not train.source.explicit_history or train.impressions.empty:
-        return clicks, times
-    first = train.impressions.sort_values("timestamp", kind="stable").drop_duplicates("user_id").set_index("user_id")["history"]
-    users = sorted(set(clicks.index) | set(first.index))
-    before = {u: history_list(str(first.get(u, "") or "")) for u in users}
-    items = pd.Series({u: before[u] + clicks.get(u, []) for u in users}, dtype=object)
-    stamps = pd.Series({u: [float("nan")] * len(before[u]) + times.get(u, []) for u in users}, dtype=object)
-    return items, stamps
 
 
 def training_catalogue(train: Dataset, sequences: pd.Series, with_text: bool) -> tuple[list[str], list[str]]:
@@ -182,30 +164,13 @@ def impression_cross_entropy(logits: torch.Tensor, answer: torch.Tensor, negativ
     return torch.nn.functional.cross_entropy(logits.float().masked_fill(~allowed, float("-inf")), answer)
 
 
-VALIDATION_USERS = 1000  # train.eval_every: the users whose last training consumption is held out (the latest ones)
-
-
-def hold_out_last(sequences: pd.Series, times: pd.Series, row: dict[str, int], users: int = VALIDATION_USERS,
+def hold_out_last(sequences: pd.Series, times: pd.Series, row: dict[str, int], users: int | None = VALIDATION_USERS,
                   ) -> tuple[pd.Series, pd.Series, list[tuple[list[int], int, float]], list[str]]:
-    """(sequences and times without the held-out consumptions, held out: [(catalogue rows of the whole history
-    before it, oldest first; its row; its time in hours)], the user of each): the last consumption of each of the `users` users
-    whose last one is the most recent (those with at least two usable consumptions), as leave-last-out
-    evaluation holds out a user's last item and the temporal split the latest ones."""
-    latest = {}
-    for user, seq in sequences.items():
-        keep = [k for k, i in enumerate(seq) if i in row]
-        if len(keep) >= 2:
-            stamp = times[user][keep[-1]]
-            latest[user] = (stamp if np.isfinite(stamp) else -np.inf, keep)
-    chosen = sorted(latest, key=lambda u: latest[u][0], reverse=True)[:users]
-    held, seqs, stamps = [], sequences.copy(), times.copy()
-    for user in chosen:
-        keep = latest[user][1]
-        last = keep[-1]
-        held.append(([row[sequences[user][k]] for k in keep[:-1]], row[sequences[user][last]], float(times[user][last])))
-        seqs[user] = sequences[user][:last] + sequences[user][last + 1 :]
-        stamps[user] = times[user][:last] + times[user][last + 1 :]
-    return seqs, stamps, held, chosen
+    """`llmrec.data.sequences.hold_out_last` over the catalogue `row`: (sequences and times without the held-out
+    consumptions, held out: [(catalogue rows of the whole history before it, oldest first; its row; its time in
+    hours)], the user of each)."""
+    seqs, stamps, held = sequences_hold_out_last(sequences, times, row, users)
+    return seqs, stamps, [([row[i] for i in h.history], row[h.item], h.hours) for h in held], [h.user for h in held]
 
 
 def held_out_logits(net: HybridNet, text: torch.Tensor | None, ids: torch.Tensor, held: list[tuple[list[int], int, float]],
@@ -404,8 +369,10 @@ def fit_hybrid(
     progress: bool = True,
     desc: str = "training hybrid",
     lr_scale: float = HYBRID_LR_SCALE,
+    validation_users: int | None = VALIDATION_USERS,
 ) -> tuple[Hybrid, TrainResult]:
-    """Train a hybrid (or, with hybrid.text false, SASRec) model; nothing is saved (see `train_hybrid`)."""
+    """Train a hybrid (or, with hybrid.text false, SASRec) model; nothing is saved (see `train_hybrid`). With validation,
+    the last consumption of `validation_users` users (None = all) is held out (`llmrec.data.sequences.hold_out_last`)."""
     from llmrec.models.text_encoder import FrozenTextEncoder
 
     seed_everything(train_params.seed)
@@ -420,8 +387,8 @@ def fit_hybrid(
     row = {item: k for k, item in enumerate(catalogue)}
     held: list[tuple[list[int], int, float]] = []
     held_users: list[str] = []
-    if train_params.eval_every:
-        sequences, times, held, held_users = hold_out_last(sequences, times, row)
+    if train_params.validates:
+        sequences, times, held, held_users = hold_out_last(sequences, times, row, validation_users)
         if not held:
             raise DataError("no user has two consumptions in the training data, so none can be held out to validate on",
                             fix="set train.eval_every: 0")
@@ -504,8 +471,8 @@ def fit_hybrid(
     validate = None
     if held:
         if dist.is_main:
-            log.info("%s: validating every %d steps on the last consumption of %d users (held out of training)",
-                     desc, train_params.eval_every, len(held))
+            every = f"{train_params.eval_every_epochs:g} epoch(s)" if train_params.eval_every_epochs else f"{train_params.eval_every} steps"
+            log.info("%s: validating every %s on the last consumption of %d users (held out of training)", desc, every, len(held))
         validate = lambda: validation_ndcg_full(model.net, text, ids, held, hours_base, first_seen, consumed_only, device)  # noqa: E731
     task = LoopTask(
         module=model.net,

@@ -166,7 +166,7 @@ def train_two_tower(
     model = TwoTower.from_backbone(folder, text, model_params.max_length, model_params.backbone, str(device), pooling)
     texts = item_texts(train.items, text)
     validate = None
-    if train_params.eval_every:
+    if train_params.validates:
         from llmrec.evaluation.protocols import candidate_frame
 
         train, held_out = split_validation(train)

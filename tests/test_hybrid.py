@@ -142,7 +142,7 @@ def test_sasrec_baseline_is_deterministic_and_ranks(split):
     from llmrec.evaluation.baselines import sasrec_scorer
 
     train = with_context(split.train, split.train, 0, 0)
-    settings = SasrecParams(dim=16, layers=1, sequence_length=10, max_steps=30, batch_size=16)
+    settings = SasrecParams(dim=16, layers=1, sequence_length=10, max_epochs=3, patience=2, batch_size=16)
     frame = candidate_frame(split.holdout)
     a = sasrec_scorer(train, split.holdout.items, settings, seed=1)(frame)
     b = sasrec_scorer(train, split.holdout.items, settings, seed=1)(frame)

@@ -131,10 +131,11 @@ def implicit_impressions(events: pd.DataFrame, prefix: str = "") -> tuple[pd.Dat
     """Canonical (impressions, interactions) for a positive-only log: one impression per event.
 
     `events` has user_id, item_id, timestamp (UTC). Impression ids are `<prefix><user>#<k>` with k
-    the user's event number in time order, so they are stable when rows are shuffled. History is
-    left empty: it is derived from the user's earlier events when needed (`llmrec.data.history`).
+    the user's event number in time order; events of the same user and second keep the order of
+    `events` (the file's order), as the published preprocessing of MovieLens for sequential models does.
+    History is left empty: it is derived from the user's earlier events when needed (`llmrec.data.context`).
     """
-    events = events.sort_values(["user_id", "timestamp", "item_id"], kind="stable").reset_index(drop=True)
+    events = events.sort_values(["user_id", "timestamp"], kind="stable").reset_index(drop=True)
     k = events.groupby("user_id", sort=False).cumcount()
     impression_id = prefix + events["user_id"].astype(str) + "#" + k.astype(str)
     impressions = pd.DataFrame(

@@ -40,6 +40,22 @@ def derived_history(log: Dataset, impressions: pd.DataFrame, max_len: int = HIST
     return pd.Series(out, index=impressions.index, dtype=object)
 
 
+def consumed_before(log: Dataset, impressions: pd.DataFrame) -> list[set[str]]:
+    """Per impression (in row order): every item its user consumed before it, however long ago: label-1 items
+    of `log` strictly before its timestamp, plus its own history (explicit-history sources). A history handed
+    to a model may be cut to a window; what a ranking excludes as already consumed is not."""
+    pos = log.interactions.loc[log.interactions["label"] == 1, ["user_id", "item_id", "timestamp"]]
+    pos = pos[pos["user_id"].isin(impressions["user_id"].unique())].sort_values(["user_id", "timestamp"], kind="stable")
+    by_user = {u: (instants(g["timestamp"]), g["item_id"].to_numpy()) for u, g in pos.groupby("user_id", sort=False)}
+    empty = (np.array([], dtype="datetime64[ns]"), np.array([], dtype=object))
+    histories = impressions["history"].fillna("").astype(str) if "history" in impressions else pd.Series("", index=impressions.index)
+    out = []
+    for user, ts, history in zip(impressions["user_id"], instants(impressions["timestamp"]), histories):
+        times, items = by_user.get(user, empty)
+        out.append(set(items[: int(np.searchsorted(times, ts, side="left"))]) | set(history.split()))
+    return out
+
+
 def history_lengths(log: Dataset, impressions: pd.DataFrame) -> pd.Series:
     """Number of history entries of each impression, without building the lists."""
     if log.source.explicit_history:

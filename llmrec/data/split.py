@@ -78,7 +78,7 @@ def leave_last_out_split(dataset: Dataset, min_events: int = 2) -> Split:
     imps = dataset.impressions[dataset.impressions["impression_id"].isin(labelled)]
     if imps.empty:
         raise DataError("no labelled impressions to split", fix="training needs labelled events")
-    ordered = imps.sort_values(["user_id", "timestamp", "impression_id"], kind="stable")
+    ordered = imps.sort_values(["user_id", "timestamp"], kind="stable")  # same-second events: the source's order
     n = ordered.groupby("user_id", sort=False)["impression_id"].transform("size")
     last = ~ordered.duplicated("user_id", keep="last") & (n >= min_events)
     if not last.any():

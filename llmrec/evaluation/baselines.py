@@ -10,20 +10,39 @@ logged candidate lists and full-catalogue frames (every impression x every item)
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import scipy.linalg
 import scipy.sparse as sp
 from sklearn.preprocessing import normalize
 
 from llmrec.data.contract import Dataset
+from llmrec.data.sequences import VALIDATION_USERS
 from llmrec.errors import ConfigError, ModelError
+from llmrec.evaluation.tuning import ValidationSlice, choose_ease_l2, choose_itemknn_neighbours, validation_slice
+from llmrec.models.collaborative import ease_matrix, itemknn_matrix, most_consumed
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ease_matrix", "most_consumed"]  # re-exported: the hybrid's EASE part and older callers import them here
 
 Scorer = Callable[[pd.DataFrame], np.ndarray]  # = llmrec.evaluation.evaluate.Scorer (no import: no cycle)
+
+
+@dataclass
+class Baseline:
+    """A fitted baseline: its scorer and what was chosen for it (setting, training length), which the report states."""
+
+    score: Scorer
+    setting: str = ""
+    fitted: dict = field(default_factory=dict, repr=False)  # what a caller may reuse (e.g. the trained SASRec model)
+
+    def __call__(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.score(frame)
 UNSCORABLE = -1.0e9  # the score of an item a baseline cannot score (below every real score)
 NAMES = ("random", "popularity", "tfidf", "zero_shot", "itemknn", "ease", "sasrec")
 BLOCK = 1 << 22  # values materialised at once while scoring (32 MiB of float64)
@@ -107,6 +126,23 @@ class VectorScorer:
         return out
 
 
+def popularity_scorer(train: Dataset) -> Scorer:
+    """Clicks each item received in the training period (unseen items score 0)."""
+    clicks = train.interactions.loc[train.interactions["label"] == 1, "item_id"].value_counts()
+
+    def score(frame: pd.DataFrame) -> np.ndarray:
+        return frame["item_id"].map(clicks).fillna(0).to_numpy(dtype=float)
+
+    return score
+
+
+def random_scorer(seed: int) -> Scorer:
+    def score(frame: pd.DataFrame) -> np.ndarray:
+        return np.random.default_rng(seed).random(len(frame))
+
+    return score
+
+
 def tfidf_scorer(train: Dataset, items: pd.DataFrame) -> Scorer:
     """TF-IDF (sublinear tf) of title + text + category + subcategory; user = mean of history vectors.
 
@@ -186,30 +222,20 @@ def item_embeddings(
     return pd.Index(list(texts)), encoder.vectors
 
 
-def itemknn_scorer(train: Dataset, neighbours: int = 100, shrink: float = 10.0) -> Scorer:
-    """Item-based CF: shrunk cosine between item columns, each candidate's top `neighbours` kept.
+ITEMKNN_NEIGHBOURS, ITEMKNN_SHRINK = 100, 10.0  # defaults, used as they are when the validation slice is too small
+EASE_L2, EASE_MAX_ITEMS = 500.0, 20_000
 
-    sim(i, j) = |users(i) & users(j)| / (sqrt|users(i)| sqrt|users(j)| + shrink), sim(i, i) = 0;
-    score(c) = sum over history items h among c's neighbours of sim(h, c).
-    """
+
+def itemknn_scorer(train: Dataset, neighbours: int = ITEMKNN_NEIGHBOURS, shrink: float = ITEMKNN_SHRINK) -> Scorer:
+    """Item-based CF (`llmrec.models.collaborative.itemknn_matrix`): score(c) = sum over history items h among
+    c's `neighbours` most similar items of sim(h, c), the shrunk cosine of their consumers."""
     X, index = consumption_matrix(train)
-    co = (X.T @ X).tocsr()
-    norms = np.sqrt(co.diagonal())
-    co.setdiag(0.0)
-    co.eliminate_zeros()
-    co = co.tocoo()  # row = candidate c, col = neighbour h (co is symmetric)
-    sim = co.data / (norms[co.row] * norms[co.col] + shrink)
-    order = np.lexsort((co.col, -sim, co.row))
-    row, col, sim = co.row[order], co.col[order], sim[order]
-    keep = np.arange(len(row)) - np.searchsorted(row, row) < neighbours
-    W = sp.csr_matrix((sim[keep], (col[keep], row[keep])), shape=co.shape)  # W[h, c]
-    return ItemItemScorer(index, W)
+    return ItemItemScorer(index, itemknn_matrix(X, neighbours, shrink))
 
 
-def ease_scorer(train: Dataset, l2: float = 500.0, max_items: int = 20_000) -> Scorer:
-    """EASE (Steck, "Embarrassingly Shallow Autoencoders for Sparse Data", WWW 2019).
+def ease_scorer(train: Dataset, l2: float = EASE_L2, max_items: int = EASE_MAX_ITEMS) -> Scorer:
+    """EASE (Steck, "Embarrassingly Shallow Autoencoders for Sparse Data", WWW 2019): score(c) = sum_h B[h, c].
 
-    P = (X^T X + l2 I)^-1, B = I - P diag(1/diag(P)) (so diag(B) = 0); score(c) = sum_h B[h, c].
     Only the `max_items` most consumed items are modelled (others score 0): the Gram matrix, its
     inverse and B are dense float64, 8 n^2 bytes each (3.2 GB at n = 20,000; ~2x that at peak, as
     the inverse is formed in place), and the inversion takes O(n^3) time.
@@ -219,44 +245,41 @@ def ease_scorer(train: Dataset, l2: float = 500.0, max_items: int = 20_000) -> S
     return ItemItemScorer(index[top], ease_matrix(X[:, top], l2))
 
 
-def most_consumed(X: sp.csr_matrix, n: int) -> np.ndarray:
-    """Sorted column indices of the `n` most consumed items of a user x item matrix."""
-    counts = np.asarray(X.sum(axis=0)).ravel()
-    return np.sort(np.argsort(-counts, kind="stable")[:n])
+def tuned_itemknn(train: Dataset, part: ValidationSlice | None = None) -> Baseline:
+    """ItemKNN with its number of neighbours chosen on the validation slice, refitted on all of `train`."""
+    choice = choose_itemknn_neighbours(part or validation_slice(train), ITEMKNN_NEIGHBOURS, ITEMKNN_SHRINK)
+    return Baseline(itemknn_scorer(train, int(choice.value)), choice.describe("neighbours") + f", shrink {ITEMKNN_SHRINK:g}")
 
 
-def ease_matrix(X: sp.csr_matrix, l2: float) -> np.ndarray:
-    """EASE's item x item weights B (dense float64, zero diagonal) of a binary user x item matrix."""
-    gram = (X.T @ X).toarray().astype(np.float64)
-    gram[np.diag_indices_from(gram)] += l2
-    B = scipy.linalg.inv(gram, overwrite_a=True, check_finite=False)
-    del gram
-    B /= -np.diag(B).copy()  # B_ij = -P_ij / P_jj
-    np.fill_diagonal(B, 0.0)
-    return B
+def tuned_ease(train: Dataset, part: ValidationSlice | None = None, max_items: int = EASE_MAX_ITEMS) -> Baseline:
+    """EASE with its l2 chosen on the validation slice, refitted on all of `train`."""
+    choice = choose_ease_l2(part or validation_slice(train), EASE_L2, max_items)
+    return Baseline(ease_scorer(train, choice.value, max_items), choice.describe("l2"))
 
 
 def sasrec_scorer(train: Dataset, items: pd.DataFrame, params: object | None = None, seed: int = 0,
-                  device: str = "cpu", progress: bool = False) -> Scorer:
+                  device: str = "cpu", progress: bool = False, validation_users: int | None = VALIDATION_USERS) -> Baseline:
     """SASRec (Kang & McAuley 2018) trained with full-softmax cross-entropy, which is what makes it strong
     (Klenitskiy & Vasilev 2023): item-id embeddings only, a causal transformer over the history. The hybrid
-    recommender with its text part switched off, trained here on the training slice (`eval.sasrec`)."""
+    recommender with its text part switched off, trained here on the training slice (`eval.sasrec`) until its
+    nDCG on the validation slice stops improving, keeping the best epoch's weights."""
     import tempfile
 
-    from llmrec.config import SasrecParams, TrainParams
+    from llmrec.config import SasrecParams
     from llmrec.training_hybrid import fit_hybrid
 
     p = params if params is not None else SasrecParams()
-    train_params = TrainParams(max_steps=p.max_steps, batch_size=p.batch_size, lr=p.lr, warmup_ratio=0.05, seed=seed,
-                               device=device, checkpoint_every=0, max_minutes=p.max_minutes)
     with tempfile.TemporaryDirectory() as out:
-        model, _ = fit_hybrid(train, p.hybrid(), train_params, out, progress=progress, desc="training the SASRec baseline", lr_scale=1.0)
+        model, result = fit_hybrid(train, p.hybrid(), p.train(seed, device), out, progress=progress, desc="training the SASRec baseline",
+                                   lr_scale=1.0, validation_users=validation_users)
     scores, known = model.scorer(items), set(model.vocab)
 
     def score(frame: pd.DataFrame) -> np.ndarray:  # an id model cannot score an item it never saw: last place
         return np.where(frame["item_id"].astype(str).isin(known), scores(frame), UNSCORABLE)
 
-    return score
+    setting = (f"{p.layers} blocks x {p.dim} dims, {p.heads} heads, sequence {p.sequence_length}, dropout {p.dropout:g}, "
+               f"lr {p.lr:g}, batch {p.batch_size}; {result.length()}")
+    return Baseline(score, setting, {"model": model, "train": result})
 
 
 def fit_baselines(
@@ -269,22 +292,29 @@ def fit_baselines(
     device: str = "cpu",
     progress: bool = False,
     sasrec: object | None = None,
-) -> dict[str, Scorer]:
-    """Fit the named baselines (see NAMES); zero_shot needs a backbone ("default" or a model folder)."""
-    from llmrec.evaluation.evaluate import popularity_scorer, random_scorer
-
+    validation_users: int | None = VALIDATION_USERS,
+) -> dict[str, Baseline]:
+    """Fit the named baselines (see NAMES); zero_shot needs a backbone ("default" or a model folder). ItemKNN's
+    neighbours, EASE's l2 and SASRec's training length are chosen on the validation slice of `train` (the last
+    consumption of `validation_users` users, None = all), the slice the hybrid validates on."""
     unknown = [n for n in names if n not in NAMES]
     if unknown:
         raise ConfigError(f"unknown baseline(s) {', '.join(unknown)}", fix=f"choose from {', '.join(NAMES)}")
     if "zero_shot" in names and backbone is None:
         raise ConfigError("the zero_shot baseline needs a backbone", fix='pass backbone="default" or a model folder')
-    builders: dict[str, Callable[[], Scorer]] = {
-        "random": lambda: random_scorer(seed),
-        "popularity": lambda: popularity_scorer(train),
-        "tfidf": lambda: tfidf_scorer(train, items),
-        "zero_shot": lambda: zero_shot_scorer(items, backbone, batch_size, device, progress),  # type: ignore[arg-type]
-        "itemknn": lambda: itemknn_scorer(train),
-        "ease": lambda: ease_scorer(train),
-        "sasrec": lambda: sasrec_scorer(train, items, sasrec, seed, device, progress),
+    part = validation_slice(train, validation_users) if {"itemknn", "ease"} & set(names) else None
+    builders: dict[str, Callable[[], Baseline]] = {
+        "random": lambda: Baseline(random_scorer(seed)),
+        "popularity": lambda: Baseline(popularity_scorer(train), "clicks in the training slice"),
+        "tfidf": lambda: Baseline(tfidf_scorer(train, items), "sublinear tf, title + text + category + subcategory"),
+        "zero_shot": lambda: Baseline(zero_shot_scorer(items, backbone, batch_size, device, progress), f"backbone {backbone}"),  # type: ignore[arg-type]
+        "itemknn": lambda: tuned_itemknn(train, part),
+        "ease": lambda: tuned_ease(train, part),
+        "sasrec": lambda: sasrec_scorer(train, items, sasrec, seed, device, progress, validation_users),
     }
-    return {name: builders[name]() for name in names}
+    fitted = {}
+    for name in names:
+        fitted[name] = builders[name]()
+        if fitted[name].setting:
+            log.info("baseline %s: %s", name, fitted[name].setting)
+    return fitted

@@ -13,6 +13,7 @@ import pandas as pd
 
 from llmrec.data.contract import UNLABELED, Dataset, history_list
 from llmrec.evaluation import metrics, protocols
+from llmrec.evaluation.baselines import popularity_scorer, random_scorer  # noqa: F401  (re-exported for callers)
 from llmrec.evaluation.protocols import candidate_frame  # noqa: F401  (re-exported for callers)
 from llmrec.models.cross_encoder import CrossEncoder
 from llmrec.models.text import item_texts, user_text
@@ -37,23 +38,6 @@ def model_scorer(model: CrossEncoder, items: pd.DataFrame, batch_size: int, prog
         users = [user_text(history_list(h), texts, model.text) for h in frame["history"]]
         cands = [texts.get(i, i) for i in frame["item_id"]]
         return model.score(users, cands, batch_size=batch_size, progress=progress)
-
-    return score
-
-
-def popularity_scorer(train: Dataset) -> Scorer:
-    """Clicks each item received in the training period (unseen items score 0)."""
-    clicks = train.interactions.loc[train.interactions["label"] == 1, "item_id"].value_counts()
-
-    def score(frame: pd.DataFrame) -> np.ndarray:
-        return frame["item_id"].map(clicks).fillna(0).to_numpy(dtype=float)
-
-    return score
-
-
-def random_scorer(seed: int) -> Scorer:
-    def score(frame: pd.DataFrame) -> np.ndarray:
-        return np.random.default_rng(seed).random(len(frame))
 
     return score
 
@@ -98,6 +82,7 @@ class EvalReport:
     warm_cold: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)  # protocol, segment, ranker, n, value
     warm_cold_comparisons: list[dict] = field(default_factory=list)           # model - other within warm / cold
     warm_cold_labels: dict[str, pd.Series] = field(default_factory=dict, repr=False)  # protocol -> impression_id -> segment
+    baselines: dict[str, str] = field(default_factory=dict)  # baseline -> its chosen setting and training length
 
     @property
     def main(self) -> ProtocolResult:
@@ -135,6 +120,7 @@ class EvalReport:
             "warm_cold": self.warm_cold.to_dict(orient="records"),
             "warm_cold_comparisons": self.warm_cold_comparisons,
             "holdout": self.holdout,
+            "baselines": self.baselines,
         }
         (folder / "metrics.json").write_text(json.dumps(record, indent=2, default=float))
         for protocol in self.protocols.values():
@@ -279,6 +265,7 @@ def evaluate(
     frame = aged(protocols.candidate_frame(holdout))
     main, main_scores = _score_protocol(list_name, frame, scorers, ks_all, primary, seed, confidence)
     report = EvalReport({list_name: main}, primary, segment_protocol=list_name, confidence=confidence)
+    report.baselines = {name: s.setting for name, s in scorers.items() if getattr(s, "setting", "")}
     report.holdout = {"impressions": main.n_impressions, "candidates": len(frame), "protocol": list_name}
 
     curve = []

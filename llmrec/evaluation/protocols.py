@@ -5,8 +5,8 @@ sampled      each held-out event against N sampled negatives (leave-last-out wit
              as in the literature): the list protocol of positive-only logs, and for impression logs
              each holdout click too (`eval.sampled_on_impressions`); the negatives are drawn once,
              with a seed, so every model ranks the same lists and a run twice gives the same numbers.
-catalogue    every item already known at the impression's time, minus the user's history: what a
-             production retriever faces. Pair scorers (cross-encoder) cannot score thousands of items
+catalogue    every item already known at the impression's time, minus every item the user consumed before
+             it (however long ago, not only the history window a model reads): what a production retriever faces. Pair scorers (cross-encoder) cannot score thousands of items
              per user, so they re-rank the top of a retriever there (retrieve-then-rerank).
 
 `candidate_frame` rows: impression_id, user_id, item_id, label (1 = positive), history.
@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from llmrec.data.context import instants
+from llmrec.data.context import consumed_before, instants
 from llmrec.data.contract import UNLABELED, Dataset
 
 IMPRESSIONS, SAMPLED, CATALOGUE = "impressions", "sampled", "catalogue"
@@ -40,8 +40,8 @@ def candidate_frame(holdout: Dataset) -> pd.DataFrame:
 def catalogue_frame(holdout: Dataset, log: Dataset, max_impressions: int, seed: int) -> pd.DataFrame:
     """Each of (at most `max_impressions`, seeded) holdout impressions paired with the whole catalogue.
 
-    The catalogue at time t = items first seen in `log` before t, plus the impression's positives;
-    items in the user's history are removed (they are known, not recommendations).
+    The catalogue at time t = items first seen in `log` before t, plus the impression's positives; every item
+    the user consumed before t is removed (`consumed_before`: known, not a recommendation).
     """
     positives = holdout.interactions[holdout.interactions["label"] == 1]
     imps = holdout.impressions[holdout.impressions["impression_id"].isin(positives["impression_id"])]
@@ -52,11 +52,11 @@ def catalogue_frame(holdout: Dataset, log: Dataset, max_impressions: int, seed: 
     known = first_seen.index.to_numpy()
     known_times = instants(first_seen)
     pos_by_imp = positives.groupby("impression_id")["item_id"].agg(list)
+    consumed = consumed_before(log, imps)
     parts = []
-    for imp, user, ts, history in zip(imps["impression_id"], imps["user_id"], instants(imps["timestamp"]), imps["history"]):
+    for imp, user, ts, history, seen in zip(imps["impression_id"], imps["user_id"], instants(imps["timestamp"]), imps["history"], consumed):
         available = known[: int(np.searchsorted(known_times, ts, side="left"))]
         pos = pos_by_imp.get(imp, [])
-        seen = set(history.split()) if history else set()
         cands = np.union1d(available, pos)
         if seen:
             cands = cands[~np.isin(cands, list(seen - set(pos)))]

@@ -81,6 +81,11 @@ def _warm_cold_lines(report: "EvalReport") -> list[str]:
     return lines
 
 
+def _baseline_lines(report: "EvalReport") -> list[str]:
+    """Each baseline's chosen setting and training length (chosen on the model's validation slice)."""
+    return [f"- **{name}**: {setting}" for name, setting in report.baselines.items()]
+
+
 def to_markdown(report: "EvalReport", plots: dict[str, str] | None = None) -> str:
     """The report as markdown (plots referenced by relative path)."""
     lines = ["## Holdout evaluation", ""]
@@ -101,6 +106,10 @@ def to_markdown(report: "EvalReport", plots: dict[str, str] | None = None) -> st
             ]
     if report.comparisons:
         lines += ["", "### Comparisons", "", *_comparison_lines(report)]
+    if report.baselines:
+        lines += ["", "### Baselines", "", "Settings chosen on the validation slice the model validates on (the last training "
+                  "consumption of the most recent users), each baseline then refitted on the whole training slice:", "",
+                  *_baseline_lines(report)]
     if not report.segments.empty:
         lines += ["", f"### Segments ({report.primary}, protocol {report.segment_protocol})", ""]
         seg = report.segments
@@ -135,6 +144,11 @@ def to_html(report: "EvalReport", plot_files: dict[str, Path]) -> str:
     if report.comparisons:
         parts.append("<h2>Comparisons</h2><ul>")
         parts += [f"<li>{html.escape(line[2:]).replace('**', '')}</li>" for line in _comparison_lines(report)]
+        parts.append("</ul>")
+    if report.baselines:
+        parts.append("<h2>Baselines</h2><p>Settings chosen on the validation slice the model validates on, each baseline then "
+                     "refitted on the whole training slice.</p><ul>")
+        parts += [f"<li><b>{html.escape(name)}</b>: {html.escape(setting)}</li>" for name, setting in report.baselines.items()]
         parts.append("</ul>")
     for title, path in plot_files.items():
         data = base64.b64encode(Path(path).read_bytes()).decode()

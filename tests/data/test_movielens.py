@@ -316,3 +316,14 @@ def test_scale_smoke(tmp_path):
     assert len(ds.interactions) == len(ds.impressions) == kept
     assert ds.impressions["impression_id"].is_unique
     assert len(ds.items) == n_movies and ds.items["title"].iat[0] == "Movie 1, The"
+
+
+def test_same_second_ratings_keep_the_files_order_through_the_split(tmp_path):
+    from llmrec.data.split import leave_last_out_split
+
+    same = [f"7\t{m}\t4\t{T0 + 50}" for m in (3, 1, 267, 2)]  # one second, file order 3, 1, 267, 2 (not id order)
+    ds = read_movielens(ml100k(tmp_path, **{"u.data": same}))
+    mine = ds.interactions[ds.interactions["user_id"] == "7"]
+    assert mine["item_id"].tolist() == ["3", "1", "267", "2"]
+    assert mine["impression_id"].tolist() == ["7#0", "7#1", "7#2", "7#3"]
+    assert leave_last_out_split(ds).holdout.interactions["item_id"].tolist() == ["2"]

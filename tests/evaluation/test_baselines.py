@@ -293,3 +293,95 @@ def test_fit_baselines_rejects_unknown_names_and_missing_backbone(world):
         bl.fit_baselines(split.train, split.train.items, ["ease", "bm25"])
     with pytest.raises(ConfigError, match="backbone"):
         bl.fit_baselines(split.train, split.train.items, ["zero_shot"])
+
+
+# --- tuning on the validation slice -----------------------------------------------------------------------
+
+
+def sequence_dataset(seed=0, users=60, items=40, length=12) -> Dataset:
+    """A positive-only log: each user consumes `length` items, one per hour (timestamps set the order)."""
+    from llmrec.data.checks import implicit_impressions
+    from llmrec.data.contract import SourceInfo
+
+    rng = np.random.default_rng(seed)
+    t0 = pd.Timestamp("2021-01-01", tz="UTC")
+    rows = []
+    for u in range(users):
+        start = int(rng.integers(0, items))
+        picks = [(start + k * int(rng.integers(1, 3))) % items for k in range(length)]  # clustered: item-item signal
+        for k, i in enumerate(dict.fromkeys(picks)):
+            rows.append((f"u{u:02d}", f"m{i:02d}", t0 + pd.Timedelta(hours=k, minutes=u)))
+    imps, inter = implicit_impressions(pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]))
+    ids = [f"m{i:02d}" for i in range(items)]
+    table = pd.DataFrame({"item_id": ids, "title": ids, "text": "", "category": "c", "subcategory": ""})
+    return Dataset(table, imps, inter, SourceInfo("tables", explicit_history=False, logged_negatives=False))
+
+
+def test_validation_slice_holds_out_each_chosen_users_last_consumption():
+    from llmrec.evaluation.tuning import validation_slice
+
+    data = sequence_dataset()
+    part = validation_slice(data, users=10)
+    assert len(part) == 10
+    last = data.interactions.sort_values("timestamp").groupby("user_id").tail(1).set_index("user_id")["item_id"]
+    users = np.asarray(sorted(data.interactions["user_id"].unique()))[part.users]
+    assert [part.items[a] for a in part.answers] == last[users].tolist()
+    assert (part.fit[part.users, part.answers] == 0).all()  # the held-out consumption is not in the fit part
+    assert part.fit.sum() == data.interactions["item_id"].groupby(data.interactions["user_id"]).nunique().sum() - 10
+
+
+def test_validation_ndcg_ranks_against_every_item_minus_the_users_history():
+    from llmrec.evaluation.tuning import validation_ndcg, validation_slice
+
+    data = sequence_dataset()
+    part = validation_slice(data, users=None)
+    W = np.random.default_rng(3).random((len(part.items), len(part.items)))
+    expected = []
+    for row, answer in zip(part.users, part.answers):  # one user at a time, by hand
+        history = part.fit[row].toarray().ravel().astype(bool)
+        scores = history.astype(float) @ W
+        candidates = ~history
+        candidates[answer] = True
+        rank = int((scores[candidates] > scores[answer]).sum()) + 1
+        expected.append(1 / np.log2(rank + 1) if rank <= 10 else 0.0)
+    assert validation_ndcg(part, W) == pytest.approx(np.mean(expected))
+
+
+def test_ease_and_itemknn_settings_are_chosen_on_validation_and_reported():
+    from llmrec.evaluation.tuning import EASE_L2_GRID, ITEMKNN_NEIGHBOURS_GRID, validation_ndcg, validation_slice
+    from llmrec.models.collaborative import ease_matrix, itemknn_matrix
+
+    data = sequence_dataset()
+    part = validation_slice(data)
+    fitted = bl.fit_baselines(data, data.items, ["ease", "itemknn"])
+    by_l2 = {l2: validation_ndcg(part, ease_matrix(part.fit, l2)) for l2 in EASE_L2_GRID}
+    best = max(EASE_L2_GRID, key=lambda v: (by_l2[v], -v))
+    assert fitted["ease"].setting.startswith(f"l2 {best:g}, chosen on {len(part)} held-out consumptions")
+    by_k = {k: validation_ndcg(part, itemknn_matrix(part.fit, k, bl.ITEMKNN_SHRINK)) for k in ITEMKNN_NEIGHBOURS_GRID}
+    assert fitted["itemknn"].setting.startswith(f"neighbours {max(ITEMKNN_NEIGHBOURS_GRID, key=lambda v: (by_k[v], -v))}")
+    # the chosen setting is refitted on the whole training slice
+    frame = frame_of([(["m01", "m02"], "m03"), (["m10"], "m11")])
+    np.testing.assert_allclose(fitted["ease"](frame), bl.ease_scorer(data, l2=best)(frame))
+
+
+def test_too_small_a_validation_slice_keeps_the_default_setting():
+    X = random_binary(users=8)
+    data, _ = dataset_from_matrix(X)
+    fitted = bl.fit_baselines(data, data.items, ["ease"])
+    assert fitted["ease"].setting.startswith(f"l2 {bl.EASE_L2:g} (default")
+
+
+def test_sasrec_baseline_stops_on_validation_not_on_a_clock():
+    from llmrec.config import SasrecParams
+
+    assert "max_minutes" not in SasrecParams.model_fields
+    data = sequence_dataset(users=80)
+    settings = SasrecParams(dim=16, layers=1, heads=1, sequence_length=8, batch_size=16, max_epochs=40, patience=2)
+    baseline = bl.sasrec_scorer(data, data.items, settings, seed=0)
+    result = baseline.fitted["train"]
+    epochs = [round(r["step"] * result.effective_batch / result.examples) for r in result.validation]
+    assert epochs == list(range(1, len(epochs) + 1))  # validated once per epoch
+    assert result.stopped in ("early stopping", "completed") and result.best_step is not None
+    if result.stopped == "early stopping":
+        assert len(epochs) < 40 and len(epochs) - 2 == max(range(len(epochs)), key=lambda k: result.validation[k]["ndcg_full"]) + 1
+    assert "epochs" in baseline.setting and result.stopped in baseline.setting

@@ -129,3 +129,27 @@ def test_positive_only_log_uses_the_sampled_protocol_with_fixed_negatives() -> N
     assert list(report.protocols) == ["sampled"]
     assert report.metrics["popularity"]["ndcg@10"] > report.metrics["random"]["ndcg@10"]
     assert report.protocols["sampled"].n_impressions == len(holdout.impressions)
+
+
+def test_catalogue_protocol_excludes_every_earlier_consumption_not_only_the_history_window() -> None:
+    from llmrec.data.context import HISTORY_KEEP
+    from llmrec.data.split import leave_last_out_split
+
+    t0 = pd.Timestamp("2020-01-01", tz="UTC")
+    long_user = [("long", f"i{k}", t0 + pd.Timedelta(hours=k)) for k in range(HISTORY_KEEP + 30)]
+    others = [(f"o{u}", f"i{(u * 7 + k) % 200}", t0 + pd.Timedelta(hours=k, minutes=u)) for u in range(30) for k in range(5)]
+    others += [("o0", f"i{k}", t0 - pd.Timedelta(minutes=k)) for k in range(200)]  # every item is known before the others
+    events = pd.DataFrame(long_user + others, columns=["user_id", "item_id", "timestamp"]).drop_duplicates(["user_id", "item_id"])
+    imps, inter = implicit_impressions(events)
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(200)], "title": "t", "text": "", "category": "c", "subcategory": ""})
+    log = Dataset(items, imps, inter, SourceInfo("tables", explicit_history=False, logged_negatives=False))
+    split = leave_last_out_split(log)
+    holdout = with_context(split.holdout, log, 0, seed=0)
+    frame = protocols.catalogue_frame(holdout, log, max_impressions=0, seed=0)
+    mine = frame[frame["user_id"] == "long"]
+    earlier = {f"i{k}" for k in range(HISTORY_KEEP + 29)}
+    window = set(mine["history"].iloc[0].split())
+    assert len(window) == HISTORY_KEEP < len(earlier)  # the model reads a window ...
+    assert not earlier & set(mine["item_id"])  # ... the ranking excludes every earlier consumption
+    assert mine.loc[mine["label"] == 1, "item_id"].tolist() == [f"i{HISTORY_KEEP + 29}"]
+    assert len(mine) == 200 - len(earlier)
