@@ -190,6 +190,43 @@ def evaluate(
 
 
 @app.command()
+def benchmark(
+    data: Annotated[Path, typer.Argument(help="Dataset folder: MovieLens (ml-100k, ml-1m, ml-latest), your tables, or any log llmrec reads (its consumptions are used).")],
+    model: Annotated[
+        Optional[list[str]],
+        typer.Option("--model", "-m", help="Model to run (repeatable or comma-separated): hybrid and the baselines random, popularity, "
+                     "tfidf, zero_shot, itemknn, ease, sasrec. Default: popularity, itemknn, ease, sasrec, hybrid."),
+    ] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder (default outputs/benchmark/<data folder name>); a run there resumes.")] = None,
+    negatives: Annotated[int, typer.Option(help="Sampled negatives per test item (drawn from items the user never consumed).")] = 99,
+    min_events: Annotated[int, typer.Option(help="Users with fewer consumptions are left out.")] = 5,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the negatives and the models (default eval.seed).")] = None,
+) -> None:
+    """Score models under the community's standard protocol, to compare with published numbers.
+
+    Leave-last-out (validation = each user's second-to-last consumption, test = the last), users with at least
+    --min-events consumptions, 99 negatives drawn uniformly from the items a user never consumed, full ranking minus
+    every earlier consumption; train-only and train+validation histories, both reported. Baselines are tuned on the
+    validation items (EASE l2, ItemKNN neighbours; SASRec and the hybrid stop early on them). Writes leaderboard.md,
+    leaderboard.json and leaderboard.png; models already done in --out are read back, not re-run. The hybrid trains
+    with params.yaml (use --budget, e.g. `llmrec --budget cpu-10min benchmark DATA`). `llmrec evaluate` is the
+    production check (temporal holdout, the champion side by side); this is for papers.
+    """
+    from llmrec.data.ingest import load_source
+    from llmrec.evaluation.benchmark import DEFAULT_MODELS, StandardProtocol, run_benchmark, to_markdown
+
+    params = State.params()
+    names = [n.strip() for item in (model or list(DEFAULT_MODELS)) for n in item.split(",") if n.strip()]
+    protocol = StandardProtocol(min_events=min_events, negatives=negatives, seed=params.eval.seed if seed is None else seed,
+                                confidence=params.eval.confidence)
+    folder = out or Path("outputs/benchmark") / data.resolve().name
+    dataset = _run(load_source, data, params.data).dataset
+    board = _run(run_benchmark, dataset, names, folder, params, protocol, source=str(data))
+    typer.echo(to_markdown(board))
+    typer.echo(f"leaderboard: {folder}/leaderboard.md, {folder}/leaderboard.json, {folder}/leaderboard.png")
+
+
+@app.command()
 def register() -> None:
     """Register the trained model in MLflow (alias `challenger`) with metrics and data lineage."""
     from llmrec import pipeline

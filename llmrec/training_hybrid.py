@@ -484,6 +484,7 @@ def fit_hybrid(
         digest=checkpoint_digest(ModelParams(hybrid=hybrid, backbone=backbone, max_length=max_length), train_params,
                                  pd.DataFrame(windows), model="hybrid", catalogue=len(catalogue)),
         pairs_per_example=config.sequence_length,
+        lengths=(windows >= 0).sum(1),  # batches of similar lengths: the encoder skips columns that are padding in every row
         desc=desc,
     )
     first: LoopResult | None = None
@@ -554,7 +555,7 @@ def _calibration_run(net: HybridNet, task: LoopTask, params: TrainParams, window
     known = np.unique(early_windows[early_windows >= 0])
     early_ids = torch.where(torch.isin(torch.arange(len(ids), device=device), torch.from_numpy(known).to(device)),
                             ids, torch.full_like(ids, UNKNOWN))
-    run = replace(task, module=net, n_examples=len(early_windows), param_groups=_param_groups(net, params.lr * lr_scale),
+    run = replace(task, module=net, n_examples=len(early_windows), lengths=(early_windows >= 0).sum(1), param_groups=_param_groups(net, params.lr * lr_scale),
                   loss=lambda module, idx: loss(module, idx, early_windows, early_ids, early_hours, early_groups),
                   digest=task.digest + "-calibration", validate=None, desc=f"{task.desc}: calibration run, without the latest")
     steps = max(1, round(params.max_steps * CALIBRATION_STEPS))

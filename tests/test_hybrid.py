@@ -580,3 +580,23 @@ def test_a_large_catalogue_trains_with_in_batch_negatives_and_says_the_impressio
     assert np.isfinite(result.losses).all() and np.mean(result.losses[-5:]) < np.mean(result.losses[:5])
     assert "in-batch (log-Q corrected)" in caplog.text and "no impression loss" in caplog.text
     assert np.isfinite(Hybrid.load(tmp_path, device="cpu").score_frame(candidate_frame(split.holdout), split.holdout.items)).all()
+
+
+def test_padding_is_never_attended_so_its_amount_changes_nothing():
+    config = HybridConfig(dim=16, layers=2, heads=2, sequence_length=10, text=False, bias=False, age=False)
+    net = HybridNet(config, 0, n_ids=6, seed=0).eval()
+    ids = torch.arange(7)
+    history = torch.tensor([3, 1, 4])
+
+    def user(width: int, other: torch.Tensor | None = None) -> torch.Tensor:
+        rows = torch.full((1 if other is None else 2, width), -1)
+        rows[0, width - 3 :] = history
+        if other is not None:
+            rows[1] = other
+        _, inputs, _, _ = net.items(None, ids)
+        with torch.no_grad():
+            return net.users(inputs[rows.clamp(min=0)], None, rows >= 0, last=True)[0]
+
+    short = user(4)
+    torch.testing.assert_close(user(10), short)  # seven padding positions instead of one
+    torch.testing.assert_close(user(10, torch.tensor([1, 2, 3, 4, 5, 6, 1, 2, 3, 4])), short)  # beside a full window

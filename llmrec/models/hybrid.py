@@ -183,7 +183,6 @@ class HybridNet(torch.nn.Module):
         if self.separate:  # the id part's own user encoder over id embeddings alone: SASRec inside the hybrid
             self.id_position, self.id_encoder, self.id_out_norm = self._sequence_encoder(generator)
         self.input_dropout = torch.nn.Dropout(config.dropout)
-        self.register_buffer("causal", torch.triu(torch.full((config.sequence_length,) * 2, float("-inf")), diagonal=1), persistent=False)
 
     def _sequence_encoder(self, generator: torch.Generator) -> tuple[torch.nn.Embedding, torch.nn.TransformerEncoder, torch.nn.LayerNorm]:
         """(positions, pre-norm causal transformer, output norm) of one user encoder."""
@@ -246,12 +245,17 @@ class HybridNet(torch.nn.Module):
         position t only sees items up to t. With EASE and `last`, `ease_counts` (U, ease_items + 1: how often
         each EASE item occurs in the window, column 0 unused) gives the EASE part; without them it
         is left out (training adds the EASE score directly)."""
+        full = inputs.shape[1]
+        start = self._first_needed(mask)  # leading columns that are padding in every row: nothing to compute there
+        inputs, mask = inputs[:, start:], mask[:, start:]
+        texts = texts[:, start:] if texts is not None else None
         length = inputs.shape[1]
         keep = mask.unsqueeze(-1).to(inputs.dtype)
+        attention = self._attention_mask(mask, inputs.dtype)
 
         def encode(x: torch.Tensor, position: torch.nn.Embedding, encoder: torch.nn.Module, norm: torch.nn.Module) -> torch.Tensor:
             x = (x + position.weight[-length:]) * keep  # padding positions hold zeros
-            return norm(encoder(self.input_dropout(x), mask=self.causal[:length, :length], is_causal=True))
+            return norm(encoder(self.input_dropout(x), mask=attention))
 
         if self.separate:
             d = self.config.dim
@@ -269,9 +273,29 @@ class HybridNet(torch.nn.Module):
             parts.append(torch.nn.functional.normalize(self.id_head(id_states), dim=-1))
         if last:
             parts = [p[:, -1] for p in parts]
+        elif start:
+            parts = [torch.nn.functional.pad(p, (0, 0, full - length, 0)) for p in parts]
         if self.ease_items and ease_counts is not None and last:
             parts.append(self.ease_scale * ease_counts.index_fill(1, torch.zeros(1, dtype=torch.long, device=ease_counts.device), 0.0))
         return torch.cat(parts, dim=-1)
+
+    @staticmethod
+    def _first_needed(mask: torch.Tensor) -> int:
+        """The first column of left-padded windows (U, L) any row needs: one before the earliest real item (the position
+        a first item is predicted from), 0 when a row is full, L - 1 when every row is empty."""
+        real = mask.any(0)
+        if not bool(real.any()):
+            return mask.shape[1] - 1
+        return max(0, int(real.to(torch.int8).argmax()) - 1)
+
+    def _attention_mask(self, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """(U * heads, L, L) additive mask: a position attends to itself and to the real (non-padding) items before it
+        (SASRec's causal attention with key masking), so the number of padding positions changes nothing."""
+        length = mask.shape[1]
+        eye = torch.eye(length, dtype=torch.bool, device=mask.device)
+        allowed = torch.ones(length, length, dtype=torch.bool, device=mask.device).tril() & (mask.unsqueeze(1) | eye)
+        bias = torch.zeros(allowed.shape, dtype=dtype, device=mask.device).masked_fill(~allowed, float("-inf"))
+        return bias.repeat_interleave(self.config.heads, dim=0)
 
     def ease_counts(self, id_rows: Sequence[torch.Tensor]) -> torch.Tensor:
         """(U, ease_items + 1): how often each EASE item occurs in each user's history (id rows: the encoder's window,
