@@ -176,6 +176,11 @@ def train(
             f"({info['pairs_per_second']:.1f} {unit}, {info['effective_batch']} examples per step, {info['precision']}), "
             f"final loss {info['final_loss']:.3f} -> {info['model_dir']}"
         )
+        if info.get("under_trained"):
+            typer.secho(f"warning: the model is {info['note']}; the promotion policy will not promote it unless it wins "
+                        "anyway (give it a longer train.max_minutes or a less loaded machine)", fg=typer.colors.YELLOW, err=True)
+        elif info.get("note"):
+            typer.echo(f"training {info['note']}")
 
 
 @app.command()

@@ -194,6 +194,9 @@ def run_evaluate(params: Params, with_champion: bool = True, progress: bool = Tr
     if baselines:
         best = max(baselines, key=lambda b: report.metrics[b].get(params.promotion.metric, float("-inf")))
         report.comparisons[f"vs_{best}"] = paired_bootstrap(per["model"], per[best], params.promotion.metric, seed=params.eval.seed)
+    training = _training_record(params)
+    if training:
+        report.holdout["training"] = training
     paths = report.save(params.eval.out)
     _write_plot(params, "rankers.csv", report.table().rename_axis("ranker").reset_index())
     return {
@@ -233,6 +236,9 @@ def run_register(params: Params, run_name: str = "retrain") -> dict[str, Any]:
         "validation.success": str(_read_json(validation).get("success", "unknown")).lower() if validation.exists() else "unknown",
         "model.type": params.model.type,
         "params.hash": params_hash(params),
+        "train.stopped": str(train_info.get("stopped", "completed")),
+        "train.under_trained": str(bool(train_info.get("under_trained", False))).lower(),
+        "train.note": str(train_info.get("note", ""))[:500],
     }
     flat_metrics = {f"{name}.{k}": v for name, ms in evaluation["metrics"].items() for k, v in ms.items()}
     flat_metrics.update({k: v for k, v in evaluation["metrics"]["model"].items()})
@@ -523,6 +529,7 @@ def run_promote(params: Params, registered: dict[str, Any] | None = None, drift:
         intervals=intervals,
         champion_registered_value=champion.metrics.get(tracking.metric_key(metric)) if champion else None,
         validation_ok=_read_json(validation).get("success", True) if validation.is_file() else True,
+        training=_training_record(params),
     )
     decision.thresholds["drift"] = params.drift.model_dump(exclude={"out"})
     record = decision.to_dict()
@@ -535,6 +542,13 @@ def run_promote(params: Params, registered: dict[str, Any] | None = None, drift:
     if decision.alert:
         log.error("ALERT: %s", decision.alert_message)
     return {**record, "summary": decision.summary()}
+
+
+def _training_record(params: Params) -> dict[str, Any]:
+    """How the model in train.out ended training (under_trained, note, stopped), {} for a folder without train.json."""
+    path = Path(params.train.out) / "train.json"
+    info = _read_json(path) if path.is_file() else {}
+    return {k: info[k] for k in ("under_trained", "note", "stopped", "steps", "planned_steps") if k in info}
 
 
 def _record_decision(params: Params, registered: dict, record: dict, drift: dict, promote: bool) -> None:

@@ -10,6 +10,10 @@ no-drift-champion-healthy         no drift and the champion is healthy: keep it,
 challenger-below-baseline         retrain needed, the challenger does not beat the baselines: keep (ALERT)
 challenger-beats-champion         retrain needed, the lower bound of the paired difference clears the margin: promote
 champion-holds                    retrain needed, the challenger is not better beyond the margin: keep (ALERT)
+under-trained-challenger          a rule above would promote, but the time limit stopped the challenger's training
+                                  before its validation levelled off and it does not beat every scored baseline
+                                  (not only the required ones): keep / nothing served (ALERT). An under-trained
+                                  challenger that wins anyway is promoted, and the reasons say so.
 
 "Retrain needed" = drift detected, or the champion is unhealthy (it no longer beats the required
 baselines on the current holdout, or lost more than `max_drop` since it was registered), or no
@@ -95,6 +99,7 @@ def decide(
     intervals: dict[str, list[float]] | None = None,
     champion_registered_value: float | None = None,
     validation_ok: bool = True,
+    training: dict | None = None,
 ) -> Decision:
     """Decide on the challenger from holdout metrics of `model`, the baselines and (if scored) `champion`.
 
@@ -103,6 +108,7 @@ def decide(
     clear `params.min_gain` (without it, the plain gain must), so a gain within noise never promotes.
     `intervals`: bootstrap intervals of `params.metric` per ranker, recorded with the decision.
     `champion_registered_value`: the champion's metric at its registration, for the health check.
+    `training`: the challenger's training record (`under_trained`, `note`), for the under-trained rule.
     """
     metric = params.metric
     value = metrics["model"][metric]
@@ -179,6 +185,18 @@ def decide(
                            f"required margin {params.min_gain}: the champion stays")
             alert = (f"retrain needed ({_why(drifted, sick)}) but challenger v{challenger_version} is not better than "
                      f"champion v{champion_version} beyond the margin ({what} {evidence:+.4f} <= {params.min_gain})")
+    if training and training.get("under_trained"):
+        reasons.append(f"the challenger is {training.get('note') or 'under-trained'}")
+        if action == PROMOTE:
+            above = [k for k, v in scored.items() if v >= value]
+            if above:
+                action, rule = (KEEP if champion_version else REJECT), "under-trained-challenger"
+                reasons.append(f"an under-trained challenger is promoted only if it wins anyway; it does not beat "
+                               f"{', '.join(sorted(above))}")
+                alert = (f"challenger v{challenger_version} is under-trained ({training.get('note')}) and does not beat "
+                         f"{', '.join(sorted(above))}: retrain with a longer train.max_minutes or on a less loaded machine")
+            else:
+                reasons.append("it wins anyway: it beats every scored baseline" + (" and the champion" if champion_version else ""))
     return Decision(
         action=action,
         rule=rule,

@@ -302,6 +302,27 @@ class LoopResult:
 
 
 
+RISING_VALIDATIONS = 2  # the best validation among the last this many: the curve has not levelled off
+
+
+def under_trained(result: LoopResult) -> tuple[bool, str]:
+    """(whether the time limit stopped training before it was done, a sentence saying how it ended). Done means the
+    planned steps ran, early stopping fired, or the validation curve had levelled off (its best more than
+    RISING_VALIDATIONS validations before the end); without validation a time stop always counts as under-trained."""
+    steps = len(result.losses)
+    if result.stopped == EARLY_STOPPING:
+        return False, f"stopped early at step {steps:,} of {result.planned_steps:,} (validation best at step {result.best_step:,})"
+    if result.stopped != TIME_LIMIT:
+        return False, f"completed {steps:,} steps"
+    where = f"stopped by time at step {steps:,} of {result.planned_steps:,}"
+    if not result.validation:
+        return True, f"under-trained: {where}, without validation to say whether it had levelled off"
+    recent = [r["step"] for r in result.validation[-RISING_VALIDATIONS:]]
+    if result.best_step in recent:
+        return True, f"under-trained: {where}, validation still rising (best at step {result.best_step:,})"
+    return False, f"{where}; validation had levelled off (best at step {result.best_step:,})"
+
+
 def _micro_batches(params: TrainParams, dist: Distributed, task: LoopTask, rng: np.random.Generator,
                    order: np.ndarray, cursor: int) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
     """Yield (this process's example indices, the order, the cursor after them) for one optimizer step."""

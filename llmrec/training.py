@@ -33,6 +33,7 @@ from llmrec.train_loop import (
     run_loop,
     seed_everything,
     split_validation,
+    under_trained,
     validation_ndcg,
 )
 
@@ -56,6 +57,8 @@ class TrainResult:
     planned_steps: int = 0       # the steps max_steps / max_epochs allowed
     stopped: str = "completed"   # completed | early stopping | time limit
     best_step: int | None = None  # with validation: the step whose weights were kept
+    under_trained: bool = False  # the time limit stopped it before validation levelled off (see train_loop.under_trained)
+    note: str = ""               # how training ended, in a sentence
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -143,6 +146,9 @@ def _pair_lengths(tokenizer: object, users: list[str], candidates: list[list[str
 
 
 def train_result(out: str | Path, loop: LoopResult, examples: int, device: torch.device) -> TrainResult:
+    short, note = under_trained(loop)
+    if short:
+        log.warning("%s: %s", out, note)
     return TrainResult(
         model_dir=str(out),
         steps=len(loop.losses),
@@ -159,6 +165,8 @@ def train_result(out: str | Path, loop: LoopResult, examples: int, device: torch
         planned_steps=loop.planned_steps,
         stopped=loop.stopped,
         best_step=loop.best_step,
+        under_trained=short,
+        note=note,
     )
 
 

@@ -141,3 +141,27 @@ def test_monitor_decision():
     assert monitor_decision(DRIFT, "1")["rule"] == "drift-detected"
     calm = monitor_decision({**NO_DRIFT, "threshold": 0.5, "decide_on": ["features", "embedding"]}, "1")
     assert calm["action"] == "no action" and not calm["retrain_needed"]
+
+
+UNDER = {"under_trained": True, "note": "under-trained: stopped by time at step 38 of 1,131, validation still rising"}
+
+
+def test_an_under_trained_challenger_is_not_promoted_unless_it_wins_anyway():
+    strong = {"ease": {"ndcg@10": 0.45}}  # not in must_beat, so the usual rules ignore it
+    metrics = {"model": {"ndcg@10": 0.40}, **BASE, **strong}
+    usual = decide(metrics, PromotionParams(), challenger_version="1", champion_version=None, drift=None)
+    assert usual.action == PROMOTE
+    short = decide(metrics, PromotionParams(), challenger_version="1", champion_version=None, drift=None, training=UNDER)
+    assert short.action == REJECT and short.rule == "under-trained-challenger" and short.alert
+    assert any("stopped by time at step 38 of 1,131" in r for r in short.reasons) and "ease" in short.alert_message
+    with_champion = {**metrics, "champion": {"ndcg@10": 0.30}}
+    drift = {"drift_detected": True, "share_drifted": 0.6, "drifted_features": ["x"]}
+    kept = decide(with_champion, PromotionParams(), challenger_version="2", champion_version="1", drift=drift, training=UNDER)
+    assert kept.action == KEEP and kept.rule == "under-trained-challenger"
+    winner = {**with_champion, "model": {"ndcg@10": 0.50}}
+    anyway = decide(winner, PromotionParams(), challenger_version="2", champion_version="1", drift=drift, training=UNDER)
+    assert anyway.action == PROMOTE and anyway.rule == "challenger-beats-champion"
+    assert any("wins anyway" in r for r in anyway.reasons) and any("under-trained" in r for r in anyway.reasons)
+    done = decide(metrics, PromotionParams(), challenger_version="1", champion_version=None, drift=None,
+                  training={"under_trained": False, "note": "completed 500 steps"})
+    assert done.action == PROMOTE

@@ -173,3 +173,40 @@ def test_a_time_limit_validates_before_it_stops_so_the_last_steps_count(tmp_path
     assert 0 < steps < 500
     assert result.validation == [{"step": steps, "neg_mse": pytest.approx(validate(), abs=1e-6)}]
     assert result.best_step == steps
+
+
+def _result(stopped, validation, best_step, steps=38, planned=1131):
+    from llmrec.train_loop import LoopResult
+
+    return LoopResult(losses=[1.0] * steps, seconds=1.0, examples_per_second=1.0, pairs_per_second=1.0, validation=validation,
+                      best_step=best_step, planned_steps=planned, stopped=stopped)
+
+
+def test_a_time_stop_before_validation_levels_off_is_under_trained():
+    from llmrec.train_loop import COMPLETED, EARLY_STOPPING, TIME_LIMIT, under_trained
+
+    rising = [{"step": s, "ndcg": v} for s, v in ((10, 0.1), (20, 0.2), (30, 0.25), (38, 0.3))]
+    short, note = under_trained(_result(TIME_LIMIT, rising, 38))
+    assert short and note == "under-trained: stopped by time at step 38 of 1,131, validation still rising (best at step 38)"
+    flat = [{"step": s, "ndcg": v} for s, v in ((10, 0.3), (20, 0.2), (30, 0.25), (38, 0.2))]
+    assert under_trained(_result(TIME_LIMIT, flat, 10)) == (False, "stopped by time at step 38 of 1,131; validation had levelled off (best at step 10)")
+    assert under_trained(_result(TIME_LIMIT, [], None))[0]  # nothing says it had levelled off
+    assert not under_trained(_result(EARLY_STOPPING, flat, 10))[0]
+    assert not under_trained(_result(COMPLETED, [], None, steps=1131))[0]
+
+
+def test_training_stopped_by_the_clock_says_it_is_under_trained(split, tiny_backbone, tmp_path, caplog):
+    import logging
+
+    from llmrec.config import HybridParams, TrainParams
+    from llmrec.training_hybrid import fit_hybrid
+
+    caplog.set_level(logging.WARNING)
+    params = TrainParams(max_steps=100_000, batch_size=8, eval_every=2, max_minutes=0.002, checkpoint_every=0, device="cpu")
+    _, result = fit_hybrid(split.train, HybridParams(dim=16, layers=1, heads=1, sequence_length=8, zero_shot=False, ease=False),
+                           params, tmp_path, backbone=str(tiny_backbone), progress=False)
+    assert result.stopped == "time limit" and result.steps < result.planned_steps
+    assert result.under_trained == (result.best_step in [r["step"] for r in result.validation[-2:]])
+    assert result.note.startswith("under-trained: stopped by time" if result.under_trained else "stopped by time")
+    if result.under_trained:
+        assert "under-trained: stopped by time" in caplog.text

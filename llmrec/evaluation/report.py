@@ -94,6 +94,12 @@ def to_markdown(report: "EvalReport", plots: dict[str, str] | None = None) -> st
         f"Split: {h.get('split', '?')}; {h.get('impressions', '?')} holdout impressions scored "
         f"(cutoff {h.get('cutoff', '?')}). Values are means with {report.confidence:.0%} bootstrap intervals."
     )
+    training = h.get("training") or {}
+    if training.get("under_trained"):
+        lines += ["", f"> **The model is {training.get('note')}.** Its figures are those of an unfinished training: "
+                  "a longer train.max_minutes or a less loaded machine gives the model it was meant to be."]
+    elif training.get("note"):
+        lines += ["", f"Training: {training['note']}."]
     for name, result in report.protocols.items():
         lines += ["", f"### Protocol: {name}", "", result.description, ""]
         lines += _md_table(*metrics_table(report, name))
@@ -135,6 +141,10 @@ def to_html(report: "EvalReport", plot_files: dict[str, Path]) -> str:
     h = report.holdout
     parts.append(f"<p>Split: {html.escape(str(h.get('split', '?')))}; cutoff {html.escape(str(h.get('cutoff', '?')))}. "
                  f"Means with {report.confidence:.0%} bootstrap intervals.</p>")
+    training = h.get("training") or {}
+    if training.get("note"):
+        strong = training.get("under_trained")
+        parts.append(f"<p>{'<b>The model is ' if strong else 'Training: '}{html.escape(str(training['note']))}{'.</b>' if strong else '.'}</p>")
     for name, result in report.protocols.items():
         header, rows = metrics_table(report, name)
         parts.append(f"<h2>Protocol: {html.escape(name)}</h2><p>{html.escape(result.description)}</p><table>")
