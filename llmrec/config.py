@@ -89,20 +89,12 @@ class HybridParams(_Section):
     heads: int = Field(2, ge=1, le=32, description="Attention heads per layer (dim must divide by it)")
     sequence_length: int = Field(50, ge=2, le=1024, description="Most recent history items the user encoder reads")
     dropout: float = Field(0.2, ge=0, lt=1, description="Dropout in the user encoder")
-    id_init: float | None = Field(
-        None, ge=0, description="Std of the item-id embeddings at start, in units of 1/sqrt(dim); default 0 with text "
-        "and a shared encoder (training starts as the zero-shot recommender), else 1 (as SASRec)"
-    )
-    towers: Literal["shared", "separate"] = Field(
-        "separate", description="shared: one user encoder reads text and id inputs together; separate: the text part and the "
-        "id part each have their own (the id part is then a SASRec of its own, started at random)"
-    )
     ease: bool = Field(
         True, description="The id part adds EASE's score (Steck 2019: a closed-form item-item model of the training "
         "consumptions, fitted before training and fixed; it reads the whole history) with a learned weight; the "
         "transformers learn the rest"
     )
-    ease_l2: float = Field(500.0, gt=0, description="EASE's L2 regularisation (with `ease`)")
+    ease_l2: float = Field(500.0, gt=0, description="EASE's L2 regularisation without validation (with it, chosen on the validation slice as the EASE baseline's)")
     ease_max_items: int = Field(
         5000, ge=1, le=20000, description="With `ease`: the most consumed items it models (a dense n x n matrix saved "
         "with the model: 100 MB at 5,000); the others get no EASE score"
@@ -116,29 +108,14 @@ class HybridParams(_Section):
         "impression's non-clicks (at most 20), the ranking an impression asks for; the next-item softmax ranks it against "
         "every item. Applies with the full softmax (catalogues up to full_softmax_max_items). 0 = off"
     )
-    calibration: float = Field(
-        0.0, ge=0, lt=1, description="Share of the latest training consumptions held out by a calibration run (the same "
-        "model, as long, without them) to fit the score offset of items without an id (new since training) by maximum "
-        "likelihood; doubles training time. Lifts new items at the cost of known ones (README: on the bundled data "
-        "+2.3 logits). 0 = no fitted offset"
-    )
     new_item_offset: float = Field(
-        0.0, ge=-20, le=20, description="Score offset of items without an id (new since training), a freshness boost "
-        "saved with the model; `calibration` > 0 fits it from the data instead"
+        0.0, ge=-20, le=20, description="Score offset of items without an id (new since training): a freshness boost for "
+        "feeds that must surface new items, saved with the model (0 = none)"
     )
     id_dropout: float = Field(0.3, ge=0, le=1, description="Share of items trained without their id embedding, so cold items (text only) score well")
     text: bool = Field(True, description="Use the backbone's item-text vectors (false = item ids only, i.e. SASRec)")
     ids: bool = Field(True, description="Learn an embedding per item seen in training (false = text only)")
-    bias: bool = Field(
-        False, description="Learn a score offset per item (its popularity in training; unknown items share one). Off by "
-        "default: on news logs it learned yesterday's hits, and the id part already knows what is popular"
-    )
     age: bool = Field(True, description="Learn a score offset per item age (hours since the log first showed it): freshness")
-    unknown_offset: Literal["mean", "learned"] = Field(
-        "mean", description="Score offset of items without an id (new since training): mean = that of an average known "
-        "item; learned = the one id dropout trains, which matches the click mass of dropped items and, on logs where new "
-        "items are clicked a lot, puts every new item above every known one"
-    )
     cold_hours: float = Field(
         24.0, ge=0, description="Train items younger than this (hours since the log first showed them) as unknown ones, "
         "as items new since training are when served (0 = off; ids then drop only at random, id_dropout)"
@@ -146,14 +123,7 @@ class HybridParams(_Section):
     text_adapter: bool = Field(True, description="Learn a linear correction of the item text vectors (off: the backbone's, as they are)")
     zero_shot: bool = Field(
         True, description="Add the zero-shot text score (cosine of the backbone's item vectors as they are: the mean of the "
-        "history's and the candidate's) beside the trained text part, which training on the catalogue softmax wears down "
-        "for ranking items that were all shown. Not trained: its weight is `zero_shot_weight`, or chosen on the held-out "
-        "consumptions with validation"
-    )
-    zero_shot_weight: float = Field(
-        1.0, ge=0, le=100, description="With `zero_shot`: its weight (1 = as much as the trained text part). With validation "
-        "(train.eval_every) it is chosen after training among 0-4 on the held-out consumptions instead: on logs with "
-        "impressions by how each click ranks among its impression's items, else by its rank in the catalogue"
+        "history's and the candidate's) beside the trained text part. Not trained; with validation the blend weighs it"
     )
     text_loss: float = Field(
         1.0, ge=0, description="Weight of a second loss on the text part alone, which keeps it a ranker for cold items (0 = off)"
@@ -257,7 +227,7 @@ class SasrecParams(_Section):
 
     def hybrid(self) -> "HybridParams":
         return HybridParams(dim=self.dim, layers=self.layers, heads=self.heads, sequence_length=self.sequence_length,
-                            dropout=self.dropout, id_dropout=0.0, text=False, ids=True, bias=False, age=False, cold_hours=0.0,
+                            dropout=self.dropout, id_dropout=0.0, text=False, ids=True, age=False, cold_hours=0.0,
                             ease=False, impression_loss=0.0, zero_shot=False)
 
     def train(self, seed: int, device: str) -> "TrainParams":

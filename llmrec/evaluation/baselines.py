@@ -23,7 +23,7 @@ from sklearn.preprocessing import normalize
 from llmrec.data.contract import Dataset
 from llmrec.data.sequences import VALIDATION_USERS
 from llmrec.errors import ConfigError, ModelError
-from llmrec.evaluation.tuning import ValidationSlice, choose_ease_l2, choose_itemknn_neighbours, validation_slice
+from llmrec.models.tuning import ValidationSlice, choose_ease_l2, choose_itemknn_neighbours, validation_slice
 from llmrec.models.collaborative import ease_matrix, itemknn_matrix, most_consumed
 
 log = logging.getLogger(__name__)

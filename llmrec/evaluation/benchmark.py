@@ -35,7 +35,7 @@ import platform
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -131,14 +131,18 @@ def standard_split(dataset: Dataset, protocol: StandardProtocol) -> StandardSpli
 
 
 def _sample_negatives(sequences: list[list[str]], catalogue: pd.Index, protocol: StandardProtocol) -> np.ndarray:
-    """Per user, `negatives` distinct catalogue positions the user never consumed, uniformly (rejection sampling)."""
+    """Per user, `negatives` distinct catalogue positions the user never consumed, uniformly (rejection sampling); a user
+    who left fewer unconsumed gets them all, the rest of the row is -1 (no candidate)."""
     rng = np.random.default_rng(protocol.seed)
-    out = np.empty((len(sequences), protocol.negatives), dtype=np.int64)
+    out = np.full((len(sequences), protocol.negatives), -1, dtype=np.int64)
+    short = 0
     for u, seq in enumerate(sequences):
         own = set(catalogue.get_indexer(seq).tolist())
-        if len(catalogue) - len(own) < protocol.negatives:
-            raise DataError(f"a user consumed all but {len(catalogue) - len(own)} of the {len(catalogue)} items, fewer than "
-                            f"the {protocol.negatives} negatives to sample", fix="lower --negatives or use a larger log")
+        if len(catalogue) - len(own) <= protocol.negatives:
+            rest = np.setdiff1d(np.arange(len(catalogue)), list(own))
+            out[u, : len(rest)] = rest
+            short += len(rest) < protocol.negatives
+            continue
         picks: list[int] = []
         chosen: set[int] = set()
         while len(picks) < protocol.negatives:
@@ -149,6 +153,9 @@ def _sample_negatives(sequences: list[list[str]], catalogue: pd.Index, protocol:
                     if len(picks) == protocol.negatives:
                         break
         out[u] = picks
+    if short:
+        log.warning("benchmark: %d user(s) consumed all but fewer than %d items: they are ranked against all the items they "
+                    "never consumed", short, protocol.negatives)
     return out
 
 
@@ -188,7 +195,8 @@ def per_user_metrics(split: StandardSplit, score: UserScores, ks: tuple[int, ...
             raise ValueError(f"{desc}: scores must be finite, one per (user, item), shape {(len(rows), n_items)}; got {scores.shape}")
         at = np.arange(len(rows))
         right = scores[at, split.test[rows]]
-        sampled = np.take_along_axis(scores, split.negatives[rows], axis=1)
+        negatives = split.negatives[rows]
+        sampled = np.where(negatives >= 0, np.take_along_axis(scores, np.maximum(negatives, 0), axis=1), -np.inf)
         counts[SAMPLED].append(((sampled > right[:, None]).sum(1), (sampled == right[:, None]).sum(1)))
         for k, u in enumerate(rows):  # full ranking: every earlier consumption is out (the test item itself stays in)
             drop = split.consumed[u][split.consumed[u] != split.test[u]]
@@ -273,7 +281,7 @@ class BenchmarkSettings:
 def fit_model(name: str, split: StandardSplit, settings: BenchmarkSettings) -> Fitted:
     """Fit one benchmark model (see BASELINES, MODELS) on the split; settings chosen on the validation items."""
     from llmrec.evaluation import baselines as bl
-    from llmrec.evaluation.tuning import choose_ease_l2, choose_itemknn_neighbours, validation_slice
+    from llmrec.models.tuning import choose_ease_l2, choose_itemknn_neighbours, validation_slice
     from llmrec.models.collaborative import ease_matrix, itemknn_matrix, most_consumed
 
     params, started = settings.params, time.perf_counter()

@@ -3,32 +3,33 @@
 Item          a text part v_i = normalize(t_i + A t_i), where t_i is the backbone's frozen, mean-pooled
               text vector of the item (computed once, `FrozenTextEncoder`) and A a learned adapter that
               starts at zero, and an id part e_i, a learned embedding of every item consumed in
-              training that starts at zero. Items unknown to the model (cold: new since training, or
-              only ever shown) have no id part, so they are scored by their text; training drops the
-              id of a share `id_dropout` of the items each step so that the text part alone learns to
-              rank. Optionally each item has a learned bias b_i (popularity; unknown items share one,
-              saved as the mean of the known ones: `unknown_offset`), the text part a learned weight
-              per support bucket (log2 of the item's training consumptions; bucket 0 = no id), and an item's age (hours since the log first showed it, in log2 buckets) adds a learned
-              offset: news goes stale, and a model that knows it stops over-ranking yesterday's hits.
+              training. Items unknown to the model (cold: new since training, or only ever shown) have
+              no id part, so they are scored by their text; training drops the id of a share
+              `id_dropout` of the items each step so that the text part alone learns to rank. The text
+              part has a learned weight per support bucket (log2 of the item's training consumptions;
+              bucket 0 = no id), and an item's age (hours since the log first showed it, in log2 buckets)
+              adds a learned offset: news goes stale, and a model that knows it stops over-ranking
+              yesterday's hits.
 User          causal transformers (SASRec-style: pre-norm layers, learned absolute positions in a
-              left-padded window of `sequence_length` items, oldest to newest). With `towers:
-              separate` (the default of params.yaml) the text part has one over the history's W v_i and
-              the id part its own over the history's e_i, started at random: a SASRec inside the
-              hybrid, which `id_loss` also trains alone on the items that have ids; with `towers:
-              shared`, one encoder reads W v_i + e_i. The states at the newest position give the id part
-              u_id = normalize(H_id s_id) and, added to the mean of the history's v_i (the zero-shot
-              user), the text part u_text = normalize(mean v + H_text s_text), H_text starting at zero.
-EASE part     with `ease` (the default of params.yaml), the id part also adds s * sum over the window's
-              items h of B[h, i], B being EASE's closed-form item-item weights (Steck 2019) of the
-              training consumptions, fitted before training and fixed, s learned: the collaborative
-              filter that is hard to beat on small logs, which the transformers then only have to
-              correct. As vectors: the user's counts of each EASE item, the item's column of B.
-Zero-shot     with `zero_shot` (the default of params.yaml), the score adds w * cos(mean of the history's t_h, t_i),
-part          the backbone as it is: training never sees it (it would only wear the part down), w is set, or chosen
-              after training on held-out consumptions (`training_hybrid.fit_zero_shot_weight`).
-Score         (u_text . v_i + w z_u . z_i + u_id . e_i + s * x_u . B_i) / temperature + b_i + a(age_i) (+ a fitted offset c
-              for items without an id, `calibration`): one dot product; untrained with a shared encoder
-              and without EASE, exactly the zero-shot recommender (see `HybridNet`).
+              left-padded window of `sequence_length` items, oldest to newest, padding never attended).
+              The text part has one over the history's W v_i and the id part its own over the history's
+              e_i: a SASRec inside the hybrid, which `id_loss` also trains alone on the items that have
+              ids. The states at the newest position give u_id = normalize(H_id s_id) and, added to the
+              mean of the history's v_i (the zero-shot user), u_text = normalize(mean v + H_text s_text),
+              H_text starting at zero.
+EASE part     with `ease`, the id part also adds s * sum over the window's items h of B[h, i], B being
+              EASE's closed-form item-item weights (Steck 2019) of the training consumptions, fitted
+              before training and fixed, s learned: the collaborative filter that is hard to beat on
+              small logs, which the transformers then only have to correct. As vectors: the user's
+              counts of each EASE item, the item's column of B.
+Zero-shot     with `zero_shot`, the score adds cos(mean of the history's t_h, t_i): the backbone as it is,
+part          which training never sees (it would only wear the part down).
+Blend         after training, with validation, each part's weight per blend group of the item (by its
+              training support) and the age offset's weight are chosen on held-out consumptions
+              (`llmrec.hybrid_blend`); training itself never applies them.
+Score         sum over parts of w_part,group(i) u_part . v_part,i / temperature + w_age a(age_i) (+ a set
+              offset for items without an id, `new_item_offset`): one dot product. A text-only hybrid
+              (`ids: false`) starts as exactly the zero-shot recommender (see `HybridNet`).
 
 Training predicts, at every position of a user's item sequence, the next item, with a softmax over
 the whole training catalogue (exact: every item is a negative, hard ones included) or, for large
@@ -71,6 +72,8 @@ UNKNOWN = 0
 TEMPERATURE = 0.05
 AGE_EDGES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)  # hours: item age buckets
 SUPPORT_BUCKETS = 12  # text weights: no id, then log2 buckets of an item's training consumptions (1, 2-3, 4-7, ...)
+PARTS = ("text", "zero_shot", "ids", "ease")  # the dot-product parts of a score, which the blend weighs
+BLEND_GROUPS = (0, 1, 1, 2, 2, 3, 3, 4, 4, 4, 4, 4)  # support bucket -> blend group: no id, 1-3, 4-15, 16-63, 64+ consumptions
 EASE_SCALE = 0.5  # start of the EASE score's weight (x 1/temperature: 10 logits per unit of EASE score)
 ROW_BLOCK = 1 << 16  # frame rows scored at a time, for vectors of ROW_WIDTH (about 64k x 512 x 2 floats: 256 MB)
 ROW_WIDTH = 512
@@ -85,19 +88,15 @@ class HybridConfig:
     sequence_length: int = 50
     dropout: float = 0.2
     id_dropout: float = 0.3
-    id_init: float | None = None  # std of the id embeddings at start, x 1/sqrt(dim); None: 0 with text and a shared encoder, else 1
     ease: bool = False  # the id part adds EASE's closed-form item-item score of the history (fixed weights, a learned scale)
-    towers: str = "shared"  # shared: one user encoder over text + id inputs; separate: a text encoder and an id encoder (SASRec)
     id_loss: float = 0.0
     text: bool = True
     ids: bool = True
-    bias: bool = True
     age: bool = True
     text_loss: float = 1.0
     text_adapter: bool = True
     zero_shot: bool = False  # add the zero-shot text score (backbone vectors as they are), its weight chosen after training
     cold_hours: float = 0.0
-    unknown_offset: str = "mean"
     temperature: float = TEMPERATURE
 
     @classmethod
@@ -107,19 +106,19 @@ class HybridConfig:
 
 
 class HybridNet(torch.nn.Module):
-    """The trainable part: text adapter, id embeddings and biases, the sequence encoder, two user heads.
+    """The trainable part: text adapter, id embeddings, the two sequence encoders and user heads, the offsets.
 
     An item has a text part v_text = normalize(t + A t) in the backbone's space (A starts at zero, so
-    v_text starts as the zero-shot vector) and an id part e_id (starts at zero; fixed zero for unknown
-    items). A user has a text part u_text = normalize(mean of the history's v_text + H_text(state)) (H
-    starts at zero: the zero-shot user) and an id part u_id = normalize(H_id(state)), state being the
-    causal transformer's output over inputs W v_text + e_id. So
+    v_text starts as the zero-shot vector) and an id part e_id (random at start, as SASRec's; fixed zero
+    for unknown items). A user has a text part u_text = normalize(mean of the history's v_text +
+    H_text(state_text)) (H starts at zero: the zero-shot user) and an id part u_id = normalize(H_id(state_id)),
+    each state the output of its own causal transformer (over W v_text, over e_id). So
 
-        score = (u_text . v_text + u_id . e_id) / temperature + bias + age offset
+        score = (u_text . v_text + u_id . e_id) / temperature + age offset
 
-    starts as the zero-shot recommender (a cold item keeps exactly that path, trained through id
-    dropout) and learns collaborative structure in the id part. Every score is one dot product of
-    [u_text | u_id] and [v_text | e_id], so a catalogue is one matrix product.
+    (plus the zero-shot and EASE parts when on, each part weighed by the blend after training). A cold item
+    keeps the text path, trained through id dropout. Every score is one dot product of [u_text | u_id] and
+    [v_text | e_id], so a catalogue is one matrix product.
     """
 
     def __init__(self, config: HybridConfig, text_dim: int, n_ids: int, seed: int = 0, ease_items: int = 0) -> None:
@@ -134,7 +133,6 @@ class HybridNet(torch.nn.Module):
             # ... one per support bucket (log2 of the item's training consumptions; 0 = no id): an item with many
             # clicks can lean on its id, a new one has only its text
             self.text_scale = torch.nn.Parameter(torch.ones(SUPPORT_BUCKETS))
-            self.register_buffer("support", torch.zeros(n_ids + 1, dtype=torch.long))
             self.adapter = torch.nn.Linear(text_dim, text_dim, bias=False)
             torch.nn.init.zeros_(self.adapter.weight)
             self.adapter.weight.requires_grad_(config.text_adapter)  # off: item text vectors stay the backbone's
@@ -147,17 +145,15 @@ class HybridNet(torch.nn.Module):
             torch.nn.init.zeros_(self.text_head.bias)
         self.zero_shot_dim = text_dim if config.text and config.zero_shot else 0
         if self.zero_shot_dim:
-            # the zero-shot score cos(mean of the history's backbone vectors, the item's), weighted, beside the trained
-            # text part: training on the catalogue softmax reshapes the text part for what gets shown and clicked and
-            # wears down its ranking among items that were all shown, which the backbone alone ranks well. Not
-            # trained (on its own training data the trained part always looks better): chosen after training on
-            # held-out consumptions (`fit_zero_shot_weight`); training leaves the part out
+            # the zero-shot score cos(mean of the history's backbone vectors, the item's) beside the trained text part:
+            # training on the catalogue softmax reshapes the text part for what gets shown and clicked and wears down
+            # its ranking among items that were all shown, which the backbone alone ranks well. Not trained (on its
+            # own training data the trained part always looks better): the blend weighs it after training
             self.register_buffer("zero_shot_scale", torch.zeros(1))
         if config.ids:
             self.ids = torch.nn.Embedding(n_ids + 1, d, padding_idx=UNKNOWN)  # row 0 stays zero: no id part
-            with torch.no_grad():  # with text, ids start at zero (text-only); SASRec (no text) needs a random start
-                init = config.id_init if config.id_init is not None else (0.0 if config.text and not self.separate else 1.0)
-                self.ids.weight.normal_(0.0, init / math.sqrt(d), generator=generator)
+            with torch.no_grad():  # a random start, as SASRec's: the id part has its own user encoder
+                self.ids.weight.normal_(0.0, 1.0 / math.sqrt(d), generator=generator)
                 self.ids.weight[UNKNOWN].zero_()
             self.id_head = torch.nn.Linear(d, d)
             with torch.no_grad():
@@ -170,11 +166,14 @@ class HybridNet(torch.nn.Module):
             self.register_buffer("ease_index", torch.zeros(n_ids + 1, dtype=torch.long))
             self.register_buffer("item_item", torch.zeros(self.ease_items + 1, self.ease_items + 1))
             self.ease_scale = torch.nn.Parameter(torch.tensor(EASE_SCALE))
-        self.bias = torch.nn.Embedding(n_ids + 1, 1)  # row 0: the offset of unknown items, learned through id dropout
-        torch.nn.init.zeros_(self.bias.weight)
-        # score offset of items without an id (new since training) when scoring, fitted after training on held-out
-        # recent consumptions (`calibration`): in training an item's id has seen the very clicks it is asked to
-        # predict, so the model learns to trust ids more than it can on new data; 0 = none
+        # support bucket of each id row (log2 of the item's training consumptions, 0 = no id): the text weight and the blend
+        self.register_buffer("support", torch.zeros(n_ids + 1, dtype=torch.long))
+        # how the parts combine when scoring (PARTS, per blend group of the item; offsets: the age offset's weight),
+        # chosen after training on held-out consumptions none of the parts trained on (`llmrec.hybrid_blend`); training
+        # itself never applies it
+        self.register_buffer("blend", torch.ones(max(BLEND_GROUPS) + 1, len(PARTS)))
+        self.register_buffer("offset_scale", torch.ones(1))
+        # score offset of items without an id (new since training) when scoring: a freshness boost (`new_item_offset`)
         self.register_buffer("no_id_offset", torch.zeros(1))
         self.age = torch.nn.Embedding(len(AGE_EDGES) + 2, 1)  # 0 = age unknown, then log2 buckets of hours
         torch.nn.init.zeros_(self.age.weight)
@@ -197,8 +196,25 @@ class HybridNet(torch.nn.Module):
 
     @property
     def separate(self) -> bool:
-        """Whether the text part and the id part have their own user encoders (`towers: separate`)."""
-        return self.config.towers == "separate" and self.config.text and self.config.ids
+        """Whether the text part and the id part have their own user encoders (both present): the id part is a SASRec."""
+        return self.config.text and self.config.ids
+
+    def part_columns(self) -> dict[str, slice]:
+        """The columns of the scoring vectors each present part occupies (see PARTS)."""
+        spans = {"text": self.text_dim, "zero_shot": self.zero_shot_dim, "ids": self.config.dim if self.config.ids else 0,
+                 "ease": self.ease_items + 1 if self.ease_items else 0}
+        out, start = {}, 0
+        for name in PARTS:
+            if spans[name]:
+                out[name] = slice(start, start + spans[name])
+                start += spans[name]
+        return out
+
+    def _blend_weights(self, ids: torch.Tensor) -> torch.Tensor:
+        """(N, width) weight of every column of the items' scoring vectors: their blend group's weight of the column's part."""
+        groups = torch.as_tensor(BLEND_GROUPS, device=ids.device)[self.support[ids]]
+        column_part = torch.cat([torch.full((c.stop - c.start,), PARTS.index(n), device=ids.device) for n, c in self.part_columns().items()])
+        return self.blend[groups][:, column_part]
 
     @property
     def width(self) -> int:
@@ -213,7 +229,7 @@ class HybridNet(torch.nn.Module):
 
     def items(self, text: torch.Tensor | None, ids: torch.Tensor, with_ease: bool = True,
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(scoring vectors (N, width), encoder inputs (N, dim), or (N, 2 dim) with separate towers: text inputs
+        """(scoring vectors (N, width), encoder inputs (N, dim), or (N, 2 dim) with both parts: text inputs
         then id inputs, biases (N,), text parts (N, text_width): the trained one then the unit backbone vector, or None)
         from text vectors (N, text_dim) and id rows (N,).
         `with_ease` False leaves the EASE part (the item's column of item_item) out of the vectors (training adds
@@ -233,10 +249,12 @@ class HybridNet(torch.nn.Module):
             inputs = torch.cat([inputs, e_id], dim=-1) if self.separate else inputs + e_id
             if self.ease_items and with_ease:
                 parts.append(self.item_item[:, self.ease_index[ids]].T)
-        bias = self.bias(ids).squeeze(-1) if self.config.bias else torch.zeros(len(ids), device=ids.device)
-        if not self.training:  # an inference-time calibration: training itself never adds it
+        vectors = torch.cat(parts, dim=-1)
+        bias = torch.zeros(len(ids), device=ids.device)
+        if not self.training:  # choices made after training (the blend, a new-item offset): training never applies them
+            vectors = vectors * self._blend_weights(ids)[:, : vectors.shape[1]]  # without EASE (with_ease False): it is last
             bias = bias + self.no_id_offset * (ids == UNKNOWN)
-        return torch.cat(parts, dim=-1), inputs, bias, v_text
+        return vectors, inputs, bias, v_text
 
     def users(self, inputs: torch.Tensor, texts: torch.Tensor | None, mask: torch.Tensor, last: bool = False,
               ease_counts: torch.Tensor | None = None) -> torch.Tensor:
@@ -312,7 +330,8 @@ class HybridNet(torch.nn.Module):
         if not self.config.age:
             return torch.zeros_like(hours)
         bucket = torch.where(torch.isnan(hours), 0, torch.bucketize(hours.nan_to_num(0.0), self.age_edges) + 1)
-        return self.age(bucket).squeeze(-1)
+        offset = self.age(bucket).squeeze(-1)
+        return offset if self.training else offset * self.offset_scale
 
     def forward(self, text: torch.Tensor | None, ids: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor,
                 log_q: torch.Tensor | None = None, target_hours: torch.Tensor | None = None,
@@ -360,8 +379,6 @@ class HybridNet(torch.nn.Module):
                 fresh = (ages >= 0) & (ages < self.config.cold_hours)
                 fresh = fresh | new if new is not None else fresh
                 id_logits = id_logits.masked_fill(fresh, 0.0)
-                unknown = self.bias.weight[UNKNOWN, 0] if self.config.bias else offsets.new_zeros(())
-                offsets = torch.where(fresh, unknown - (0.0 if log_q is None else log_q[cands].unsqueeze(0)), offsets)
             if self.config.age:
                 age_offset = self.age_bias(ages)
                 offsets = offsets + age_offset
@@ -376,13 +393,45 @@ class HybridNet(torch.nn.Module):
                 text_only = text_only.masked_fill(unseen, float("-inf"))
         id_only = None
         if self.config.text and self.config.ids and self.config.id_loss:
-            # the id part alone, among the items that have one: with separate towers, a SASRec of its own
+            # the id part alone, among the items that have one: a SASRec of its own
             no_id = (ids if cands is None else ids[cands]) == UNKNOWN
             no_id = no_id.unsqueeze(0).expand(len(u), -1)
             if unseen is not None:  # fresh items keep their ids here: this loss is SASRec's, which learns them from their clicks
                 no_id = no_id | unseen
             id_only = (u[:, width:] @ pool[:, width:].T / temp).masked_fill(no_id, float("-inf"))
         return logits, answer, text_only, id_only
+
+
+REMOVED_VARIANTS = {"towers": "separate", "bias": False, "unknown_offset": "mean", "id_init": None}  # their kept behaviour
+
+
+def _upgrade(meta: dict, state: dict[str, torch.Tensor], folder: Path) -> tuple[HybridConfig, dict[str, torch.Tensor]]:
+    """The config and weights of a saved hybrid in this version's form: settings llmrec no longer has are dropped when
+    the model used them as this version always does; a model that needs a removed variant cannot be read."""
+    saved = dict(meta["config"])
+    for name, kept in REMOVED_VARIANTS.items():
+        value = saved.pop(name, kept)
+        if name == "towers" and not (saved.get("text", True) and saved.get("ids", True)):
+            continue  # one part only: there is no second tower either way
+        if value != kept and name != "id_init":
+            raise ModelError(f"the model was saved with model.hybrid.{name}: {value}, a variant llmrec no longer has",
+                             where=str(folder), fix="retrain it with this version of llmrec")
+    config = HybridConfig(**{k: v for k, v in saved.items() if k in HybridConfig.__dataclass_fields__})
+    state = dict(state)
+    bias = state.pop("bias.weight", None)
+    if bias is not None and bool(bias.abs().sum()):
+        raise ModelError("the model was saved with per-item score offsets (model.hybrid.bias), which llmrec no longer has",
+                         where=str(folder), fix="retrain it with this version of llmrec")
+    n_rows = len(state["support"]) if "support" in state else (state["ids.weight"].shape[0] if "ids.weight" in state else 1)
+    if config.text and "text_scale" not in state:  # saved before the text weight was learned
+        state["text_scale"] = torch.ones(1)
+    if config.text and state["text_scale"].numel() == 1:  # saved before the text weight depended on support: one weight
+        state["text_scale"] = state["text_scale"].expand(SUPPORT_BUCKETS).clone()
+    state.setdefault("support", torch.zeros(n_rows, dtype=torch.long))
+    state.setdefault("no_id_offset", torch.zeros(1))  # saved before the new-item offset existed
+    state.setdefault("blend", torch.ones(max(BLEND_GROUPS) + 1, len(PARTS)))  # saved before the blend: every part as trained
+    state.setdefault("offset_scale", torch.ones(1))
+    return config, state
 
 
 class Hybrid:
@@ -443,21 +492,15 @@ class Hybrid:
         meta = json.loads(meta_path.read_text())
         if meta.get("type") != MODEL_TYPE:
             raise ModelError(f"the folder holds a {meta.get('type')!r} model, not a hybrid one", where=str(meta_path))
-        config = HybridConfig(**meta["config"])
         with safe_open(str(folder / WEIGHTS_FILE), framework="pt") as fh:
             vocab = json.loads((fh.metadata() or {}).get(VOCAB_KEY, "null") or "null")
             state = {k[len(PREFIX):]: fh.get_tensor(k) for k in fh.keys() if k.startswith(PREFIX)}
         if vocab is None or not state:
             raise ModelError("model.safetensors holds no hybrid weights", where=str(folder), fix="save the model with Hybrid.save")
+        config, state = _upgrade(meta, state, folder)
         dev = pick_device(device)
         encoder = FrozenTextEncoder(folder, meta["max_length"], dev) if config.text else None
         net = HybridNet(config, meta["text_dim"], len(vocab), ease_items=state["item_item"].shape[0] - 1 if "item_item" in state else 0)
-        if config.text and "text_scale" not in state:  # saved before the text weight was learned
-            state["text_scale"] = torch.ones(1)
-        if config.text and "support" not in state:  # saved before the text weight depended on support: one weight
-            state["text_scale"] = state["text_scale"].expand(SUPPORT_BUCKETS).clone()
-            state["support"] = torch.zeros(len(vocab) + 1, dtype=torch.long)
-        state.setdefault("no_id_offset", torch.zeros(1))  # saved before the new-item offset was calibrated
         net.load_state_dict(state, strict=True)
         net.eval()
         return cls(net, vocab, encoder, TextConfig(**meta["text"]), meta["backbone"], meta["max_length"], dev)

@@ -318,7 +318,7 @@ def sequence_dataset(seed=0, users=60, items=40, length=12) -> Dataset:
 
 
 def test_validation_slice_holds_out_each_chosen_users_last_consumption():
-    from llmrec.evaluation.tuning import validation_slice
+    from llmrec.models.tuning import validation_slice
 
     data = sequence_dataset()
     part = validation_slice(data, users=10)
@@ -331,7 +331,7 @@ def test_validation_slice_holds_out_each_chosen_users_last_consumption():
 
 
 def test_validation_ndcg_ranks_against_every_item_minus_the_users_history():
-    from llmrec.evaluation.tuning import validation_ndcg, validation_slice
+    from llmrec.models.tuning import validation_ndcg, validation_slice
 
     data = sequence_dataset()
     part = validation_slice(data, users=None)
@@ -348,7 +348,7 @@ def test_validation_ndcg_ranks_against_every_item_minus_the_users_history():
 
 
 def test_ease_and_itemknn_settings_are_chosen_on_validation_and_reported():
-    from llmrec.evaluation.tuning import EASE_L2_GRID, ITEMKNN_NEIGHBOURS_GRID, validation_ndcg, validation_slice
+    from llmrec.models.tuning import EASE_L2_GRID, ITEMKNN_NEIGHBOURS_GRID, validation_ndcg, validation_slice
     from llmrec.models.collaborative import ease_matrix, itemknn_matrix
 
     data = sequence_dataset()
