@@ -181,7 +181,7 @@ def train_cross_encoder(
     """Fine-tune a cross-encoder on `train` and save it to `out` (the main process saves)."""
     seed_everything(train_params.seed)
     dist = Distributed.from_env(pick_device(train_params.device))
-    text = TextConfig(max_history=model_params.max_history)
+    text = TextConfig(max_history=model_params.max_history, with_text=False)  # the pair shares its tokens with the history
     folder = resolve_backbone(model_params.backbone)
     device = dist.device_for(pick_device(train_params.device))
     model = CrossEncoder.from_backbone(folder, text, model_params.max_length, model_params.backbone, str(device))

@@ -33,6 +33,26 @@ def test_rendering_is_one_template_for_catalogue_items_and_raw_texts():
     assert render_user([], config) == "no history" and render_user(["x"], TextConfig(max_history=0)) == ""
 
 
+def test_items_render_every_field_the_source_has(tmp_path):
+    """MovieLens: title, year, genres and tags; MIND: category, subcategory, title and abstract; a model saved before the
+    details were rendered keeps rendering without them."""
+    from llmrec.data.movielens import read_movielens
+
+    folder = tmp_path / "ml"
+    folder.mkdir()
+    (folder / "movies.csv").write_text("movieId,title,genres\n1,Toy Story (1995),Animation|Children|Comedy\n")
+    (folder / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.0,964982703\n")
+    (folder / "tags.csv").write_text("userId,movieId,tag,timestamp\n1,1,pixar,964982703\n2,1,Pixar,964982703\n")
+    movie = item_texts(read_movielens(folder).items, TextConfig())["1"]
+    assert movie == "Animation / Children: Toy Story. 1995. Animation, Children, Comedy. Tags: pixar"
+    news = pd.DataFrame({"item_id": ["N1"], "title": ["Storm hits"], "text": ["Schools close on the coast."],
+                         "category": ["weather"], "subcategory": ["storms"]})
+    assert item_texts(news, TextConfig())["N1"] == "weather / storms: Storm hits. Schools close on the coast."
+    assert item_texts(news, TextConfig.from_dict({"max_history": 5, "with_category": True, "separator": " | "}))["N1"] == \
+        "weather / storms: Storm hits"
+    assert item_texts(ITEMS, TextConfig())["N1"] == "sports / world: story number 1 about things"  # no details: as before
+
+
 @pytest.fixture(scope="module")
 def models(tiny_backbone, one_thread):
     from llmrec.models.cross_encoder import CrossEncoder

@@ -79,7 +79,7 @@ class CrossEncoder:
         if not meta_path.is_file():
             raise ModelError("not an llmrec model folder (no llmrec.json)", where=str(folder), fix="run `llmrec train`")
         meta = json.loads(meta_path.read_text())
-        return cls.from_backbone(folder, TextConfig(**meta["text"]), meta["max_length"], meta["backbone"], device)
+        return cls.from_backbone(folder, TextConfig.from_dict(meta["text"]), meta["max_length"], meta["backbone"], device)
 
     def save(self, folder: str | Path) -> Path:
         """Weights as safetensors, the tokenizer and the text-rendering config."""

@@ -503,7 +503,7 @@ class Hybrid:
         net = HybridNet(config, meta["text_dim"], len(vocab), ease_items=state["item_item"].shape[0] - 1 if "item_item" in state else 0)
         net.load_state_dict(state, strict=True)
         net.eval()
-        return cls(net, vocab, encoder, TextConfig(**meta["text"]), meta["backbone"], meta["max_length"], dev)
+        return cls(net, vocab, encoder, TextConfig.from_dict(meta["text"]), meta["backbone"], meta["max_length"], dev)
 
     fingerprint = staticmethod(_fingerprint)
 

@@ -213,7 +213,7 @@ class TwoTower:
         """Load a model folder written by `save`."""
         meta = cls.read_meta(folder)
         model = cls.from_backbone(
-            folder, TextConfig(**meta["text"]), meta["max_length"], meta["backbone"], device,
+            folder, TextConfig.from_dict(meta["text"]), meta["max_length"], meta["backbone"], device,
             pooling=meta["pooling"], temperature=meta["temperature"],
         )
         model.user_tower.load_state_dict(_tower_state(folder), strict=True)
@@ -243,7 +243,7 @@ class TwoTower:
                 where=str(folder), fix="use TwoTower.load(folder) instead",
             )
         self.user_tower.load_state_dict(_tower_state(folder), strict=True)
-        self.text = TextConfig(**meta["text"])
+        self.text = TextConfig.from_dict(meta["text"])
         self.max_length = meta["max_length"]
         self.temperature = float(meta["temperature"])
         self.mark_changed()
