@@ -176,7 +176,8 @@ class TrainParams(_Section):
     resume: bool = Field(True, description="Continue from <out>/checkpoint/ when it was written with the same params and data")
     eval_every: int = Field(
         0, ge=0, description="Validate every N steps (0 = off): nDCG@10 on the last 10% of training impressions; hybrid: "
-        "nDCG over the whole catalogue of the last consumption of the 1000 most recent users, held out of training"
+        "nDCG over the whole catalogue of the last consumption of the most recent users (1,000 at most, 5% of the "
+        "consumptions at most), held out of training"
     )
     eval_every_epochs: float = Field(
         0.0, ge=0, description="Validate every N epochs instead (e.g. 1: once per pass over the training examples; 0 = use eval_every)"

@@ -18,7 +18,7 @@ in the log give the item's age at that moment (the model learns a freshness offs
 had not shown yet are left out of that target's softmax (no negative from the future). With
 `model.hybrid.ease`, EASE's weights over the most consumed items are fitted (closed form) on the training
 consumptions before the loop. With validation (`train.eval_every` or `train.eval_every_epochs`), the last
-consumption of the `VALIDATION_USERS` users whose last one is the most recent is held out of training (EASE
+consumption of the most recent users (`llmrec.data.sequences.validation_size` of them) is held out of training (EASE
 included): the loop keeps the best step's weights, and `llmrec.hybrid_blend` then chooses how the parts
 combine on it. The hybrid's own parameters learn at `HYBRID_LR_SCALE` (10) times `train.lr` (they start
 from scratch; `train.lr` is sized for fine-tuning a pretrained backbone).
@@ -39,7 +39,7 @@ import torch
 
 from llmrec.config import HybridParams, ModelParams, TrainParams
 from llmrec.data.contract import Dataset
-from llmrec.data.sequences import VALIDATION_USERS, timed_sequences
+from llmrec.data.sequences import AUTO as AUTO_VALIDATION, timed_sequences
 from llmrec.data.sequences import hold_out_last as sequences_hold_out_last
 from llmrec.distributed import Distributed
 from llmrec.errors import DataError
@@ -163,7 +163,7 @@ def impression_cross_entropy(logits: torch.Tensor, answer: torch.Tensor, negativ
     return torch.nn.functional.cross_entropy(logits.float().masked_fill(~allowed, float("-inf")), answer)
 
 
-def hold_out_last(sequences: pd.Series, times: pd.Series, row: dict[str, int], users: int | None = VALIDATION_USERS,
+def hold_out_last(sequences: pd.Series, times: pd.Series, row: dict[str, int], users: int | str | None = AUTO_VALIDATION,
                   ) -> tuple[pd.Series, pd.Series, list[tuple[list[int], int, float]], list[str]]:
     """`llmrec.data.sequences.hold_out_last` over the catalogue `row`: (sequences and times without the held-out
     consumptions, held out: [(catalogue rows of the whole history before it, oldest first; its row; its time in
@@ -290,7 +290,7 @@ def fit_hybrid(
     progress: bool = True,
     desc: str = "training hybrid",
     lr_scale: float = HYBRID_LR_SCALE,
-    validation_users: int | None = VALIDATION_USERS,
+    validation_users: int | str | None = AUTO_VALIDATION,
 ) -> tuple[Hybrid, TrainResult]:
     """Train a hybrid (or, with hybrid.text false, SASRec) model; nothing is saved (see `train_hybrid`). With validation,
     the last consumption of `validation_users` users (None = all) is held out (`llmrec.data.sequences.hold_out_last`):

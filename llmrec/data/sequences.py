@@ -20,7 +20,15 @@ import pandas as pd
 from llmrec.data.context import hours
 from llmrec.data.contract import Dataset, history_list
 
-VALIDATION_USERS = 1000  # users whose last training consumption is held out (the most recent ones)
+VALIDATION_USERS = 1000  # at most this many users' last training consumptions are held out (the most recent ones) ...
+VALIDATION_SHARE = 0.05  # ... and at most this share of the consumptions, so a small log keeps most of its latest ones
+MIN_VALIDATION = 50      # ... but at least this many (when there are)
+AUTO = "auto"
+
+
+def validation_size(consumptions: int) -> int:
+    """How many users' last consumptions a validation slice holds out of a log of that many consumptions."""
+    return min(VALIDATION_USERS, max(MIN_VALIDATION, int(VALIDATION_SHARE * consumptions)))
 
 
 @dataclass(frozen=True)
@@ -51,11 +59,14 @@ def timed_sequences(data: Dataset) -> tuple[pd.Series, pd.Series]:
     return items, stamps
 
 
-def hold_out_last(sequences: pd.Series, times: pd.Series, usable: Container[str], users: int | None = VALIDATION_USERS,
+def hold_out_last(sequences: pd.Series, times: pd.Series, usable: Container[str], users: int | str | None = AUTO,
                   ) -> tuple[pd.Series, pd.Series, list[HeldOut]]:
     """(sequences and times without the held-out consumptions, the held-out ones): the last usable consumption
-    of each of the `users` users (None = every user) whose last one is the most recent, among the users with at
-    least two usable consumptions (`usable`: the items a model can rank; the others stay in place)."""
+    of each of the `users` users (None = every user; "auto" = `validation_size` of the log) whose last one is the
+    most recent, among the users with at least two usable consumptions (`usable`: the items a model can rank; the
+    others stay in place)."""
+    if users == AUTO:
+        users = validation_size(sum(len(seq) for seq in sequences))
     latest = {}
     for user, seq in sequences.items():
         keep = [k for k, i in enumerate(seq) if i in usable]

@@ -21,7 +21,7 @@ import scipy.sparse as sp
 from sklearn.preprocessing import normalize
 
 from llmrec.data.contract import Dataset
-from llmrec.data.sequences import VALIDATION_USERS
+from llmrec.data.sequences import AUTO as AUTO_VALIDATION
 from llmrec.errors import ConfigError, ModelError
 from llmrec.models.tuning import ValidationSlice, choose_ease_l2, choose_itemknn_neighbours, validation_slice
 from llmrec.models.collaborative import ease_matrix, itemknn_matrix, most_consumed
@@ -258,7 +258,7 @@ def tuned_ease(train: Dataset, part: ValidationSlice | None = None, max_items: i
 
 
 def sasrec_scorer(train: Dataset, items: pd.DataFrame, params: object | None = None, seed: int = 0,
-                  device: str = "cpu", progress: bool = False, validation_users: int | None = VALIDATION_USERS) -> Baseline:
+                  device: str = "cpu", progress: bool = False, validation_users: int | str | None = AUTO_VALIDATION) -> Baseline:
     """SASRec (Kang & McAuley 2018) trained with full-softmax cross-entropy, which is what makes it strong
     (Klenitskiy & Vasilev 2023): item-id embeddings only, a causal transformer over the history. The hybrid
     recommender with its text part switched off, trained here on the training slice (`eval.sasrec`) until its
@@ -292,7 +292,7 @@ def fit_baselines(
     device: str = "cpu",
     progress: bool = False,
     sasrec: object | None = None,
-    validation_users: int | None = VALIDATION_USERS,
+    validation_users: int | str | None = AUTO_VALIDATION,
 ) -> dict[str, Baseline]:
     """Fit the named baselines (see NAMES); zero_shot needs a backbone ("default" or a model folder). ItemKNN's
     neighbours, EASE's l2 and SASRec's training length are chosen on the validation slice of `train` (the last

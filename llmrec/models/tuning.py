@@ -19,7 +19,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from llmrec.data.contract import Dataset
-from llmrec.data.sequences import VALIDATION_USERS, hold_out_last, timed_sequences
+from llmrec.data.sequences import AUTO as AUTO_VALIDATION, hold_out_last, timed_sequences
 from llmrec.rank_metrics import single_positive_metrics
 from llmrec.models.collaborative import ease_matrix, itemknn_matrix, most_consumed, sequence_matrix
 
@@ -59,7 +59,7 @@ class Choice:
         return f"{name} {self.value:g}, chosen on {self.cases} held-out consumptions (validation nDCG@10 {tried})"
 
 
-def validation_slice(train: Dataset, users: int | None = VALIDATION_USERS) -> ValidationSlice:
+def validation_slice(train: Dataset, users: int | str | None = AUTO_VALIDATION) -> ValidationSlice:
     """The validation slice of a training set (see the module docstring)."""
     sequences, times = timed_sequences(train)
     every = {i for seq in sequences for i in seq}
