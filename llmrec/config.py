@@ -120,7 +120,6 @@ class HybridParams(_Section):
         24.0, ge=0, description="Train items younger than this (hours since the log first showed them) as unknown ones, "
         "as items new since training are when served (0 = off; ids then drop only at random, id_dropout)"
     )
-    text_adapter: bool = Field(True, description="Learn a linear correction of the item text vectors (off: the backbone's, as they are)")
     zero_shot: bool = Field(
         True, description="Add the zero-shot text score (cosine of the backbone's item vectors as they are: the mean of the "
         "history's and the candidate's) beside the trained text part. Not trained; with validation the blend weighs it"
@@ -129,7 +128,8 @@ class HybridParams(_Section):
         1.0, ge=0, description="Weight of a second loss on the text part alone, which keeps it a ranker for cold items (0 = off)"
     )
     full_softmax_max_items: int = Field(
-        50_000, ge=0, description="Catalogues up to this size: softmax over every item; larger: in-batch negatives with log-Q correction"
+        5_000, ge=0, description="Catalogues up to this size: softmax over every item; larger: over each batch's own targets "
+        "with log-Q correction (a step then costs the batch, not the catalogue)"
     )
 
     @model_validator(mode="after")

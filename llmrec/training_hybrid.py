@@ -264,8 +264,8 @@ def _build(train: Dataset, ex: _Examples, config: HybridConfig, hybrid: HybridPa
     model = Hybrid(net, ex.vocab, encoder, text_config, backbone, max_length, device)
     ids = model.item_rows(ex.catalogue)
     with torch.no_grad():
-        if model.net.zero_shot_dim:
-            model.net.zero_shot_scale.fill_(1.0)  # as much as the trained text part; the blend decides after training
+        if text is not None:
+            model.net.init_text_in(text)
         if ease is not None:
             top, weights, how = ease
             log.info("EASE part: %s", how)

@@ -39,7 +39,7 @@ def test_every_form_field_reaches_its_param():
 def test_form_wins_over_the_budget_and_overrides_win_over_the_form():
     form = RetrainSettings(budget="cpu-10min", max_steps=50, learning_rate=1e-3)
     p = load_params(PARAMS, [*to_overrides(form), "train.lr=0.02"])
-    assert p.budget == "cpu-10min" and p.model.type == "hybrid" and p.train.max_minutes == 9  # from the budget
+    assert p.budget == "cpu-10min" and p.model.type == "hybrid" and p.train.max_minutes == 30  # from the budget
     assert p.train.max_steps == 50  # the form beats the budget's 4000
     assert p.train.lr == 0.02  # the free-form override beats the form
 

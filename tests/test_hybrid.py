@@ -207,12 +207,15 @@ def test_an_untrained_hybrid_scores_exactly_like_the_zero_shot_model(split, tiny
     from llmrec.models.text_encoder import FrozenTextEncoder
 
     encoder = FrozenTextEncoder(tiny_backbone, 32, "cpu")
-    config = HybridConfig(dim=16, heads=2, layers=1, sequence_length=8, dropout=0.0, age=False, ids=False,
+    # dim = the backbone's: the text part's start is then an orthogonal map, which keeps every cosine
+    config = HybridConfig(dim=encoder.dim, heads=2, layers=1, sequence_length=8, dropout=0.0, age=False, ids=False,
                           zero_shot=zero_shot_weight is not None)
     net = HybridNet(config, encoder.dim, 5).eval()
     if zero_shot_weight is not None:
         with torch.no_grad():
-            net.zero_shot_scale.fill_(zero_shot_weight)
+            from llmrec.models.hybrid import PARTS
+
+            net.blend[:, PARTS.index("zero_shot")] = zero_shot_weight
     model = Hybrid(net, [], encoder, TextConfig(), "tiny", 32)
     items = split.holdout.items
     texts = item_texts(items, model.text)

@@ -94,7 +94,6 @@ class HybridConfig:
     ids: bool = True
     age: bool = True
     text_loss: float = 1.0
-    text_adapter: bool = True
     zero_shot: bool = False  # add the zero-shot text score (backbone vectors as they are), its weight chosen after training
     cold_hours: float = 0.0
     temperature: float = TEMPERATURE
@@ -121,35 +120,37 @@ class HybridNet(torch.nn.Module):
     [v_text | e_id], so a catalogue is one matrix product.
     """
 
-    def __init__(self, config: HybridConfig, text_dim: int, n_ids: int, seed: int = 0, ease_items: int = 0) -> None:
+    def __init__(self, config: HybridConfig, backbone_dim: int, n_ids: int, seed: int = 0, ease_items: int = 0) -> None:
         super().__init__()
         self.config = config
         generator = torch.Generator().manual_seed(seed)
         d = config.dim
-        self.text_dim = text_dim if config.text else 0
+        self.backbone_dim = backbone_dim if config.text else 0
+        self.text_dim = d if config.text else 0  # the trained text part: dim wide, whatever the backbone's size
         if config.text:
             # weight of the text part in the score: 1 = the zero-shot scale; learned, so that a text that says little
             # about taste (or a lot) gets the weight it earns next to the ids
             # ... one per support bucket (log2 of the item's training consumptions; 0 = no id): an item with many
             # clicks can lean on its id, a new one has only its text
             self.text_scale = torch.nn.Parameter(torch.ones(SUPPORT_BUCKETS))
-            self.adapter = torch.nn.Linear(text_dim, text_dim, bias=False)
-            torch.nn.init.zeros_(self.adapter.weight)
-            self.adapter.weight.requires_grad_(config.text_adapter)  # off: item text vectors stay the backbone's
-            self.proj = torch.nn.Linear(text_dim, d, bias=False)
-            with torch.no_grad():  # start as a (semi-)orthogonal map: the text geometry survives the projection
-                q, _ = torch.linalg.qr(torch.randn(max(text_dim, d), min(text_dim, d), generator=generator))
-                self.proj.weight.copy_(q[:d, :text_dim] if d >= text_dim else q[:text_dim, :d].T)
-            self.text_head = torch.nn.Linear(d, text_dim)
+            # the item's text part: its backbone vector mapped to dim numbers, learned from a (semi-)orthogonal start (`_build`
+            # of training starts it at the catalogue's principal directions), so the catalogue softmax costs dim, not the
+            # backbone's size, per item
+            self.text_in = torch.nn.Linear(backbone_dim, d, bias=False)
+            with torch.no_grad():
+                q, _ = torch.linalg.qr(torch.randn(max(backbone_dim, d), min(backbone_dim, d), generator=generator))
+                self.text_in.weight.copy_(q[:d, :backbone_dim] if d >= backbone_dim else q[:backbone_dim, :d].T)
+            self.proj = torch.nn.Linear(d, d, bias=False)  # the text encoder's input from the text part
+            with torch.no_grad():
+                self.proj.weight.copy_(torch.eye(d))
+            self.text_head = torch.nn.Linear(d, d)
             torch.nn.init.zeros_(self.text_head.weight)
             torch.nn.init.zeros_(self.text_head.bias)
-        self.zero_shot_dim = text_dim if config.text and config.zero_shot else 0
-        if self.zero_shot_dim:
-            # the zero-shot score cos(mean of the history's backbone vectors, the item's) beside the trained text part:
-            # training on the catalogue softmax reshapes the text part for what gets shown and clicked and wears down
-            # its ranking among items that were all shown, which the backbone alone ranks well. Not trained (on its
-            # own training data the trained part always looks better): the blend weighs it after training
-            self.register_buffer("zero_shot_scale", torch.zeros(1))
+        # the zero-shot score cos(mean of the history's backbone vectors, the item's) beside the trained text part: training
+        # on the catalogue softmax reshapes the text part for what gets shown and clicked and wears down its ranking among
+        # items that were all shown, which the backbone alone ranks well. Not trained (on its own training data the
+        # trained part always looks better): the blend weighs it after training
+        self.zero_shot_dim = backbone_dim if config.text and config.zero_shot else 0
         if config.ids:
             self.ids = torch.nn.Embedding(n_ids + 1, d, padding_idx=UNKNOWN)  # row 0 stays zero: no id part
             with torch.no_grad():  # a random start, as SASRec's: the id part has its own user encoder
@@ -199,6 +200,15 @@ class HybridNet(torch.nn.Module):
         """Whether the text part and the id part have their own user encoders (both present): the id part is a SASRec."""
         return self.config.text and self.config.ids
 
+    def init_text_in(self, vectors: torch.Tensor) -> None:
+        """Start the text part's map at the principal directions of the catalogue's backbone vectors (N, backbone_dim),
+        so the text part starts as close to the backbone's cosine as dim numbers allow."""
+        unit = torch.nn.functional.normalize(vectors.float(), dim=-1)
+        _, _, vh = torch.linalg.svd(unit, full_matrices=False)
+        k = min(self.text_dim, vh.shape[0])
+        with torch.no_grad():
+            self.text_in.weight[:k] = vh[:k].to(self.text_in.weight.device)
+
     def part_columns(self) -> dict[str, slice]:
         """The columns of the scoring vectors each present part occupies (see PARTS)."""
         spans = {"text": self.text_dim, "zero_shot": self.zero_shot_dim, "ids": self.config.dim if self.config.ids else 0,
@@ -231,17 +241,17 @@ class HybridNet(torch.nn.Module):
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(scoring vectors (N, width), encoder inputs (N, dim), or (N, 2 dim) with both parts: text inputs
         then id inputs, biases (N,), text parts (N, text_width): the trained one then the unit backbone vector, or None)
-        from text vectors (N, text_dim) and id rows (N,).
+        from backbone text vectors (N, backbone_dim) and id rows (N,).
         `with_ease` False leaves the EASE part (the item's column of item_item) out of the vectors (training adds
         its score directly)."""
         parts, inputs, v_text = [], torch.zeros(len(ids), self.config.dim, device=ids.device), None
         if self.config.text:
-            v_text = torch.nn.functional.normalize(text + self.adapter(text), dim=-1)
+            v_text = torch.nn.functional.normalize(self.text_in(text), dim=-1)
             parts.append(self.text_scale[self.support[ids]].unsqueeze(-1) * v_text)
             inputs = inputs + self.proj(v_text)
             if self.zero_shot_dim:
                 unit = torch.nn.functional.normalize(text, dim=-1)
-                parts.append(self.zero_shot_scale * unit)
+                parts.append(unit)
                 v_text = torch.cat([v_text, unit], dim=-1)
         if self.config.ids:
             e_id = self.ids(ids)  # row 0 -> 0
@@ -418,6 +428,9 @@ def _upgrade(meta: dict, state: dict[str, torch.Tensor], folder: Path) -> tuple[
                              where=str(folder), fix="retrain it with this version of llmrec")
     config = HybridConfig(**{k: v for k, v in saved.items() if k in HybridConfig.__dataclass_fields__})
     state = dict(state)
+    if "adapter.weight" in state:
+        raise ModelError("the model was saved by an earlier llmrec whose text part lived in the backbone's space",
+                         where=str(folder), fix="retrain it with this version of llmrec")
     bias = state.pop("bias.weight", None)
     if bias is not None and bool(bias.abs().sum()):
         raise ModelError("the model was saved with per-item score offsets (model.hybrid.bias), which llmrec no longer has",
@@ -471,7 +484,7 @@ class Hybrid:
             state[PREFIX + name] = value.detach().to("cpu", torch.float32).contiguous()
         save_file(state, str(weights), metadata={"format": "pt", VOCAB_KEY: json.dumps(self.vocab)})
         meta = {"type": MODEL_TYPE, "config": asdict(self.config), "text": self.text.to_dict(), "max_length": self.max_length,
-                "backbone": self.backbone, "text_dim": self._text_dim(), "items_with_ids": len(self.vocab)}
+                "backbone": self.backbone, "text_dim": self._text_dim(), "items_with_ids": len(self.vocab)}  # text_dim: the backbone's
         (folder / META_FILE).write_text(json.dumps(meta, indent=2))
         return folder
 
