@@ -344,9 +344,8 @@ def demo(
     for period, summary in enumerate(rounds, 1):
         d = summary["decision"]
         m = summary["evaluation"]["metrics"]
-        line = f"period {period}: model nDCG@10 {m['model']['ndcg@10']:.4f} vs popularity {m['popularity']['ndcg@10']:.4f}"
-        if "champion" in m:
-            line += f" vs champion {m['champion']['ndcg@10']:.4f}"
+        versus = [f"{name} {m[name]['ndcg@10']:.4f}" for name in ("champion", "zero_shot", "tfidf", "popularity") if name in m]
+        line = f"period {period}: model nDCG@10 {m['model']['ndcg@10']:.4f} vs {', '.join(versus)}"
         typer.echo(f"{line} -> v{summary['registered']['version']}: {d['action']} ({d['rule']})")
     typer.echo("Look around: `make mlflow-ui` (models, runs, reports), outputs/ (reports), `dvc status`.")
     for alert in alerts:

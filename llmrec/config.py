@@ -115,7 +115,11 @@ class HybridParams(_Section):
     id_dropout: float = Field(0.3, ge=0, le=1, description="Share of items trained without their id embedding, so cold items (text only) score well")
     text: bool = Field(True, description="Use the backbone's item-text vectors (false = item ids only, i.e. SASRec)")
     ids: bool = Field(True, description="Learn an embedding per item seen in training (false = text only)")
-    age: bool = Field(True, description="Learn a score offset per item age (hours since the log first showed it): freshness")
+    age: Optional[bool] = Field(
+        None, description="Learn a score offset per item age (hours since the log first showed it): freshness. null (default): "
+        "on for logs with impressions, whose items go stale (news); off for positive-only logs, where it costs half a "
+        "training step and a catalogue's items do not go stale"
+    )
     cold_hours: float = Field(
         24.0, ge=0, description="Train items younger than this (hours since the log first showed them) as unknown ones, "
         "as items new since training are when served (0 = off; ids then drop only at random, id_dropout)"

@@ -299,6 +299,8 @@ def fit_hybrid(
     dist = Distributed.from_env(pick_device(train_params.device))
     device = dist.device_for(pick_device(train_params.device))
     config = HybridConfig.from_params(hybrid)
+    if hybrid.age is None:  # freshness matters where items go stale: logs with impressions (news)
+        config = replace(config, age=train.source.logged_negatives)
     ex = _examples(train, config, hybrid, train_params, validation_users, device)
     model, text = _build(train, ex, config, hybrid, backbone, max_length, train_params.seed, device, progress and dist.is_main)
     ids = model.item_rows(ex.catalogue)
