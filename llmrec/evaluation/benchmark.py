@@ -346,7 +346,8 @@ def _fit_hybrid(split: StandardSplit, params: object, progress: bool) -> tuple[o
                                    max_length=params.model.max_length, progress=progress, desc="training the hybrid",
                                    validation_users=None)
     budget = f"budget {params.budget}; " if params.budget else ""
-    return model, f"{budget}{result.length()}, {result.seconds:.0f} s"
+    flag = f"; {result.note}" if result.under_trained else ""
+    return model, f"{budget}{result.length()}, {result.seconds:.0f} s{flag}"
 
 
 # -- the run ----------------------------------------------------------------------------------------------------------
