@@ -105,8 +105,8 @@ def scored_blocks(net: HybridNet, scoring: Scoring, held: HeldOut, block: int = 
                     index[k, length - len(recent):] = torch.as_tensor(recent)
                     mask[k, length - len(recent):] = True
             index, mask = index.to(device), mask.to(device)
-            counts = net.ease_counts([scoring.ids[torch.as_tensor(h[-length:], dtype=torch.long, device=device)] for h in histories]) \
-                if net.ease_items else None
+            counts = net.ease_counts([scoring.ids[torch.as_tensor(h, dtype=torch.long, device=device)] for h in histories]) \
+                if net.ease_items else None  # EASE reads the whole history
             users = net.users(inputs[index], v_text[index] if v_text is not None else None, mask, last=True, ease_counts=counts)
             parts = {name: users[:, c] @ vectors[:, c].T / net.config.temperature for name, c in columns.items()}
             when = torch.as_tensor(held.hours[start:stop], dtype=torch.float32, device=device)

@@ -17,11 +17,12 @@ User          causal transformers (SASRec-style: pre-norm layers, learned absolu
               ids. The states at the newest position give u_id = normalize(H_id s_id) and, added to the
               mean of the history's v_i (the zero-shot user), u_text = normalize(mean v + H_text s_text),
               H_text starting at zero.
-EASE part     with `ease`, the id part also adds s * sum over the window's items h of B[h, i], B being
+EASE part     with `ease`, the id part also adds s * sum over the history's items h of B[h, i], B being
               EASE's closed-form item-item weights (Steck 2019) of the training consumptions, fitted
               before training and fixed, s learned: the collaborative filter that is hard to beat on
-              small logs, which the transformers then only have to correct. As vectors: the user's
-              counts of each EASE item, the item's column of B.
+              small logs, which the transformers then only have to correct. When scoring it reads the
+              whole history, as the EASE baseline does (training: the items of each window so far). As
+              vectors: which EASE items the user consumed, the item's column of B.
 Zero-shot     with `zero_shot`, the score adds cos(mean of the history's t_h, t_i): the backbone as it is,
 part          which training never sees (it would only wear the part down).
 Blend         after training, with validation, each part's weight per blend group of the item (by its
@@ -326,13 +327,12 @@ class HybridNet(torch.nn.Module):
         return bias.repeat_interleave(self.config.heads, dim=0)
 
     def ease_counts(self, id_rows: Sequence[torch.Tensor]) -> torch.Tensor:
-        """(U, ease_items + 1): how often each EASE item occurs in each user's history (id rows: the encoder's window,
-        as in training); column 0 counts the items EASE does not model."""
+        """(U, ease_items + 1): which EASE items each user's history holds (1 = consumed, however often and however long
+        ago: EASE reads the whole history, as the EASE baseline does); column 0 stands for the items EASE does not model."""
         counts = torch.zeros(len(id_rows), self.ease_items + 1, device=self.item_item.device)
         for u, rows in enumerate(id_rows):
             if len(rows):
-                index = self.ease_index[rows.to(counts.device)]
-                counts[u].index_add_(0, index, torch.ones(len(index), device=counts.device))
+                counts[u, self.ease_index[rows.to(counts.device)]] = 1.0
         return counts
 
     def age_bias(self, hours: torch.Tensor) -> torch.Tensor:
@@ -551,9 +551,10 @@ class Hybrid:
 
     def user_vectors(self, histories: Sequence[str | Sequence[str]], texts: Mapping[str, str], batch_size: int = 64,
                      progress: bool = False, remember: bool = True) -> torch.Tensor:
-        """User vectors (len(histories), 2*dim): the encoder's state at the newest of the last
-        `sequence_length` history items (oldest first); items the model cannot represent are skipped."""
-        recent = [self._recent(h, texts) for h in histories]
+        """User vectors (len(histories), width): the encoders' states at the newest of the last `sequence_length` history
+        items (oldest first; items the model cannot represent are skipped), and the EASE part of the whole history."""
+        whole = [history_list(h) if isinstance(h, str) else list(h) for h in histories]
+        recent = [self._recent(h, texts) for h in whole]
         ids = list(dict.fromkeys(i for h in recent for i in h)) or ["\0none"]  # one dummy row when every history is empty
         length = self.config.sequence_length
         _, inputs, _, text_parts = self._items(ids, {**texts, "\0none": ""}, batch_size, progress, remember)
@@ -570,7 +571,7 @@ class Hybrid:
                         index[u, length - len(hist):] = torch.as_tensor([row[i] for i in hist])
                         mask[u, length - len(hist):] = True
                 index, mask = index.to(self.device), mask.to(self.device)
-                counts = self.net.ease_counts([self.item_rows(h) for h in block]) if self.net.ease_items else None
+                counts = self.net.ease_counts([self.item_rows(h) for h in whole[start : start + USER_BLOCK]]) if self.net.ease_items else None
                 out.append(self.net.users(inputs[index], text_parts[index] if text_parts is not None else None, mask, last=True,
                                           ease_counts=counts))
         return torch.cat(out) if out else torch.empty(0, self.net.width, device=self.device)
