@@ -359,8 +359,9 @@ class ModelResult:
     seconds: float
 
 
-def _model_digest(name: str, split: StandardSplit, params: object) -> str:
-    relevant: dict = {"name": name, "split": split.digest, "seed": params.eval.seed}
+def _model_digest(name: str, split: StandardSplit, params: object, code: str) -> str:
+    """What a model's result depends on: the data and protocol, its settings, and the code (commit or version)."""
+    relevant: dict = {"name": name, "split": split.digest, "seed": params.eval.seed, "code": code}
     if name == "sasrec":
         relevant["sasrec"] = params.eval.sasrec.model_dump()
     if name == "hybrid":
@@ -407,9 +408,9 @@ def run_benchmark(dataset: Dataset, names: list[str], out: str | Path, params: o
     split = standard_split(dataset, protocol)
     log.info("benchmark: %d users, %d items, %d consumptions (%s)", len(split.users), len(split.catalogue),
              len(split.train_val.interactions) + len(split.users), protocol.describe())
-    results = {}
+    results, code = {}, _run_info()["commit"]
     for k, name in enumerate(names, start=1):
-        digest = _model_digest(name, split, params)
+        digest = _model_digest(name, split, params, code)
         done = _load_result(out / "models", name, digest)
         if done is not None:
             log.info("benchmark [%d/%d] %s: done earlier, read from %s", k, len(names), name, out / "models")
@@ -472,7 +473,14 @@ def _run_info() -> dict:
                                 cwd=Path(__file__).parent).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
-    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": commit or "unknown",
+    if not commit:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            commit = f"llmrec {version('llmrec')}"
+        except PackageNotFoundError:
+            commit = "unknown"
+    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": commit,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
             "load_average": [round(x, 2) for x in os.getloadavg()]}
 
