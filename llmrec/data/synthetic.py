@@ -61,7 +61,7 @@ FOLLOW_UPS, SAME_CATEGORY = 3, 2.0     # hidden follow-ups per item; log-odds of
 FOLLOW_WINDOW_DAYS = (1.0, 3.0)        # news: follow-ups are published at most this long before / after the item
 RECENT, RECENCY = 5, 0.5               # consumptions that steer the next, and the weight of each step back
 SEQUEL_PULL, FOLLOW_PULL = 4.0, 2.5    # click-logit boost of a recent item's next instalment / follow-up (at 1)
-SEQUEL_ALONE = 2.0                     # click-logit penalty of an instalment whose predecessor the user never consumed
+SEQUEL_ALONE = 3.0                     # click-logit penalty of an instalment whose predecessor the user never consumed
 SHOWN_SHARE = 0.3                      # candidate mass given to what recent consumptions pull (at 1)
 DRIFT_DAYS = 6.0                       # correlation time of a user's taste (at 1; longer below)
 CATEGORY_DRIFT = 0.8                   # stationary spread of the drift of a user's log category preferences
@@ -198,13 +198,22 @@ class Transitions:
     def pull(self, recent: Sequence[int]) -> np.ndarray:
         """Click-logit pull (before `strength`) of every item by the last RECENT consumptions (most recent last):
         next instalments and follow-ups, each step back weighing RECENCY times less."""
-        pull = np.zeros(len(self.next))
-        for back, item in enumerate(reversed(recent[-RECENT:])):
+        last = list(recent[-RECENT:])
+        return self.pulls(np.array([[-1] * (RECENT - len(last)) + last]))[0]
+
+    def pulls(self, recent: np.ndarray) -> np.ndarray:
+        """`pull` of many users at once: recent is users x RECENT item rows, most recent last, -1 = none."""
+        out = np.zeros((len(recent), len(self.next)))
+        rows = np.arange(len(recent))
+        for back in range(RECENT):
+            item = recent[:, RECENT - 1 - back]
+            has = item >= 0
             w = RECENCY ** back
-            if self.next[item] >= 0:
-                pull[self.next[item]] += w * SEQUEL_PULL
-            np.add.at(pull, self.follow[item], w * FOLLOW_PULL * self.weight[item])
-        return pull
+            sequel = has & (self.next[np.maximum(item, 0)] >= 0)
+            np.add.at(out, (rows[sequel], self.next[item[sequel]]), w * SEQUEL_PULL)
+            np.add.at(out, (np.repeat(rows[has], FOLLOW_UPS), self.follow[item[has]].ravel()),
+                      w * FOLLOW_PULL * self.weight[item[has]].ravel())
+        return out
 
     def show(self, mix: np.ndarray, pool: np.ndarray, pull: np.ndarray) -> np.ndarray:
         """Candidate-draw weights over `pool` with SHOWN_SHARE x strength of the mass moved to the pulled items
@@ -219,8 +228,8 @@ class Transitions:
         """Click-logit terms of candidates: their pull, minus SEQUEL_ALONE for an instalment whose predecessor
         the user has not consumed (`seen`: a boolean row over items)."""
         prev = self.prev[cands]
-        alone = (prev >= 0) & ~seen[np.maximum(prev, 0)]
-        return self.strength * (pull[cands] - SEQUEL_ALONE * alone)
+        alone = (prev >= 0) & ~seen[..., np.maximum(prev, 0)]  # one user's rows, or users x items
+        return self.strength * (pull[..., cands] - SEQUEL_ALONE * alone)
 
     def order(self, rng: np.random.Generator, clicked: np.ndarray, recent: Sequence[int]) -> np.ndarray:
         """The order in which a user consumes one impression's clicks: each next one drawn by how strongly the
@@ -484,53 +493,83 @@ def _release_ages(rng: np.random.Generator, trans: Transitions) -> np.ndarray:
     return age
 
 
-def _drift(rng: np.random.Generator, users: dict, u: int, days: float, strength: float) -> None:
-    """Move user u's taste on by `days`: an Ornstein-Uhlenbeck step (correlation time DRIFT_DAYS / strength) of
-    the latent factors (same stationary spread as drawn) and of a shift of the log category preferences."""
-    keep = float(np.exp(-strength * max(days, 0.0) / DRIFT_DAYS))
+def _drift(rng: np.random.Generator, users: dict, us: np.ndarray, days: np.ndarray, strength: float) -> None:
+    """Move the taste of users `us` on by `days` each: an Ornstein-Uhlenbeck step (correlation time DRIFT_DAYS /
+    strength) of the latent factors (same stationary spread as drawn) and of a shift of the log category
+    preferences."""
+    keep = np.exp(-strength * np.maximum(days, 0.0) / DRIFT_DAYS)[:, None]
     fresh = np.sqrt(1 - keep ** 2)
     if "latent" in users:
-        users["latent"][u] = keep * users["latent"][u] + fresh * rng.normal(0, LATENT_DIM ** -0.25, LATENT_DIM)
+        users["latent"][us] = keep * users["latent"][us] + fresh * rng.normal(0, LATENT_DIM ** -0.25, (len(us), LATENT_DIM))
     shift = users["category_shift"]
-    shift[u] = keep * shift[u] + fresh * rng.normal(0, CATEGORY_DRIFT, shift.shape[1])
+    shift[us] = keep * shift[us] + fresh * rng.normal(0, CATEGORY_DRIFT, (len(us), shift.shape[1]))
 
 
-def _sequential_warmup(rng: np.random.Generator, users: dict, items: dict, trans: Transitions) -> list[list[int]]:
+def _sequential_warmup(rng: np.random.Generator, users: dict, items: dict, trans: Transitions,
+                       block: int = 256) -> list[list[int]]:
     """Pre-log histories drawn one archive item at a time, oldest first: the taste drifts over WARMUP_DAYS and
-    each pick is pulled by the ones before it (as `_warmup` otherwise)."""
+    each pick is pulled by the ones before it (as `_warmup` otherwise); `block` users draw together."""
     archive = np.flatnonzero(items["pub"] < 0)
-    out: list[list[int]] = []
-    for u in range(users["sub"].shape[0]):
-        if rng.random() < EMPTY_WARMUP:
-            out.append([])
-            continue
-        length = int(np.clip(rng.lognormal(2.2, 0.8), 1, min(MAX_HISTORY, len(archive))))
-        seen, picked = np.zeros(len(items["pub"]), dtype=bool), []
-        for _ in range(length):
-            _drift(rng, users, u, WARMUP_DAYS / length, trans.strength)
-            left = archive[~seen[archive]]
-            logw = (2.5 * _affinity(users, items, 0, u, left) + 0.5 * items["logpop"][left]
-                    + trans.bonus(left, trans.pull(picked), seen))
-            item = int(left[np.argmax(logw + rng.gumbel(size=len(left)))])
-            picked.append(item)
-            seen[item] = True
-        out.append(picked)
+    n_users = users["sub"].shape[0]
+    lengths = np.zeros(n_users, dtype=int)
+    for u in range(n_users):
+        if rng.random() >= EMPTY_WARMUP:
+            lengths[u] = int(np.clip(rng.lognormal(2.2, 0.8), 1, min(MAX_HISTORY, len(archive))))
+    out: list[list[int]] = [[] for _ in range(n_users)]
+    for a in range(0, n_users, block):
+        us = np.arange(a, min(a + block, n_users))
+        text = np.stack([_text_affinity(users, items, 0, int(u), archive) for u in us])  # the part that does not drift
+        seen = np.zeros((len(us), len(items["pub"])), dtype=bool)
+        recent = np.full((len(us), RECENT), -1)
+        for step in range(int(lengths[us].max(initial=0))):
+            on = np.flatnonzero(lengths[us] > step)
+            _drift(rng, users, us[on], WARMUP_DAYS / lengths[us[on]], trans.strength)
+            logw = (2.5 * _mixed_many(users, items, us[on], archive, text[on]) + 0.5 * items["logpop"][archive]
+                    + trans.bonus(archive, trans.pulls(recent[on]), seen[on]))
+            logw[seen[on][:, archive]] = -np.inf
+            picks = archive[np.argmax(logw + rng.gumbel(size=logw.shape), axis=1)]
+            seen[on, picks] = True
+            recent[on] = np.column_stack([recent[on, 1:], picks])
+            for u, item in zip(us[on], picks):
+                out[u].append(int(item))
     return out
 
 
 def _affinity(users: dict, items: dict, period: int, u: int, idx: np.ndarray) -> np.ndarray:
     """How much user u likes items idx in a period: log category and subcategory preference + entities
     (visible in the text), mixed with the latent factor match (invisible) by `collaborative`."""
-    text = (np.log(users["pref"][period, u, items["cat"][idx]] + 0.03)
+    return _mixed(users, items, u, idx, _text_affinity(users, items, period, u, idx))
+
+
+def _text_affinity(users: dict, items: dict, period: int, u: int, idx: np.ndarray) -> np.ndarray:
+    """The text-visible part of the affinity before any drift: category, subcategory, favourite entities."""
+    return (np.log(users["pref"][period, u, items["cat"][idx]] + 0.03)
             + 0.8 * np.log(users["sub"][u, items["sub"][idx]] + 0.15)
             + 1.2 * users["fav"][period, u, items["ent"][idx]])
+
+
+def _mixed(users: dict, items: dict, u: int, idx: np.ndarray, text: np.ndarray) -> np.ndarray:
+    """The affinity from its text part: plus the drifted category shift, mixed with the latent match."""
     if "category_shift" in users:  # the drift of `sequential`
         text = text + users["category_shift"][u, items["cat"][idx]]
     share = users.get("collaborative", 0.0)
     if not share:
         return text
+    return _mix(text, items["latent"][idx] @ users["latent"][u], share)
+
+
+def _mixed_many(users: dict, items: dict, us: np.ndarray, idx: np.ndarray, text: np.ndarray) -> np.ndarray:
+    """`_mixed` of users `us` (text: users x idx) at once."""
+    text = text + users["category_shift"][us[:, None], items["cat"][idx]]
+    share = users.get("collaborative", 0.0)
+    if not share:
+        return text
+    return _mix(text, users["latent"][us] @ items["latent"][idx].T, share)
+
+
+def _mix(text: np.ndarray, latent: np.ndarray, share: float) -> np.ndarray:
+    """Text affinity and latent match (unit variance) mixed so the latent part carries `share` of the variance."""
     mean, spread = TEXT_AFFINITY
-    latent = items["latent"][idx] @ users["latent"][u]  # unit variance
     return mean + np.sqrt(1 - share) * (text - mean) + np.sqrt(share) * spread * latent
 
 
@@ -612,7 +651,7 @@ def _simulate(rng: np.random.Generator, size: SyntheticSize, users: dict, items:
                 continue
             steer = None
             if trans is not None:
-                _drift(rng, users, int(u), t - last_seen[u], trans.strength)
+                _drift(rng, users, np.array([u]), np.array([t - last_seen[u]]), trans.strength)
                 last_seen[u] = t
                 steer = (trans, trans.pull(history[u]), seen[u])
             cands, labels = _impression(rng, users, items, period, int(u), t, pool, steer)
