@@ -183,8 +183,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--l2", type=float, nargs="+", default=[50.0, 150.0, 500.0, 1500.0, 5000.0], help="EASE l2 grid")
     parser.add_argument("--max-epochs", type=float, default=200)
-    parser.add_argument("--patience", type=int, default=8, help="validations without improvement before SASRec stops")
-    parser.add_argument("--eval-epochs", type=float, default=2.0, help="epochs between SASRec's validations")
+    parser.add_argument("--patience", type=int, default=10, help="validations without improvement before SASRec stops")
+    parser.add_argument("--eval-epochs", type=float, default=5.0,
+                        help="epochs between SASRec's validations (its curve can stay flat for tens of epochs, then rise)")
     parser.add_argument("--catalogue-events", type=int, default=1000, help="test events ranked against the whole catalogue")
     parser.add_argument("--name", default="sequence_signal", help="results file name (bench/results/NAME.{json,md})")
     args = parser.parse_args()
