@@ -52,6 +52,25 @@ ARCHIVE, EMPTY_WARMUP = 0.3, 0.1       # share of items published before period 
 LATENT_DIM = 8                         # latent (text-invisible) factors per user and item
 TEXT_AFFINITY = (-3.36, 0.9)           # mean and spread (within an impression) of the text affinity of candidates:
                                        # the mix keeps both, so `collaborative` is the latent share of the variance
+# sequence signal (`sequential`, 0..1; all of it is absent at 0): series, hidden follow-ups, taste drift
+SERIES_START = 0.12                    # chance that an item not yet in a series starts one
+SERIES_LENGTH = (2, 5)                 # instalments per series
+SERIES_GAP_DAYS = 1.5                  # news: the next instalment is published within this many days
+SERIES_LIKENESS = 0.8                  # correlation of an instalment's latent factors and popularity with the first one's
+FOLLOW_UPS, SAME_CATEGORY = 3, 2.0     # hidden follow-ups per item; log-odds of one being of the item's category
+FOLLOW_WINDOW_DAYS = (1.0, 3.0)        # news: follow-ups are published at most this long before / after the item
+RECENT, RECENCY = 5, 0.5               # consumptions that steer the next, and the weight of each step back
+SEQUEL_PULL, FOLLOW_PULL = 4.0, 2.5    # click-logit boost of a recent item's next instalment / follow-up (at 1)
+SEQUEL_ALONE = 3.0                     # click-logit penalty of an instalment whose predecessor the user never consumed
+SHOWN_SHARE = 0.3                      # candidate mass given to what recent consumptions pull (at 1)
+DRIFT_DAYS = 6.0                       # correlation time of a user's taste (at 1; longer below)
+CATEGORY_DRIFT = 0.8                   # stationary spread of the drift of a user's log category preferences
+WARMUP_DAYS = 4.0                      # the pre-log history drifts over this many days
+SEQUEL_NAMES = (("{stem} {k}",), ("{stem} Part {r}",), ("{stem}: Chapter {k}",),
+                ("{stem} Returns", "{stem} Forever", "{stem}: Resurrection", "{stem}: Legacy"))
+FOLLOW_UP_NAMES = (("{stem}: update {j}",), ("{stem}, day {k}",), ("{stem}: what we know now", "{stem}: the latest",
+                   "{stem}: what happened next", "{stem}: the aftermath"))
+ROMAN = ("I", "II", "III", "IV", "V", "VI")
 
 # category: (share of supply in period 1, org-name suffixes, category words, {subcategory: words})
 TOPICS: dict[str, tuple[float, str, str, dict[str, str]]] = {
@@ -158,6 +177,72 @@ class World:
     news_rows: list[str]  # news.tsv columns 2-8 of every item, tab-joined
     user_ids: list[str]
     impressions: list[Impression]
+    release_age: np.ndarray | None = None  # years before the log each item came out (None: drawn when written)
+    transitions: "Transitions | None" = None  # the sequence structure (`sequential`); an impression's clicks are
+                                              # then listed in the order they were consumed
+
+
+@dataclass
+class Transitions:
+    """The hidden sequence structure of `sequential`: series of instalments (sequels, follow-up stories) and every
+    item's follow-ups (what people move on to next; partly of its category, mostly not). What a user consumed
+    last pulls these into the next impression and raises their click logit; older consumptions pull less."""
+
+    strength: float        # `sequential`, 0..1
+    next: np.ndarray       # each item's next instalment (-1: none)
+    prev: np.ndarray       # each item's previous instalment (-1: none)
+    position: np.ndarray   # instalment number in its series (0: not in a series, 1: the first)
+    follow: np.ndarray     # items x FOLLOW_UPS follow-up items
+    weight: np.ndarray     # items x FOLLOW_UPS strength of each follow-up, 0..1
+
+    def pull(self, recent: Sequence[int]) -> np.ndarray:
+        """Click-logit pull (before `strength`) of every item by the last RECENT consumptions (most recent last):
+        next instalments and follow-ups, each step back weighing RECENCY times less."""
+        last = list(recent[-RECENT:])
+        return self.pulls(np.array([[-1] * (RECENT - len(last)) + last]))[0]
+
+    def pulls(self, recent: np.ndarray) -> np.ndarray:
+        """`pull` of many users at once: recent is users x RECENT item rows, most recent last, -1 = none."""
+        out = np.zeros((len(recent), len(self.next)))
+        rows = np.arange(len(recent))
+        for back in range(RECENT):
+            item = recent[:, RECENT - 1 - back]
+            has = item >= 0
+            w = RECENCY ** back
+            sequel = has & (self.next[np.maximum(item, 0)] >= 0)
+            np.add.at(out, (rows[sequel], self.next[item[sequel]]), w * SEQUEL_PULL)
+            np.add.at(out, (np.repeat(rows[has], FOLLOW_UPS), self.follow[item[has]].ravel()),
+                      w * FOLLOW_PULL * self.weight[item[has]].ravel())
+        return out
+
+    def show(self, mix: np.ndarray, pool: np.ndarray, pull: np.ndarray) -> np.ndarray:
+        """Candidate-draw weights over `pool` with SHOWN_SHARE x strength of the mass moved to the pulled items
+        (a feed shows the sequel of what you just watched)."""
+        pulled = pull[pool]
+        if not pulled.any():
+            return mix
+        share = SHOWN_SHARE * self.strength
+        return (1 - share) * mix + share * pulled / pulled.sum()
+
+    def bonus(self, cands: np.ndarray, pull: np.ndarray, seen: np.ndarray) -> np.ndarray:
+        """Click-logit terms of candidates: their pull, minus SEQUEL_ALONE for an instalment whose predecessor
+        the user has not consumed (`seen`: a boolean row over items)."""
+        prev = self.prev[cands]
+        alone = (prev >= 0) & ~seen[..., np.maximum(prev, 0)]  # one user's rows, or users x items
+        return self.strength * (pull[..., cands] - SEQUEL_ALONE * alone)
+
+    def order(self, rng: np.random.Generator, clicked: np.ndarray, recent: Sequence[int]) -> np.ndarray:
+        """The order in which a user consumes one impression's clicks: each next one drawn by how strongly the
+        consumptions so far pull it (never an instalment before its predecessor among them)."""
+        history, left, out = list(recent), [int(i) for i in clicked], []
+        while left:
+            ready = [i for i in left if self.prev[i] not in left]
+            logw = self.strength * self.pull(history)[ready]
+            pick = ready[int(np.argmax(logw + rng.gumbel(size=len(ready))))]
+            out.append(pick)
+            history.append(pick)
+            left.remove(pick)
+        return np.array(out, dtype=clicked.dtype)
 
 
 def _fixed_width_ids(rng: np.random.Generator, prefix: str, n: int) -> list[str]:
@@ -303,17 +388,188 @@ def _latent(rng: np.random.Generator, users: dict, items: dict, collaborative: f
     users["collaborative"] = collaborative
 
 
+def _transitions(rng: np.random.Generator, items: dict, catalogue: bool, strength: float) -> Transitions:
+    """Series and follow-ups of the catalogue; instalments take their series' category, subcategory and entity
+    and a popularity correlated with the one before (`items` changes in place)."""
+    if not 0.0 < strength <= 1.0:
+        raise ConfigError(f"synthetic.sequential must be in [0, 1], got {strength}", fix="e.g. 0.5")
+    nxt, prev, position = _series(rng, items["pub"], catalogue)
+    for j in np.argsort(position, kind="stable"):  # first instalments first, so each copies a finished one
+        i = prev[j]
+        if i >= 0:
+            for key in ("cat", "sub", "ent"):
+                items[key][j] = items[key][i]
+            items["logpop"][j] = _alike(items["logpop"][i], items["logpop"][j])
+    follow, weight = _follow_ups(rng, items, catalogue)
+    return Transitions(strength, nxt, prev, position, follow, weight)
+
+
+def _alike(previous: np.ndarray | float, own: np.ndarray | float) -> np.ndarray | float:
+    """A value correlated SERIES_LIKENESS with the previous instalment's, with the same spread."""
+    return SERIES_LIKENESS * previous + np.sqrt(1 - SERIES_LIKENESS ** 2) * own
+
+
+def _series(rng: np.random.Generator, pub: np.ndarray, catalogue: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(next, previous, instalment number) of series of SERIES_LENGTH items in publish order; news instalments
+    follow each other within SERIES_GAP_DAYS."""
+    n = len(pub)
+    order = np.argsort(pub, kind="stable")
+    nxt, prev, position = np.full(n, -1), np.full(n, -1), np.zeros(n, dtype=int)
+    gap = np.inf if catalogue else SERIES_GAP_DAYS
+    for p, first in enumerate(order):
+        if position[first] or rng.random() >= SERIES_START:
+            continue
+        length, last, q = int(rng.integers(SERIES_LENGTH[0], SERIES_LENGTH[1] + 1)), first, p
+        position[first] = 1
+        while position[last] < length:
+            q += int(rng.geometric(0.05))
+            while q < n and position[order[q]]:
+                q += 1
+            if q >= n or pub[order[q]] - pub[last] > gap:
+                break
+            j = order[q]
+            nxt[last], prev[j], position[j], last = j, last, position[last] + 1, j
+        if last == first:  # nothing followed: not a series
+            position[first] = 0
+    return nxt, prev, position
+
+
+def _follow_ups(rng: np.random.Generator, items: dict, catalogue: bool) -> tuple[np.ndarray, np.ndarray]:
+    """FOLLOW_UPS hidden follow-ups of every item and their strengths (0: none found): drawn from the catalogue
+    (news: items published around the item) leaning to the item's category and to popular items."""
+    pub, cat, logpop = items["pub"], items["cat"], items["logpop"]
+    n, draws = len(pub), 4 * FOLLOW_UPS
+    order = np.argsort(pub, kind="stable")
+    if catalogue:
+        lo, hi = np.zeros(n, dtype=int), np.full(n, n)
+    else:
+        before, after = FOLLOW_WINDOW_DAYS
+        lo = np.searchsorted(pub[order], pub - before, side="left")
+        hi = np.searchsorted(pub[order], pub + after, side="right")
+    cand = order[lo[:, None] + (rng.random((n, draws)) * (hi - lo)[:, None]).astype(int)]
+    keys = SAME_CATEGORY * (cat[cand] == cat[:, None]) + 0.5 * logpop[cand] + rng.gumbel(size=cand.shape)
+    by_id = np.argsort(cand, axis=1, kind="stable")
+    sorted_cand = np.take_along_axis(cand, by_id, axis=1)
+    repeat = np.zeros_like(sorted_cand, dtype=bool)
+    repeat[:, 1:] = sorted_cand[:, 1:] == sorted_cand[:, :-1]
+    np.put_along_axis(keys, by_id, np.where(repeat, -np.inf, np.take_along_axis(keys, by_id, axis=1)), axis=1)
+    keys[cand == np.arange(n)[:, None]] = -np.inf
+    top = np.argsort(-keys, axis=1, kind="stable")[:, :FOLLOW_UPS]
+    follow = np.take_along_axis(cand, top, axis=1)
+    weight = rng.uniform(0.3, 1.0, follow.shape) * np.isfinite(np.take_along_axis(keys, top, axis=1))
+    return follow, weight
+
+
+def _join_latent(items: dict, trans: Transitions) -> None:
+    """Instalments' latent factors correlated with the previous instalment's (the same audience)."""
+    for j in np.argsort(trans.position, kind="stable"):
+        if trans.prev[j] >= 0:
+            items["latent"][j] = _alike(items["latent"][trans.prev[j]], items["latent"][j])
+
+
+def _name_series(rng: np.random.Generator, rows: list[str], trans: Transitions, catalogue: bool) -> None:
+    """Titles of later instalments: the first one's title and a sequel (or follow-up story) suffix, in one style
+    per series, so text models can see the series as readers do (`rows` changes in place)."""
+    styles = SEQUEL_NAMES if catalogue else FOLLOW_UP_NAMES
+    for first in np.flatnonzero(trans.position == 1):
+        cols = rows[first].split("\t")
+        names = styles[int(rng.integers(len(styles)))]
+        j = trans.next[first]
+        while j >= 0:
+            k = int(trans.position[j])
+            name = names[min(k - 2, len(names) - 1)].format(stem=cols[2], k=k, j=k - 1, r=ROMAN[k - 1])
+            own = rows[j].split("\t")
+            own[2], own[5] = name, cols[5]  # the title's entity is the first title's, at the same offset
+            rows[j] = "\t".join(own)
+            j = trans.next[j]
+
+
+def _release_ages(rng: np.random.Generator, trans: Transitions) -> np.ndarray:
+    """Years before the log each item came out: 0-29, a later instalment 1-3 years after the one before it."""
+    age = rng.integers(0, 30, len(trans.prev))
+    for j in np.argsort(trans.position, kind="stable"):
+        if trans.prev[j] >= 0:
+            age[j] = max(0, age[trans.prev[j]] - int(rng.integers(1, 4)))
+    return age
+
+
+def _drift(rng: np.random.Generator, users: dict, us: np.ndarray, days: np.ndarray, strength: float) -> None:
+    """Move the taste of users `us` on by `days` each: an Ornstein-Uhlenbeck step (correlation time DRIFT_DAYS /
+    strength) of the latent factors (same stationary spread as drawn) and of a shift of the log category
+    preferences."""
+    keep = np.exp(-strength * np.maximum(days, 0.0) / DRIFT_DAYS)[:, None]
+    fresh = np.sqrt(1 - keep ** 2)
+    if "latent" in users:
+        users["latent"][us] = keep * users["latent"][us] + fresh * rng.normal(0, LATENT_DIM ** -0.25, (len(us), LATENT_DIM))
+    shift = users["category_shift"]
+    shift[us] = keep * shift[us] + fresh * rng.normal(0, CATEGORY_DRIFT, (len(us), shift.shape[1]))
+
+
+def _sequential_warmup(rng: np.random.Generator, users: dict, items: dict, trans: Transitions,
+                       block: int = 256) -> list[list[int]]:
+    """Pre-log histories drawn one archive item at a time, oldest first: the taste drifts over WARMUP_DAYS and
+    each pick is pulled by the ones before it (as `_warmup` otherwise); `block` users draw together."""
+    archive = np.flatnonzero(items["pub"] < 0)
+    n_users = users["sub"].shape[0]
+    lengths = np.zeros(n_users, dtype=int)
+    for u in range(n_users):
+        if rng.random() >= EMPTY_WARMUP:
+            lengths[u] = int(np.clip(rng.lognormal(2.2, 0.8), 1, min(MAX_HISTORY, len(archive))))
+    out: list[list[int]] = [[] for _ in range(n_users)]
+    for a in range(0, n_users, block):
+        us = np.arange(a, min(a + block, n_users))
+        text = np.stack([_text_affinity(users, items, 0, int(u), archive) for u in us])  # the part that does not drift
+        seen = np.zeros((len(us), len(items["pub"])), dtype=bool)
+        recent = np.full((len(us), RECENT), -1)
+        for step in range(int(lengths[us].max(initial=0))):
+            on = np.flatnonzero(lengths[us] > step)
+            _drift(rng, users, us[on], WARMUP_DAYS / lengths[us[on]], trans.strength)
+            logw = (2.5 * _mixed_many(users, items, us[on], archive, text[on]) + 0.5 * items["logpop"][archive]
+                    + trans.bonus(archive, trans.pulls(recent[on]), seen[on]))
+            logw[seen[on][:, archive]] = -np.inf
+            picks = archive[np.argmax(logw + rng.gumbel(size=logw.shape), axis=1)]
+            seen[on, picks] = True
+            recent[on] = np.column_stack([recent[on, 1:], picks])
+            for u, item in zip(us[on], picks):
+                out[u].append(int(item))
+    return out
+
+
 def _affinity(users: dict, items: dict, period: int, u: int, idx: np.ndarray) -> np.ndarray:
     """How much user u likes items idx in a period: log category and subcategory preference + entities
     (visible in the text), mixed with the latent factor match (invisible) by `collaborative`."""
-    text = (np.log(users["pref"][period, u, items["cat"][idx]] + 0.03)
+    return _mixed(users, items, u, idx, _text_affinity(users, items, period, u, idx))
+
+
+def _text_affinity(users: dict, items: dict, period: int, u: int, idx: np.ndarray) -> np.ndarray:
+    """The text-visible part of the affinity before any drift: category, subcategory, favourite entities."""
+    return (np.log(users["pref"][period, u, items["cat"][idx]] + 0.03)
             + 0.8 * np.log(users["sub"][u, items["sub"][idx]] + 0.15)
             + 1.2 * users["fav"][period, u, items["ent"][idx]])
+
+
+def _mixed(users: dict, items: dict, u: int, idx: np.ndarray, text: np.ndarray) -> np.ndarray:
+    """The affinity from its text part: plus the drifted category shift, mixed with the latent match."""
+    if "category_shift" in users:  # the drift of `sequential`
+        text = text + users["category_shift"][u, items["cat"][idx]]
     share = users.get("collaborative", 0.0)
     if not share:
         return text
+    return _mix(text, items["latent"][idx] @ users["latent"][u], share)
+
+
+def _mixed_many(users: dict, items: dict, us: np.ndarray, idx: np.ndarray, text: np.ndarray) -> np.ndarray:
+    """`_mixed` of users `us` (text: users x idx) at once."""
+    text = text + users["category_shift"][us[:, None], items["cat"][idx]]
+    share = users.get("collaborative", 0.0)
+    if not share:
+        return text
+    return _mix(text, users["latent"][us] @ items["latent"][idx].T, share)
+
+
+def _mix(text: np.ndarray, latent: np.ndarray, share: float) -> np.ndarray:
+    """Text affinity and latent match (unit variance) mixed so the latent part carries `share` of the variance."""
     mean, spread = TEXT_AFFINITY
-    latent = items["latent"][idx] @ users["latent"][u]  # unit variance
     return mean + np.sqrt(1 - share) * (text - mean) + np.sqrt(share) * spread * latent
 
 
@@ -347,16 +603,23 @@ def _day_seconds(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def _impression(rng: np.random.Generator, users: dict, items: dict, period: int, u: int, t: float,
-                pool: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Candidates (a mix of popular and uniform fresh items) and their click labels (at least one click)."""
+                pool: np.ndarray, steer: tuple[Transitions, np.ndarray, np.ndarray] | None = None,
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Candidates (a mix of popular and uniform fresh items) and their click labels (at least one click);
+    `steer` (transitions, the pull of the user's recent consumptions, what the user has consumed) adds what
+    recent consumptions pull to both."""
     logpop = items["logpop"][pool] - (t - items["pub"][pool]) / items["tau"][pool]
     share = np.exp(logpop - logpop.max())
     mix = 0.6 * share / share.sum() + 0.4 / len(pool)
+    if steer is not None:
+        mix = steer[0].show(mix, pool, steer[1])
     n_cand = int(np.clip(rng.lognormal(np.log(CANDIDATES[period]), 0.4), 10, 50))
     pick = rng.permutation(_gumbel_top(rng, np.log(mix), min(n_cand, len(pool))))
     bias, w_aff, w_pop, noise = CLICK[period]
     logit = (bias + w_aff * _affinity(users, items, period, u, pool[pick]) + w_pop * logpop[pick]
              + rng.normal(0, noise, len(pick)))
+    if steer is not None:
+        logit = logit + steer[0].bonus(pool[pick], steer[1], steer[2])
     prob = 1 / (1 + np.exp(-logit))
     labels = (rng.random(len(pick)) < prob).astype(np.int8)
     if not labels.any():
@@ -365,11 +628,14 @@ def _impression(rng: np.random.Generator, users: dict, items: dict, period: int,
 
 
 def _simulate(rng: np.random.Generator, size: SyntheticSize, users: dict, items: dict,
-              history: list[list[int]]) -> list[Impression]:
-    """All impressions of all periods in time order; a history holds only clicks made before it."""
+              history: list[list[int]], trans: Transitions | None = None) -> list[Impression]:
+    """All impressions of all periods in time order; a history holds only clicks made before it. With `trans`
+    the user's taste drifts between impressions, recent consumptions steer the impression and its clicks are
+    listed in the order they are consumed."""
     seen = np.zeros((len(history), len(items["pub"])), dtype=bool)  # no candidate is already in the history
     for u, h in enumerate(history):
         seen[u, h] = True
+    last_seen = np.zeros(len(history))  # when each user's taste last moved (the warm-up ends at the log's start)
     out: list[Impression] = []
     skipped = 0
     for day in range(N_PERIODS * size.days_per_period):
@@ -383,7 +649,15 @@ def _simulate(rng: np.random.Generator, size: SyntheticSize, users: dict, items:
             if len(pool) < 2:  # only with very few items per day: the user has read everything fresh
                 skipped += 1
                 continue
-            cands, labels = _impression(rng, users, items, period, int(u), t, pool)
+            steer = None
+            if trans is not None:
+                _drift(rng, users, np.array([u]), np.array([t - last_seen[u]]), trans.strength)
+                last_seen[u] = t
+                steer = (trans, trans.pull(history[u]), seen[u])
+            cands, labels = _impression(rng, users, items, period, int(u), t, pool, steer)
+            if trans is not None and labels.sum() > 1:
+                cands = cands.copy()
+                cands[labels == 1] = trans.order(rng, cands[labels == 1], history[u])
             out.append((period, int(u), t, tuple(history[u][-MAX_HISTORY:]), cands, labels))
             clicked = [int(i) for i in cands[labels == 1]]
             history[u].extend(clicked)
@@ -393,24 +667,34 @@ def _simulate(rng: np.random.Generator, size: SyntheticSize, users: dict, items:
     return out
 
 
-def build_world(size: SyntheticSize, seed: int, collaborative: float = 0.0, catalogue: bool = False) -> World:
+def build_world(size: SyntheticSize, seed: int, collaborative: float = 0.0, catalogue: bool = False,
+                sequential: float = 0.0) -> World:
     """Build catalogue, users and every impression of every period from the seed alone
-    (`catalogue`: items that never go stale, see `_items`)."""
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(8)]  # the first 7 as before
-    r_ids, r_ent, r_items, r_text, r_users, r_warm, r_sim, r_latent = streams
+    (`catalogue`: items that never go stale, see `_items`; `sequential`: see `Transitions` and `_drift`)."""
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(9)]  # the first 8 as before
+    r_ids, r_ent, r_items, r_text, r_users, r_warm, r_sim, r_latent, r_seq = streams
     cats = list(TOPICS)
     subs = [s for c in cats for s in TOPICS[c][3]]
     sub_cat = np.array([cats.index(c) for c in cats for _ in TOPICS[c][3]])
     entities = _entities(r_ent, cats)
     ent_cat = np.array([e[3] for e in entities])
     items = _items(r_items, size, cats, sub_cat, ent_cat, catalogue)
+    trans = _transitions(r_seq, items, catalogue, sequential) if sequential else None
     rows = _news_rows(r_text, cats, subs, items, entities)
     users = _users(r_users, size.n_users, cats, sub_cat, ent_cat)
     if collaborative:
         _latent(r_latent, users, items, collaborative)
-    impressions = _simulate(r_sim, size, users, items, _warmup(r_warm, users, items))
+    if trans is None:
+        impressions = _simulate(r_sim, size, users, items, _warmup(r_warm, users, items))
+    else:
+        _name_series(r_seq, rows, trans, catalogue)
+        if collaborative:
+            _join_latent(items, trans)
+        users["category_shift"] = np.zeros((size.n_users, len(cats)))
+        impressions = _simulate(r_sim, size, users, items, _sequential_warmup(r_warm, users, items, trans), trans)
     news_ids, user_ids = _fixed_width_ids(r_ids, "N", size.n_items), _fixed_width_ids(r_ids, "U", size.n_users)
-    return World(news_ids, rows, user_ids, impressions)
+    ages = _release_ages(r_seq, trans) if trans is not None else None
+    return World(news_ids, rows, user_ids, impressions, ages, trans)
 
 
 def mind_time(start: datetime.date, day: float) -> str:
@@ -447,6 +731,7 @@ def _write_movielens(folder: Path, world: World, periods: Sequence[int], start: 
     rng = np.random.default_rng(seed)
     epoch = datetime.datetime.combine(start, datetime.time(), tzinfo=datetime.timezone.utc).timestamp()
     rows, warmed, referenced = [], set(), set()
+    last: dict[int, int] = {}  # clicks in order: each user's latest second so far
     for p, u, t, hist, cands, labels in world.impressions:
         if p + 1 not in periods:
             continue
@@ -454,8 +739,12 @@ def _write_movielens(folder: Path, world: World, periods: Sequence[int], start: 
             warmed.add(u)
             for k, item in enumerate(hist):
                 rows.append((u, item, epoch - 86400 * 10 + k * 3600 + int(rng.integers(0, 3600))))
-        for item in cands[labels == 1]:
-            rows.append((u, int(item), epoch + round(t * 86400)))
+        for k, item in enumerate(cands[labels == 1]):
+            second = epoch + round(t * 86400)
+            if world.transitions is not None:  # one second each, so the order survives sorting by time
+                second = max(second + k, last.get(u, second) + 1)
+                last[u] = second
+            rows.append((u, int(item), second))
     with open(folder / "ratings.csv", "w", encoding="utf-8", newline="") as f:
         out = csv.writer(f, lineterminator="\n")
         out.writerow(["userId", "movieId", "rating", "timestamp"])
@@ -467,16 +756,19 @@ def _write_movielens(folder: Path, world: World, periods: Sequence[int], start: 
         out.writerow(["movieId", "title", "genres"])
         for item in sorted(referenced, key=lambda i: int(world.news_ids[i][1:])):
             category, subcategory, title = world.news_rows[item].split("\t")[:3]
-            out.writerow([int(world.news_ids[item][1:]), f"{title} ({start.year - int(rng.integers(0, 30))})", f"{category}|{subcategory}"])
+            age = int(rng.integers(0, 30)) if world.release_age is None else int(world.release_age[item])
+            out.writerow([int(world.news_ids[item][1:]), f"{title} ({start.year - age})", f"{category}|{subcategory}"])
 
 
 def generate(out: str | Path, size: SyntheticSize, seed: int, periods: Sequence[int] = (1, 2),
              start: datetime.date = datetime.date(2019, 11, 9), collaborative: float = 0.0,
-             format: str = "mind") -> list[Path]:
+             format: str = "mind", sequential: float = 0.0) -> list[Path]:
     """Write out/period{k}/news.tsv and out/period{k}/behaviors.tsv for each k in periods; return the folders.
 
     `collaborative`: share of preferences from latent factors no text shows (0 = all visible in the text;
     params.yaml's `synthetic.collaborative` is the bundled default).
+    `sequential`: strength of the sequence signal, 0..1 (0 = none): series of sequels or follow-up stories,
+    hidden follow-ups that recent consumptions pull into the next impression, and taste that drifts over time.
     `format="movielens"`: a catalogue world (items never go stale) written as one ml-latest folder
     out/ratings.csv + out/movies.csv holding the given periods, a positive-only log like MovieLens.
     """
@@ -486,11 +778,11 @@ def generate(out: str | Path, size: SyntheticSize, seed: int, periods: Sequence[
     if format not in ("mind", "movielens"):
         raise ConfigError(f"unknown synthetic format {format!r}", fix="use mind or movielens")
     if format == "movielens":
-        world = build_world(size, seed, collaborative, catalogue=True)
+        world = build_world(size, seed, collaborative, catalogue=True, sequential=sequential)
         _write_movielens(Path(out), world, periods, start, seed)
         log.info("synthetic MovieLens-style data (seed %d, ml-latest layout) written to %s", seed, out)
         return [Path(out)]
-    world = build_world(size, seed, collaborative)
+    world = build_world(size, seed, collaborative, sequential=sequential)
     folders = []
     for k in periods:
         folder = Path(out) / f"period{k}"

@@ -251,3 +251,144 @@ def test_movielens_format_is_a_positive_only_catalogue_log_the_loader_reads(tmp_
     assert len(dataset.interactions) == len(ratings)
     with pytest.raises(ConfigError, match="format"):
         generate(tmp_path / "x", TINY, SEED, format="parquet")
+
+
+# --- sequence signal (`sequential`) -----------------------------------------------------------------
+
+
+def _files(folder: Path) -> dict[str, str]:
+    """md5 of every file under `folder`, by relative path."""
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# the tiny worlds as written before `sequential` existed: 0 must keep writing exactly these
+KNOB_ZERO_MD5 = {
+    "mind": {"period1/behaviors.tsv": "908b897a2931a3a56b60fb54feca1971", "period1/news.tsv": "e74f9bbb37ac0f75028b88fb6dc5202d",
+             "period2/behaviors.tsv": "5021177e673efe266771735ecd9dba1b", "period2/news.tsv": "94c0ee1426a80171f097620a01c424ac"},
+    "movielens": {"movies.csv": "4a5cef3f394b32241c33de26ac5750ba", "ratings.csv": "7807eeb04514ac25dccd167684beca32"},
+}
+
+
+@pytest.mark.parametrize("fmt", ["mind", "movielens"])
+def test_sequential_zero_writes_the_worlds_written_before_the_knob(tmp_path: Path, fmt: str) -> None:
+    generate(tmp_path / "a", TINY, SEED, collaborative=0.8, format=fmt, sequential=0.0)
+    assert _files(tmp_path / "a") == KNOB_ZERO_MD5[fmt]
+
+
+@pytest.mark.parametrize("fmt", ["mind", "movielens"])
+def test_sequential_worlds_are_deterministic(tmp_path: Path, fmt: str) -> None:
+    a = _files(generate(tmp_path / "a", TINY, 7, collaborative=0.8, format=fmt, sequential=0.5)[0])
+    b = _files(generate(tmp_path / "b", TINY, 7, collaborative=0.8, format=fmt, sequential=0.5)[0])
+    c = _files(generate(tmp_path / "c", TINY, 8, collaborative=0.8, format=fmt, sequential=0.5)[0])
+    off = _files(generate(tmp_path / "d", TINY, 7, collaborative=0.8, format=fmt)[0])
+    assert a == b and a != c and a != off
+
+
+def test_sequential_outside_zero_to_one_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="sequential"):
+        generate(tmp_path, TINY, SEED, format="movielens", sequential=1.5)
+
+
+def _sequences(world) -> dict[int, list[int]]:
+    """Each user's consumptions in order: the warm-up, then the clicks of every impression as listed."""
+    out: dict[int, list[int]] = {}
+    for _, u, _, history, cands, labels in world.impressions:
+        out.setdefault(u, list(history)).extend(int(i) for i in cands[labels == 1])
+    return out
+
+
+def _successor_rates(world) -> tuple[float, float]:
+    """(share of consecutive consumptions where the second is a successor of the first: its next instalment or a
+    follow-up; the same share when the first is replaced by the user's consumption 6+ steps before the second)."""
+    t = world.transitions
+    is_next = lambda a, b: t.next[a] == b or b in t.follow[a][t.weight[a] > 0]  # noqa: E731
+    pairs, far = [], []
+    for seq in _sequences(world).values():
+        pairs += [is_next(a, b) for a, b in zip(seq, seq[1:])]
+        far += [is_next(a, b) for a, b in zip(seq, seq[6:])]
+    return float(np.mean(pairs)), float(np.mean(far))
+
+
+@pytest.fixture(scope="module")
+def sequential_worlds() -> dict[float, object]:
+    from llmrec.data.synthetic import build_world
+
+    return {k: build_world(TINY, SEED, 0.8, catalogue=True, sequential=k) for k in (0.25, 0.5, 1.0)}
+
+
+def test_the_next_consumption_follows_the_previous_one_more_with_a_stronger_knob(sequential_worlds: dict) -> None:
+    rates = {k: _successor_rates(w) for k, w in sequential_worlds.items()}
+    for k, (next_rate, far_rate) in rates.items():
+        chance = 4 / TINY.n_items  # a next instalment + FOLLOW_UPS follow-ups out of the catalogue
+        assert next_rate > 3 * chance and next_rate > 3 * far_rate, (k, next_rate, far_rate)
+    assert rates[0.25][0] < rates[0.5][0] < rates[1.0][0]
+
+
+def test_recent_consumptions_predict_the_next_one_better_than_early_ones(sequential_worlds: dict) -> None:
+    """The category of a user's next consumption matches their recent ones more than their early ones (taste drifts,
+    series and follow-ups follow each other), and more so with a stronger knob (each world has its own catalogue,
+    so only the gap is compared)."""
+    def gap(world) -> float:
+        cats = np.array([row.split("\t")[0] for row in world.news_rows])
+        recent, early = [], []
+        for seq in _sequences(world).values():
+            for k in range(20, len(seq)):
+                recent.append(np.mean(cats[seq[k - 5:k]] == cats[seq[k]]))
+                early.append(np.mean(cats[seq[:5]] == cats[seq[k]]))
+        return float(np.mean(recent) - np.mean(early))
+
+    gaps = {k: gap(w) for k, w in sequential_worlds.items()}
+    assert gaps[1.0] > 0.03 and gaps[1.0] > gaps[0.5] > gaps[0.25], gaps
+
+
+def test_series_share_their_first_instalment_s_title_category_and_come_in_order(tmp_path: Path) -> None:
+    import csv
+
+    (folder,) = generate(tmp_path / "ml", TINY, SEED, collaborative=0.8, format="movielens", sequential=0.5)
+    with open(folder / "movies.csv", encoding="utf-8") as f:
+        movies = {row["movieId"]: row for row in csv.DictReader(f)}
+    with open(folder / "ratings.csv", encoding="utf-8") as f:
+        ratings = list(csv.DictReader(f))
+    title = {m: re.fullmatch(r"(.+) \((\d{4})\)", row["title"]) for m, row in movies.items()}
+    stems = {m: t.group(1) for m, t in title.items()}
+    sequels = {}  # sequel id -> first instalment id: a title that extends another one's title
+    by_stem = {stem: m for m, stem in stems.items()}
+    for m, stem in stems.items():
+        for cut in (" ", ": "):
+            head = stem.rsplit(cut, 1)[0] if cut in stem else None
+            while head and head not in by_stem and cut in head:
+                head = head.rsplit(cut, 1)[0]
+            if head in by_stem and by_stem[head] != m:
+                sequels[m] = by_stem[head]
+    assert len(sequels) > 0.1 * len(movies), "a good share of the movies are sequels"
+    for sequel, first in sequels.items():
+        assert movies[sequel]["genres"] == movies[first]["genres"]
+        assert int(title[sequel].group(2)) >= int(title[first].group(2)), "a sequel comes out after its first instalment"
+    when: dict[tuple[str, str], int] = {}
+    per_user: dict[str, list[int]] = {}
+    for r in ratings:
+        when[(r["userId"], r["movieId"])] = int(r["timestamp"])
+        per_user.setdefault(r["userId"], []).append(int(r["timestamp"]))
+    assert all(len(set(t)) == len(t) for t in per_user.values()), "one second per rating: the order survives sorting"
+    both = [(when[(u, f)], when[(u, s)]) for s, f in sequels.items() for u in per_user if (u, f) in when and (u, s) in when]
+    assert len(both) > 30 and np.mean([a < b for a, b in both]) > 0.75, "first instalments are mostly watched first"
+
+
+def test_sequential_histories_hold_only_earlier_clicks_and_the_loader_reads_the_log(tmp_path: Path) -> None:
+    from llmrec.data.ingest import load_source
+
+    folders = generate(tmp_path / "mind", TINY, SEED, collaborative=0.8, sequential=1.0)
+    rows = read_period(folders[0])["rows"] + read_period(folders[1])["rows"]
+    last: dict[str, tuple[list[str], list[str]]] = {}
+    for _, user, _, history, shown in rows:
+        assert not {i for i, _ in shown} & set(history)
+        if user in last:
+            assert history == (last[user][0] + last[user][1])[-50:]
+        last[user] = (history, [i for i, y in shown if y == 1])
+    (folder,) = generate(tmp_path / "ml", TINY, SEED, collaborative=0.8, format="movielens", sequential=1.0)
+    dataset = load_source(folder).dataset
+    assert dataset.source.format == "ml-latest" and len(dataset.items) == dataset.interactions["item_id"].nunique()
+    per_user = dataset.interactions.groupby("user_id")["timestamp"]
+    assert (per_user.nunique() == per_user.size()).all(), "one second per rating"
