@@ -375,15 +375,28 @@ def models_rollback() -> None:
 
 @data_app.command("checkout")
 def data_checkout(
-    model_version: Annotated[str, typer.Option("--model-version", "-m", help="Registered model version whose data to restore.")],
+    model_version: Annotated[
+        Optional[str], typer.Option("--model-version", "-m", help="Registered model version whose data to restore.")
+    ] = None,
+    latest: Annotated[
+        bool, typer.Option("--latest", help="Back to the data as it was before `data checkout --model-version` replaced it.")
+    ] = False,
 ) -> None:
     """Restore data/ byte-for-byte to what a model version was trained on (current data is snapshotted first)."""
     from llmrec import pipeline
 
+    if (model_version is None) == (not latest):
+        typer.secho("error: give either --model-version N or --latest", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    if latest:
+        info = _run(pipeline.restore_latest_data)
+        typer.echo(f"data/ back to {info['dvc_md5']}, the data before `llmrec data checkout`.")
+        return
     info = _run(pipeline.checkout_model_data, State.params(), model_version)
+    back = " Back to the data you had: `llmrec data checkout --latest`." if info["snapshot"] else ""
     typer.echo(
         f"data/ restored to {info['dvc_md5']}, the data of version {info['version']} ({info['data_path']}, "
-        f"git {str(info['git_revision'])[:10]}). Back to the latest: `git checkout data.dvc && dvc checkout`."
+        f"git {str(info['git_revision'])[:10]}).{back}"
     )
 
 

@@ -571,7 +571,7 @@ def checkout_model_data(params: Params, version: str, root: str | Path = ".") ->
     """Restore data/ to exactly what a registered model version was trained on."""
     from llmrec import tracking
     from llmrec.errors import TrackingError
-    from llmrec.versioning import checkout_data
+    from llmrec.versioning import checkout_data, latest_snapshot
 
     info = tracking.get_version(params.tracking.model_name, version=version)
     if info is None:
@@ -580,7 +580,15 @@ def checkout_model_data(params: Params, version: str, root: str | Path = ".") ->
     if not dvc_file:
         raise TrackingError(f"version {version} carries no data.dvc_file tag (registered before lineage was recorded)")
     md5 = checkout_data(dvc_file, root=root)
-    return {"version": version, "dvc_md5": md5, "git_revision": info.tags.get("data.git_revision"), "data_path": info.tags.get("data.path")}
+    return {"version": version, "dvc_md5": md5, "git_revision": info.tags.get("data.git_revision"),
+            "data_path": info.tags.get("data.path"), "snapshot": latest_snapshot(root) is not None}
+
+
+def restore_latest_data(root: str | Path = ".") -> dict[str, Any]:
+    """Undo `checkout_model_data`: data/ as it was before the (first of a series of) checkouts."""
+    from llmrec.versioning import restore_latest
+
+    return {"dvc_md5": restore_latest(root=root)}
 
 
 def flat_params(params: Params) -> dict[str, Any]:
