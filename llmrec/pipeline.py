@@ -55,9 +55,31 @@ def _check_same_model(*records: dict) -> None:
         )
 
 
+INGEST_RECORD = "ingest.json"  # in data.prepared: how the tables there came about (status, source, its fingerprint)
+
+
 def run_ingest(params: Params) -> dict[str, Any]:
-    """Source files -> canonical Parquet tables in data.prepared."""
-    result = ingest(params.data.path, params.data.prepared, params.data)
+    """Source files -> canonical Parquet tables in data.prepared.
+
+    The record data.prepared/ingest.json says "running" while it works and "failed" (with the error)
+    when it fails, so no later stage reads tables an earlier ingest left there (`load_prepared`).
+    """
+    import time
+
+    from llmrec.data.ingest import source_fingerprint
+
+    prepared = Path(params.data.prepared)
+    record = {"source": params.data.path, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if prepared.exists():  # tables of an earlier ingest may be there: fence them off until this one succeeds
+        _write_json(prepared / INGEST_RECORD, {**record, "status": "running"})
+        (prepared / "data_version.json").unlink(missing_ok=True)  # described the tables being replaced
+    try:
+        fingerprint = source_fingerprint(params.data.path)
+        result = ingest(params.data.path, params.data.prepared, params.data)
+    except BaseException as exc:
+        if prepared.exists():
+            _write_json(prepared / INGEST_RECORD, {**record, "status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+        raise
     d = result.dataset
     info = {
         "source": params.data.path,
@@ -71,15 +93,56 @@ def run_ingest(params: Params) -> dict[str, Any]:
         "start": d.impressions["timestamp"].min().isoformat(),
         "end": d.impressions["timestamp"].max().isoformat(),
     }
-    _write_json(Path(params.data.prepared) / "ingest.json", info)
+    _write_json(prepared / INGEST_RECORD, {**info, "status": "ok", "started": record["started"], "fingerprint": fingerprint})
     return info
+
+
+def check_prepared(params: Params, same_source: bool = False) -> dict[str, Any]:
+    """The ingest record of data.prepared, when its tables are from a finished ingest of a source unchanged since.
+
+    Raises DataError when the last ingest failed or did not finish, or when its source changed since:
+    the tables there would not be the data the user means. With `same_source`, the source must also be
+    data.path (the tables of `llmrec ingest OTHER_FOLDER` are not data.path's).
+    """
+    from llmrec.data.ingest import source_changes
+    from llmrec.errors import DataError
+
+    prepared = Path(params.data.prepared)
+    path = prepared / INGEST_RECORD
+    if not path.is_file():
+        raise DataError.at("no finished ingest here: the canonical tables are missing or were not written by `llmrec ingest`",
+                           prepared, fix=f"run `llmrec ingest` (or `llmrec retrain`) on {params.data.path} first")
+    record = json.loads(path.read_text())
+    source, status = record.get("source"), record.get("status")
+    again = f"run `llmrec ingest {source}` (or `llmrec retrain`) again"
+    if status == "failed":
+        raise DataError.at(
+            f"the last ingest of {source} failed, so no stage may use the tables here; it said:\n    {record.get('error', '?')}",
+            prepared, fix="fix the source as the error says, then " + again)
+    if status != "ok":
+        raise DataError.at(f"the last ingest of {source} did not finish (status {status!r}: stopped, or still running)",
+                           prepared, fix=again)
+    if same_source and Path(source).resolve() != Path(params.data.path).resolve():
+        raise DataError.at(f"the tables here were ingested from {source}, not from data.path {params.data.path}",
+                           prepared, fix=f"run `llmrec ingest` on {params.data.path}, or set data.path to {source}")
+    changed = source_changes(source, record.get("fingerprint", {}))
+    if changed:
+        shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        raise DataError.at(f"the source changed since it was ingested ({shown})", source, fix=again)
+    return record
+
+
+def load_prepared(params: Params) -> Dataset:
+    """The canonical tables of data.prepared, after `check_prepared`."""
+    check_prepared(params)
+    return Dataset.load(params.data.prepared)
 
 
 def run_validate(params: Params) -> dict[str, Any]:
     """Great Expectations suites on the canonical tables; raises ValidationFailed on errors."""
     from llmrec.validation import validate_dataset
 
-    result = validate_dataset(Dataset.load(params.data.prepared), params.data.validation)
+    result = validate_dataset(load_prepared(params), params.data.validation)
     result.raise_for_errors()
     return result.to_dict()
 
@@ -88,13 +151,14 @@ def run_version(params: Params, root: str | Path = ".") -> dict[str, Any]:
     """Snapshot data/ with DVC and record its hash + the git revision."""
     from llmrec.versioning import version_data
 
+    check_prepared(params, same_source=True)  # the version must describe the data the tables were made from
     version = version_data(params.data.path, root=root).to_dict()
     _write_json(Path(params.data.prepared) / "data_version.json", version)
     return version
 
 
 def _split(params: Params):
-    return make_split(Dataset.load(params.data.prepared), params.data.split, params.data.holdout_days)
+    return make_split(load_prepared(params), params.data.split, params.data.holdout_days)
 
 
 def run_train(params: Params, progress: bool = True) -> dict[str, Any]:
@@ -146,7 +210,7 @@ def run_evaluate(params: Params, with_champion: bool = True, progress: bool = Tr
     from llmrec.models.cross_encoder import fingerprint
     from llmrec.models.ranker import is_pair_scorer, load_ranker, ranker_scorer
 
-    dataset = Dataset.load(params.data.prepared)
+    dataset = load_prepared(params)
     split = make_split(dataset, params.data.split, params.data.holdout_days)
     holdout = sample_impressions(split.holdout, params.eval.max_impressions, params.eval.seed)
     holdout = with_context(holdout, dataset, params.eval.negatives, params.eval.seed)
@@ -209,6 +273,7 @@ def run_register(params: Params, run_name: str = "retrain") -> dict[str, Any]:
     """Log the run (params, metrics, curves, reports, lineage) and register the model as `challenger`."""
     from llmrec import tracking
 
+    check_prepared(params)
     train_info = _read_json(Path(params.train.out) / "train.json")
     evaluation = _read_json(Path(params.eval.out) / "metrics.json")
     version = _read_json(Path(params.data.prepared) / "data_version.json")
@@ -274,7 +339,7 @@ def _drift_verdict(params: Params) -> dict[str, Any]:
     champion = tracking.get_version(params.tracking.model_name, alias=tracking.CHAMPION)
     if champion is None:
         return {"skipped": "no champion yet: nothing to compare against", "drift_detected": False, "n_current": 0}
-    dataset = Dataset.load(params.data.prepared)
+    dataset = load_prepared(params)
     reference = _champion_reference(params, champion, dataset)
     current = time_slice(dataset, start=pd.Timestamp(champion.tags["data.end"]))
     if current.impressions.empty:
@@ -428,7 +493,7 @@ def run_monitor(params: Params, batch: str | Path) -> dict[str, Any]:
     champion = tracking.get_version(params.tracking.model_name, alias=tracking.CHAMPION)
     verdict = None
     if champion is not None:
-        prepared = Dataset.load(params.data.prepared)
+        prepared = load_prepared(params)
         reference = _champion_reference(params, champion, prepared)
         if _source_kind(reference) != _source_kind(current):
             from llmrec.errors import DataError

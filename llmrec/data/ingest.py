@@ -143,6 +143,46 @@ def load_source(path: str | Path, params: DataParams | None = None) -> IngestRes
     return result
 
 
+def source_fingerprint(path: str | Path) -> dict[str, list]:
+    """Each file under `path` (relative name) -> [size, mtime_ns, sha256]: what `source_changes` compares."""
+    return {name: [file.stat().st_size, file.stat().st_mtime_ns, _sha256(file)] for name, file in _files(Path(path)).items()}
+
+
+def _files(root: Path) -> dict[str, Path]:
+    if root.is_file():
+        return {root.name: root}
+    return {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _sha256(file: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with file.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def source_changes(path: str | Path, recorded: dict[str, list]) -> list[str]:
+    """Files under `path` added, removed or changed since `recorded` (a `source_fingerprint`).
+
+    Sizes and modification times decide when they settle it; a file only touched (same size, new time,
+    e.g. restored by `dvc checkout`) is hashed, so same bytes are no change.
+    """
+    root = Path(path)
+    if not root.exists():
+        return sorted(recorded) or [str(root)]
+    files = _files(root)
+    changed = sorted(set(files) ^ set(recorded))
+    for name in sorted(set(files) & set(recorded)):
+        size, mtime, sha = recorded[name]
+        stat = files[name].stat()
+        if stat.st_size != size or (stat.st_mtime_ns != mtime and _sha256(files[name]) != sha):
+            changed.append(name)
+    return changed
+
+
 def ingest(path: str | Path, out: str | Path, params: DataParams | None = None) -> IngestResult:
     """Read the source at `path` and write canonical Parquet tables to `out`."""
     result = load_source(path, params)
