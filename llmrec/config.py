@@ -266,7 +266,7 @@ class EvalParams(_Section):
         True, description="Impression logs: also rank each holdout click against `negatives` sampled negatives (protocol sampled)"
     )
     retriever: Literal["popularity", "tfidf", "zero_shot", "itemknn", "ease", "sasrec"] = Field(
-        "ease", description="Catalogue protocol: whose top-N the cross-encoder re-ranks"
+        "ease", description="Catalogue protocol: whose top-N the cross-encoder re-ranks (fitted for it when not in baselines)"
     )
     rerank_top: int = Field(20, ge=1, description="Catalogue protocol: how many retrieved items the cross-encoder re-ranks")
     confidence: float = Field(0.95, gt=0.5, lt=1, description="Level of the bootstrap intervals")
@@ -349,12 +349,6 @@ class Params(_Section):
     budgets: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Named sets of section.key settings sized for a hardware budget (e.g. cpu-10min)"
     )
-
-    @model_validator(mode="after")
-    def _retriever_is_a_baseline(self) -> "Params":
-        if self.eval.catalogue_impressions and self.eval.retriever not in self.eval.baselines:
-            raise ValueError(f"eval.retriever {self.eval.retriever!r} must be one of eval.baselines {self.eval.baselines}")
-        return self
 
     @model_validator(mode="after")
     def _metric_is_computed(self) -> "Params":

@@ -225,10 +225,13 @@ def run_evaluate(params: Params, with_champion: bool = True, progress: bool = Tr
             champion = load_ranker(folder, device=params.train.device)
             scorers["champion"] = ranker_scorer(champion, split.train.items, params.eval.batch_size, progress)
             pair_scorers |= {"champion"} if is_pair_scorer(champion) else set()
-    backbone = resolve_backbone(params.model.backbone) if "zero_shot" in params.eval.baselines else None
+    baselines = list(params.eval.baselines)
+    if pair_scorers and params.eval.catalogue_impressions and params.eval.retriever not in baselines:
+        baselines.append(params.eval.retriever)  # a cross-encoder re-ranks the retriever's top-N in the catalogue protocol
+    backbone = resolve_backbone(params.model.backbone) if "zero_shot" in baselines else None
     scorers.update(
         fit_baselines(
-            train, dataset.items, params.eval.baselines, backbone=backbone, seed=params.eval.seed,
+            train, dataset.items, baselines, backbone=backbone, seed=params.eval.seed,
             batch_size=params.eval.batch_size, device=params.train.device, progress=progress, sasrec=params.eval.sasrec,
         )
     )

@@ -178,3 +178,23 @@ def test_prefect_yaml_parameters_fit_the_flow_signatures():
     for deployment in deployments:
         given = set(deployment.get("parameters") or {}) | {k for s in deployment.get("schedules") or [] for k in s.get("parameters", {})}
         assert given <= accepted[deployment["entrypoint"]], deployment["name"]
+
+
+def test_readme_override_examples_load_and_show_whole_in_prefects_display():
+    """The README's override example failed every run (eval.retriever not in eval.baselines), and
+    `prefect deployment run` printed it as 'eval.baselines=' (Rich markup ate '[popularity, random]')."""
+    import re
+
+    from rich.text import Text
+
+    from llmrec.config import Params
+
+    readme = (REPO / "README.md").read_text()
+    examples = re.findall(r"`(?:--set )?([a-z_]+(?:\.[a-z_0-9]+)+=[^`]+)`", readme)
+    examples += [o for block in re.findall(r'"overrides": (\[[^\]]*\])', readme) for o in __import__("json").loads(block)]
+    examples = [e for e in examples if e.split(".")[0] in Params.model_fields]
+    assert any(e.startswith("eval.baselines=") for e in examples)
+    for example in examples:
+        load_params(DEFAULT_PARAMS, [example])  # what the flow does first, with the run's overrides
+        shown = repr([example])  # the parameters line of `prefect deployment run`, printed with Rich markup
+        assert Text.from_markup(shown).plain == shown, f"Prefect's CLI shows {example!r} as {Text.from_markup(shown).plain}"
