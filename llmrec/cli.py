@@ -132,6 +132,13 @@ def ingest_cmd(
         f"found {info['format']} data ({', '.join(info['batches'])}): {info['items']:,} items, "
         f"{info['impressions']:,} impressions, {info['interactions']:,} interactions, {info['start']} .. {info['end']}"
     )
+    bad = info["bad_rows"]
+    if bad["rows"]:
+        typer.secho(
+            f"left out {bad['rows']:,} bad row(s) of {bad['read']:,} ({bad['share']:.3%}; data.max_bad_row_share "
+            f"{bad['max_share']:.3%}): {Path(params.data.prepared) / 'quarantine.csv'} lists each with its line and reason",
+            fg=typer.colors.YELLOW,
+        )
 
 
 @app.command()

@@ -77,6 +77,13 @@ class DataParams(_Section):
         "auto", description="Holdout: temporal (last days) or each user's last event; auto picks by source"
     )
     holdout_days: int = Field(1, ge=1, description="Temporal split: the last N days are held out for evaluation")
+    bad_rows: Literal["error", "quarantine"] = Field(
+        "quarantine", description="A source row that breaks the contract: error = stop at the first one; quarantine = "
+        "leave it out and keep it, with its line and reason, in <prepared>/quarantine.csv (up to max_bad_row_share)"
+    )
+    max_bad_row_share: float = Field(
+        0.001, ge=0, le=1, description="With bad_rows: quarantine, the ingest fails when more than this share of the rows read is bad"
+    )
     prepared: str = "outputs/prepared"
     validation: str = "outputs/validation"
 

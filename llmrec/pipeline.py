@@ -16,7 +16,7 @@ import pandas as pd
 from llmrec.config import Params
 from llmrec.data.context import with_context
 from llmrec.data.contract import Dataset
-from llmrec.data.ingest import ingest
+from llmrec.data.ingest import QUARANTINE_FILE, ingest
 from llmrec.data.split import make_split
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,7 @@ def run_ingest(params: Params) -> dict[str, Any]:
         "interactions": len(d.interactions),
         "start": d.impressions["timestamp"].min().isoformat(),
         "end": d.impressions["timestamp"].max().isoformat(),
+        "bad_rows": result.bad_rows(),
     }
     _write_json(prepared / INGEST_RECORD, {**info, "status": "ok", "started": record["started"], "fingerprint": fingerprint})
     return info
@@ -142,7 +143,8 @@ def run_validate(params: Params) -> dict[str, Any]:
     """Great Expectations suites on the canonical tables; raises ValidationFailed on errors."""
     from llmrec.validation import validate_dataset
 
-    result = validate_dataset(load_prepared(params), params.data.validation)
+    record = check_prepared(params)
+    result = validate_dataset(Dataset.load(params.data.prepared), params.data.validation, bad_rows=record.get("bad_rows"))
     result.raise_for_errors()
     return result.to_dict()
 
@@ -311,6 +313,9 @@ def run_register(params: Params, run_name: str = "retrain") -> dict[str, Any]:
         if name != evaluation.get("protocol"):
             flat_metrics.update({f"{name}.{r}.{k}": v for r, ms in protocol["metrics"].items() for k, v in ms.items()})
     flat_metrics.update({"train.pairs_per_second": train_info["pairs_per_second"], "train.seconds": train_info["seconds"]})
+    bad = ingest_info.get("bad_rows") or {}
+    flat_metrics.update({"data.bad_rows": bad.get("rows", 0), "data.bad_row_share": bad.get("share", 0.0), "data.rows_read": bad.get("read", 0)})
+    quarantined = Path(params.data.prepared) / QUARANTINE_FILE
     registered = tracking.register_model(
         params.train.out,
         Path(params.data.prepared) / "items.parquet",
@@ -320,7 +325,7 @@ def run_register(params: Params, run_name: str = "retrain") -> dict[str, Any]:
         metrics=flat_metrics,
         tags=tags,
         step_losses=train_info.get("losses"),
-        artifacts=[Path(params.eval.out) / "report.md", Path(params.eval.out) / "report.html", Path(params.eval.out) / "plots", Path(params.eval.out) / "metrics.json", Path(params.data.validation), Path(params.data.prepared) / "data_version.json"],
+        artifacts=[Path(params.eval.out) / "report.md", Path(params.eval.out) / "report.html", Path(params.eval.out) / "plots", Path(params.eval.out) / "metrics.json", Path(params.data.validation), Path(params.data.prepared) / "data_version.json", quarantined],
     )
     tracking.set_alias(params.tracking.model_name, tracking.CHALLENGER, registered.version)
     record = {**registered.to_dict(), "model_sha": current["model_sha"]}
@@ -482,7 +487,7 @@ def run_monitor(params: Params, batch: str | Path) -> dict[str, Any]:
 
     out = _outputs(params) / "monitor"
     loaded = ingest(batch, out / "prepared", params.data)
-    validation = validate_dataset(loaded.dataset, out / "validation")
+    validation = validate_dataset(loaded.dataset, out / "validation", bad_rows=loaded.bad_rows())
     validation.raise_for_errors()
     current = loaded.dataset
     stamps = current.impressions["timestamp"]

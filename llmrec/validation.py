@@ -127,8 +127,12 @@ class ValidationResult:
             )
 
 
-def validate_dataset(dataset: Dataset, report_dir: str | Path) -> ValidationResult:
-    """Validate the three canonical tables; write Data Docs and validation.json under report_dir."""
+def validate_dataset(dataset: Dataset, report_dir: str | Path, bad_rows: dict | None = None) -> ValidationResult:
+    """Validate the three canonical tables; write Data Docs and validation.json under report_dir.
+
+    `bad_rows` ({"rows", "read", "share", "max_share"}, from the ingest) adds the source rows left out as bad:
+    an error above max_share, a warning when any was left out.
+    """
     _checked(dataset)
     report_dir = Path(report_dir).resolve()  # GX needs an absolute docs path
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -140,7 +144,7 @@ def validate_dataset(dataset: Dataset, report_dir: str | Path) -> ValidationResu
     ctx = _context(gx, docs_dir)
     source = ctx.data_sources.add_pandas(name="llmrec")
     results: list[Any] = []
-    for spec in _suites(gxe, dataset):
+    for spec in [*_suites(gxe, dataset), *_bad_row_suites(gxe, bad_rows)]:
         results.extend(_run_suite(gx, ctx, source, spec))
     docs = _build_docs(ctx, docs_dir)
     outcome = _collect(results, docs)
@@ -433,6 +437,36 @@ def _distribution_suites(gxe: Any, dataset: Dataset) -> list[_Suite]:
             )
         )
     return suites
+
+
+# --- source rows left out as bad (data.bad_rows: quarantine) -------------------------------------
+
+
+def _bad_row_suites(gxe: Any, bad_rows: dict | None) -> list[_Suite]:
+    """The share of source rows the ingest left out: at most data.max_bad_row_share (error); none (warning)."""
+    if not bad_rows or not bad_rows.get("read"):
+        return []
+    frame = pd.DataFrame({"bad_rows": [int(bad_rows["rows"])], "bad_row_share": [float(bad_rows["share"])]})
+    limit = float(bad_rows["max_share"])
+    return [
+        _Suite(
+            "source_rows",
+            frame,
+            [
+                gxe.ExpectColumnValuesToBeBetween(
+                    column="bad_row_share", min_value=0, max_value=limit,
+                    meta=_meta("source", ERROR, "bad_row_share", check="share of bad rows left out"),
+                    notes=f"at most {limit:.2%} of the source rows may be bad (data.max_bad_row_share)",
+                ),
+                gxe.ExpectColumnValuesToBeBetween(
+                    column="bad_rows", min_value=0, max_value=0,
+                    meta=_meta("source", WARNING, "bad_rows", check="bad rows left out"),
+                    notes=f"warning: {bad_rows['rows']} of {bad_rows['read']} source rows were bad and left out "
+                    "(quarantine.csv beside the prepared tables lists them with line and reason)",
+                ),
+            ],
+        )
+    ]
 
 
 # --- reading the results back ----------------------------------------------------------------
