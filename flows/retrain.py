@@ -71,10 +71,7 @@ def version(params_file: str, overrides: list[str]) -> dict[str, Any]:
 @task(name="champion", cache_policy=NO_CACHE, timeout_seconds=5 * MINUTE, **SERVICE)
 def champion(params_file: str, overrides: list[str]) -> str | None:
     """The version the `champion` alias points at now (None: no champion yet)."""
-    from llmrec import tracking
-
-    info = tracking.get_version(_params(params_file, overrides).tracking.model_name, alias=tracking.CHAMPION)
-    return info.version if info else None
+    return pipeline.champion_version(_params(params_file, overrides))
 
 
 @task(name="train", cache_policy=stage_cache("data", "model", "train"), timeout_seconds=12 * 60 * MINUTE, **CACHED)

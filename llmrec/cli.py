@@ -34,7 +34,11 @@ class State:
 
     @classmethod
     def params(cls) -> Params:
-        return _run(load_params, cls.params_file, cls.overrides)
+        from llmrec import tracking
+
+        params = _run(load_params, cls.params_file, cls.overrides)
+        tracking.configure(params.tracking.timeout_seconds, params.tracking.retries)  # for the commands that talk to MLflow
+        return params
 
 
 @app.callback()

@@ -320,6 +320,11 @@ class PromotionParams(_Section):
 class TrackingParams(_Section):
     experiment: str = "llmrec-synthetic"
     model_name: str = "llmrec"
+    timeout_seconds: float = Field(60.0, gt=0, description="An MLflow server request that takes longer failed")
+    retries: int = Field(
+        3, ge=0, le=10, description="An unreachable MLflow server is retried this often (after 2, 4, 8 ... s, each with a "
+        "warning naming its URL) before the stage fails"
+    )
 
 
 class ServeLimits(_Section):

@@ -42,6 +42,21 @@ def _read_json(path: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
+def _tracking(params: Params) -> Any:
+    """llmrec.tracking with the MLflow server settings of `params` (timeout, retries)."""
+    from llmrec import tracking
+
+    tracking.configure(params.tracking.timeout_seconds, params.tracking.retries)
+    return tracking
+
+
+def champion_version(params: Params) -> str | None:
+    """The version the `champion` alias points at now (None: no champion yet)."""
+    tracking = _tracking(params)
+    info = tracking.get_version(params.tracking.model_name, alias=tracking.CHAMPION)
+    return info.version if info else None
+
+
 def _check_same_model(*records: dict) -> None:
     """Refuse to mix records of different models (e.g. metrics of an older training run)."""
     from llmrec.errors import ModelError
@@ -196,7 +211,7 @@ def run_train(params: Params, progress: bool = True) -> dict[str, Any]:
 
 def champion_model_dir(params: Params, dest: str | Path) -> tuple[str | None, Path | None]:
     """Download the current champion's ranker folder (None when there is no champion)."""
-    from llmrec import tracking
+    tracking = _tracking(params)
 
     champion = tracking.get_version(params.tracking.model_name, alias=tracking.CHAMPION)
     if champion is None:
@@ -276,7 +291,7 @@ def run_evaluate(params: Params, with_champion: bool = True, progress: bool = Tr
 
 def run_register(params: Params, run_name: str = "retrain") -> dict[str, Any]:
     """Log the run (params, metrics, curves, reports, lineage) and register the model as `challenger`."""
-    from llmrec import tracking
+    tracking = _tracking(params)
 
     check_prepared(params)
     train_info = _read_json(Path(params.train.out) / "train.json")
@@ -341,7 +356,7 @@ def run_drift(params: Params) -> dict[str, Any]:
 
 
 def _drift_verdict(params: Params) -> dict[str, Any]:
-    from llmrec import tracking
+    tracking = _tracking(params)
     from llmrec.data.split import time_slice
 
     champion = tracking.get_version(params.tracking.model_name, alias=tracking.CHAMPION)
@@ -480,7 +495,7 @@ def run_monitor(params: Params, batch: str | Path) -> dict[str, Any]:
     """
     import time
 
-    from llmrec import tracking
+    tracking = _tracking(params)
     from llmrec.data.split import time_slice
     from llmrec.promotion import monitor_decision
     from llmrec.validation import validate_dataset
@@ -569,7 +584,7 @@ def add_batch(params: Params, batch: str | Path) -> Path:
 
 def run_promote(params: Params, registered: dict[str, Any] | None = None, drift: dict[str, Any] | None = None) -> dict[str, Any]:
     """Apply the promotion policy; switch the `champion` alias only when it says promote."""
-    from llmrec import tracking
+    tracking = _tracking(params)
     from llmrec.promotion import PROMOTE, decide
 
     registered = registered or _read_json(_outputs(params) / "registered.json")
@@ -614,7 +629,7 @@ def _record_decision(params: Params, registered: dict, record: dict, drift: dict
     """Attach the decision and the drift verdict to the MLflow run and version, then (only then) move the alias.
 
     The HTML reports stay local (outputs/drift/*.html, several MB at scale); the verdict is logged."""
-    from llmrec import tracking
+    tracking = _tracking(params)
 
     tracking.log_run_dict(registered["run_id"], record, "decision.json")
     if drift.get("html_path"):
@@ -642,7 +657,7 @@ def _outputs(params: Params) -> Path:
 
 def checkout_model_data(params: Params, version: str, root: str | Path = ".") -> dict[str, Any]:
     """Restore data/ to exactly what a registered model version was trained on."""
-    from llmrec import tracking
+    tracking = _tracking(params)
     from llmrec.errors import TrackingError
     from llmrec.versioning import checkout_data, latest_snapshot
 

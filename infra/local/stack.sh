@@ -27,7 +27,10 @@ case "${1:-}" in
       --artifacts-destination "$ROOT/mlartifacts" --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1
     wait_for prefect "http://127.0.0.1:$PREFECT_PORT/api/health" 120
     wait_for mlflow "http://127.0.0.1:$MLFLOW_PORT/health" 120
+    # client timeouts and retries set explicitly (Prefect logs each retry with its attempt; llmrec does so for MLflow,
+    # params.yaml tracking.timeout_seconds / tracking.retries)
     PREFECT_API_URL="http://127.0.0.1:$PREFECT_PORT/api" MLFLOW_TRACKING_URI="http://127.0.0.1:$MLFLOW_PORT" \
+      PREFECT_API_REQUEST_TIMEOUT=30 PREFECT_CLIENT_MAX_RETRIES=3 \
       PREFECT_RUNNER_POLL_FREQUENCY=2 PATH="$BIN:$PATH" start runner "$BIN/python" -m flows.deploy
     served=0
     for _ in $(seq 120); do
