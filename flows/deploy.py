@@ -11,6 +11,11 @@ One run at a time (`limit=1`): every run of this project writes the same outputs
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
 from prefect import serve
 from prefect.schedules import Cron
 
@@ -19,6 +24,33 @@ from flows.retrain import retrain
 
 DAILY = "0 6 * * *"  # 06:00 UTC, after the nightly batch lands (as in infra/prefect/prefect.yaml)
 INBOX = "incoming"  # where new batch folders land (the schedule's `batch` parameter)
+REPEAT_EVERY = 600.0  # seconds: how often an unchanged runner notice (e.g. "1 scheduled runs skipped") is repeated
+
+
+class OnceUntilChanged(logging.Filter):
+    """Lets a log message through when it differs from the last one, or when `every` seconds have passed.
+
+    The runner polls every few seconds and, while a run holds its one slot, logs "1 scheduled runs skipped
+    (at capacity)" at each poll: the first says what happens, the hundreds after it hide the run's own log."""
+
+    def __init__(self, every: float = REPEAT_EVERY, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.every, self.clock = every, clock
+        self._last: tuple[str, float] | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message, now = record.getMessage(), self.clock()
+        if self._last is not None and self._last[0] == message and now - self._last[1] < self.every:
+            return False
+        self._last = (message, now)
+        return True
+
+
+def prepare(root: str | Path = ".") -> None:
+    """Before serving: the monitor schedule's batch folder exists (its runs failed with "the batch folder does
+    not exist" until one was made), and the runner's repeated notices are logged once until they change."""
+    (Path(root) / INBOX).mkdir(exist_ok=True)
+    logging.getLogger("prefect.runner").addFilter(OnceUntilChanged())
 
 
 def deployments() -> list:
@@ -39,4 +71,5 @@ def deployments() -> list:
 
 
 if __name__ == "__main__":
+    prepare()
     serve(*deployments(), limit=1)

@@ -198,3 +198,31 @@ def test_readme_override_examples_load_and_show_whole_in_prefects_display():
         load_params(DEFAULT_PARAMS, [example])  # what the flow does first, with the run's overrides
         shown = repr([example])  # the parameters line of `prefect deployment run`, printed with Rich markup
         assert Text.from_markup(shown).plain == shown, f"Prefect's CLI shows {example!r} as {Text.from_markup(shown).plain}"
+
+
+def test_served_deployments_have_their_inbox_and_say_at_capacity_once(tmp_path):
+    """After `make up` the scheduled monitor failed (no incoming/ folder), and a busy runner logged
+    "1 scheduled runs skipped (at capacity)" every 2 s."""
+    import logging
+
+    from flows.deploy import INBOX, OnceUntilChanged, prepare
+    from flows.monitor import newest_batch
+
+    prepare(tmp_path)
+    params = load_params(DEFAULT_PARAMS, [f"data.path={tmp_path / 'data'}"])
+    assert newest_batch(tmp_path / INBOX, params) is None  # nothing to judge yet: not an error
+
+    now = [0.0]
+    notice = OnceUntilChanged(every=600, clock=lambda: now[0])
+
+    def passes(message: str) -> bool:
+        return notice.filter(logging.LogRecord("prefect.runner", logging.INFO, __file__, 1, message, None, None))
+
+    shown = []
+    for second in range(0, 300, 2):
+        now[0] = float(second)
+        shown.append(passes("1 scheduled runs skipped (at capacity)"))
+    assert shown.count(True) == 1
+    assert passes("2 scheduled runs skipped (at capacity)")  # a change shows at once
+    now[0] = 1000.0
+    assert passes("2 scheduled runs skipped (at capacity)")  # and an unchanged one again after `every` seconds
