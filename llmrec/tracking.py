@@ -334,16 +334,46 @@ def download_model_dir(model_name: str, version: str, dest: str | Path, root: st
 
     import yaml
 
-    mlflow, _ = _client(root)
+    mlflow, client = _client(root)
     dest = Path(dest)
     if dest.exists():
         shutil.rmtree(dest)
-    local = Path(mlflow.artifacts.download_artifacts(f"models:/{model_name}/{version}", dst_path=str(dest)))
+    served = _served_artifacts(client, model_name, version, root)
+    if served is not None:  # stored through an MLflow server that is not in use now: read its artifacts folder
+        shutil.copytree(served, dest)
+        local = dest
+    else:
+        local = Path(mlflow.artifacts.download_artifacts(f"models:/{model_name}/{version}", dst_path=str(dest)))
     flavor = yaml.safe_load((local / "MLmodel").read_text()).get("flavors", {}).get("python_function", {})
     relative = flavor.get("artifacts", {}).get("model_dir", {}).get("path")
     if not relative or not (local / relative).is_dir():
         raise TrackingError("model version holds no model_dir artifact", where=f"models:/{model_name}/{version}")
     return local / relative
+
+
+def _served_artifacts(client: Any, model_name: str, version: str, root: str | Path) -> Path | None:
+    """Where a version's files are on this machine when an MLflow server stored them (`mlflow-artifacts:/…`, e.g.
+    `make up`'s server, artifacts in <root>/mlartifacts) and no server is in use now; None when MLflow can fetch them.
+
+    Raises TrackingError saying what to start when they are elsewhere (S3, another machine)."""
+    uri = tracking_uri(root)
+    if uri.startswith(("http://", "https://")):
+        return None
+    location = client.get_model_version_download_uri(model_name, version)
+    if not str(location).startswith("mlflow-artifacts:"):
+        return None
+    from urllib.parse import urlparse
+
+    local = Path(root).resolve() / ARTIFACTS_DIR / urlparse(str(location)).path.lstrip("/")
+    if (local / "MLmodel").is_file():
+        return local
+    raise TrackingError(
+        f"the files of {model_name} version {version} were stored through an MLflow server ({location}), and the "
+        f"tracking store in use ({uri}) cannot read them; they are not in {Path(root).resolve() / ARTIFACTS_DIR} either",
+        where=f"models:/{model_name}/{version}",
+        fix="start that MLflow server (`make up` for the local stack, `make prodlike-up` for the production-like one) "
+        "and set MLFLOW_TRACKING_URI to it (e.g. http://127.0.0.1:5000), then run again",
+    )
 
 
 @_service
