@@ -351,6 +351,36 @@ def download_model_dir(model_name: str, version: str, dest: str | Path, root: st
     return local / relative
 
 
+@_service
+def latest_version(model_name: str, root: str | Path = ".") -> str | None:
+    """The highest version number of a registered model (None: no version yet)."""
+    _, client = _client(root)
+    versions = [int(mv.version) for mv in client.search_model_versions(f"name='{model_name}'")]
+    return str(max(versions)) if versions else None
+
+
+@_service
+def download_items(model_name: str, version: str, dest: str | Path, root: str | Path = ".") -> Path:
+    """Only the catalogue (pyfunc artifact "items") of a model version, not its weights."""
+    import shutil
+
+    import yaml
+
+    mlflow, client = _client(root)
+    dest = Path(dest)
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    served = _served_artifacts(client, model_name, version, root)
+    base = served.as_uri() if served is not None else client.get_model_version_download_uri(model_name, version)
+    mlmodel = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{base}/MLmodel", dst_path=str(dest)))
+    flavor = (yaml.safe_load(mlmodel.read_text()) or {}).get("flavors", {}).get("python_function", {})
+    relative = flavor.get("artifacts", {}).get("items", {}).get("path")
+    if not relative:
+        raise TrackingError("model version holds no items artifact", where=f"models:/{model_name}/{version}")
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{base}/{relative}", dst_path=str(dest)))
+
+
 def _served_artifacts(client: Any, model_name: str, version: str, root: str | Path) -> Path | None:
     """Where a version's files are on this machine when an MLflow server stored them (`mlflow-artifacts:/…`, e.g.
     `make up`'s server, artifacts in <root>/mlartifacts) and no server is in use now; None when MLflow can fetch them.
