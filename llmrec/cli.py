@@ -339,11 +339,18 @@ def models_list() -> None:
     from llmrec import tracking
 
     versions = _run(tracking.list_versions, _model_name())
-    typer.echo(f"{'version':>7}  {'aliases':<28} {'ndcg@10':>8} {'auc':>7}  {'data (dvc md5)':<16} decision")
+    typer.echo(f"{'version':>7}  {'aliases':<28} {'ndcg@10':>8} {'auc':>7}  {'holdout from':<16}  {'data (dvc md5)':<16} decision")
     for v in versions:
         typer.echo(
             f"{v.version:>7}  {','.join(v.aliases) or '-':<28} {v.metrics.get('ndcg_at_10', float('nan')):>8.4f} "
-            f"{v.metrics.get('auc', float('nan')):>7.4f}  {v.tags.get('data.dvc_md5', '?')[:16]:<16} {v.tags.get('decision', '-')}"
+            f"{v.metrics.get('auc', float('nan')):>7.4f}  {v.tags.get('data.cutoff', '?')[:16].replace('T', ' '):<16}  "
+            f"{v.tags.get('data.dvc_md5', '?')[:16]:<16} {v.tags.get('decision', '-')}"
+        )
+    if len({v.tags.get("data.cutoff") for v in versions}) > 1:
+        typer.echo(
+            "note: each version's nDCG@10 and AUC are on its own holdout (from the date shown), so versions with "
+            "different holdouts are not comparable here; `llmrec retrain` scores the champion on the challenger's holdout "
+            "(the decision record, `llmrec models show N`)"
         )
 
 

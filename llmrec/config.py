@@ -402,6 +402,27 @@ def _with_budget(raw: dict[str, Any], overrides: list[str], where: str) -> dict[
     return apply_overrides(raw, [*as_overrides, *overrides, f"budget={chosen}"])
 
 
+def _did_you_mean(error: Any) -> str:
+    """For an unknown key (e.g. train.steps): the known keys of its section that look like it (train.max_steps)."""
+    import difflib
+
+    if error.get("type") != "extra_forbidden":
+        return ""
+    *section, key = [str(p) for p in error["loc"]]
+    model: Any = Params
+    for part in section:
+        field = model.model_fields.get(part)
+        model = field.annotation if field is not None else None
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return ""
+    names = list(model.model_fields)
+    close = difflib.get_close_matches(key, names, n=3, cutoff=0.5) or [n for n in names if key in n or n in key]
+    prefix = ".".join(section) + "." if section else ""
+    if close:
+        return f" (did you mean {' or '.join(prefix + n for n in close)}?)"
+    return f" (the keys of {prefix.rstrip('.') or 'the params file'}: {', '.join(names)})"
+
+
 def load_params(path: str | Path | None = None, overrides: list[str] | None = None) -> Params:
     """Load params.yaml (or defaults when it does not exist) and apply overrides."""
     path = Path(path) if path is not None else DEFAULT_PARAMS
@@ -415,7 +436,7 @@ def load_params(path: str | Path | None = None, overrides: list[str] | None = No
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}{_did_you_mean(e)}" for e in exc.errors()]
         raise ConfigError(
             "invalid parameters:\n  " + "\n  ".join(lines),
             where=str(path),

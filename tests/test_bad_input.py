@@ -140,3 +140,15 @@ def test_more_bad_rows_than_the_share_allows_stop_the_ingest(tmp_path: Path, mon
     assert not (tmp_path / "outputs").exists()
     result = CliRunner().invoke(app, ["--set", "data.path=data/ml", "--set", "data.max_bad_row_share=0.01", "ingest"])
     assert result.exit_code == 0, result.output
+
+
+def test_a_missing_column_is_called_that_not_a_truncated_line(tmp_path: Path, monkeypatch) -> None:
+    data = tmp_path / "data" / "ml"
+    data.mkdir(parents=True)
+    (data / "u.data").write_text("".join(f"{u}\t{i}\t4\n" for u in range(1, 4) for i in range(1, 6)))  # no timestamps
+    (data / "u.item").write_text(U_ITEM)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["--set", "data.path=data/ml", "ingest"])
+    assert result.exit_code == 1
+    assert "a missing column? every line has 3 fields: expected 4 tab-separated columns" in result.output, result.output
+    assert "truncated" not in result.output

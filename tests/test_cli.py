@@ -44,6 +44,24 @@ def test_bad_override_is_a_clear_error():
     assert "train.lr" in result.output
 
 
+def test_an_unknown_setting_suggests_the_one_meant():
+    result = runner.invoke(app, ["--set", "train.steps=100", "train"])
+    assert result.exit_code == 1 and "train.steps: Extra inputs are not permitted (did you mean train.max_steps?)" in result.output
+    result = runner.invoke(app, ["--set", "trian.max_steps=100", "train"])
+    assert result.exit_code == 1 and "trian: Extra inputs are not permitted (did you mean train" in result.output
+
+
+def test_every_readme_section_an_error_names_exists():
+    """The MIND loader's fix named a README section ('Bring your own data') that does not exist."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    headings = set(re.findall(r"^#+ (.+?)\s*$", readme, flags=re.M))
+    source = "\n".join(p.read_text() for p in (Path(__file__).resolve().parents[1] / "llmrec").rglob("*.py"))
+    named = set(re.findall(r"README '([^']+)'", source)) | set(re.findall(r'README "([^"]+)"', source))
+    assert named and named <= headings, f"sections named but missing: {sorted(named - headings)}"
+
+
 def test_validate_reports_dangling_items_and_exits_1(tmp_path, tiny_world, monkeypatch):
     import pandas as pd
 

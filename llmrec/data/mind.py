@@ -20,7 +20,7 @@ NEWS_COLUMNS = ["item_id", "category", "subcategory", "title", "abstract", "url"
 ENTITY_COLUMNS = ["title_entities", "abstract_entities"]
 MIND_TIME_FORMAT = "%m/%d/%Y %I:%M:%S %p"
 MIND_FILES = ("news.tsv", "behaviors.tsv")
-_FIX_FORMAT = "MIND files are UTF-8, tab-separated, without a header; see README 'Bring your own data'"
+_FIX_FORMAT = "MIND files are UTF-8, tab-separated, without a header; see README 'Use your own data'"
 
 
 def is_mind_folder(folder: Path) -> bool:
@@ -63,6 +63,10 @@ def _split_rows(path: Path, lines: list[str], n_columns: int, names: str, q: che
         numbers.append(lineno)
     guard = q.guard(path, np.array(numbers, dtype=np.int64))
     counts = np.array([len(parts) for parts in rows], dtype=np.int64)
+    if len(counts) > 1 and counts[0] != n_columns and (counts == counts[0]).all():  # the file, not a few rows
+        what = "a missing column? every line has" if counts[0] < n_columns else "every line has"
+        raise DataError.at(f"{what} {counts[0]} tab-separated columns, expected {n_columns} ({names})", path,
+                           line=int(guard.lines[0]), fix=_FIX_FORMAT)
     for found in np.unique(counts[counts != n_columns]):
         guard.reject(counts == found, f"expected {n_columns} tab-separated columns ({names}), found {found}", fix=_FIX_FORMAT)
     rows = [parts for parts, keep in zip(rows, guard.keep) if keep]

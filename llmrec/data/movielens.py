@@ -381,13 +381,22 @@ def _check_header(path: Path, names: list[str]) -> None:
 
 
 def _guard_counts(guard: checks.RowGuard, counts: np.ndarray, sep: str, names: list[str]) -> None:
-    """Lines with another number of fields than `names`: the error of `_check_counts`, or quarantined."""
-    if guard.strict:
+    """Lines with another number of fields than `names`: the error of `_check_counts`, or quarantined (unless every
+    line has the same wrong number: a file-level problem, a wrong separator or a missing column)."""
+    if guard.strict or (len(counts) and (counts == counts[0]).all()):
         _check_counts(counts, guard.lines, guard.path, sep, names)
         return
     for found in np.unique(counts[counts != len(names)]):
-        problem = "wrong separator?" if found == 1 else "truncated line:" if found < len(names) else "too many fields:"
-        guard.reject(counts == found, f"{problem} expected {len(names)} {_SEP_NAMES[sep]}-separated columns, found {found}")
+        guard.reject(counts == found, _count_problem(int(found), sep, names), fix=_fix(guard.path))
+
+
+def _count_problem(found: int, sep: str, names: list[str], every_line: bool = False) -> str:
+    expected = f"expected {len(names)} {_SEP_NAMES[sep]}-separated columns ({', '.join(names)}), found {found}"
+    if found == 1:
+        return f"wrong separator? {expected}"
+    if every_line and found < len(names):
+        return f"a missing column? every line has {found} fields: {expected}"
+    return f"{'truncated line' if found < len(names) else 'too many fields'}: {expected}"
 
 
 def _check_counts(counts: np.ndarray, lines: np.ndarray, path: Path, sep: str, names: list[str]) -> None:
@@ -395,10 +404,9 @@ def _check_counts(counts: np.ndarray, lines: np.ndarray, path: Path, sep: str, n
     if not len(bad):
         return
     found = int(counts[bad[0]])
-    problem = "wrong separator?" if found == 1 else "truncated line:" if found < len(names) else "too many fields:"
+    every_line = len(bad) == len(counts) and bool((counts == found).all()) and len(counts) > 1
     raise DataError.at(
-        f"{problem} expected {len(names)} {_SEP_NAMES[sep]}-separated columns ({', '.join(names)}), found {found}"
-        + (f"; {len(bad) - 1:,} more line(s) like it" if len(bad) > 1 else ""),
+        _count_problem(found, sep, names, every_line) + (f"; {len(bad) - 1:,} more line(s) like it" if len(bad) > 1 else ""),
         path,
         line=int(lines[bad[0]]),
         fix=_fix(path),
