@@ -1,4 +1,4 @@
-"""Serve the `retrain` (on demand) and `monitor` (daily) deployments from one process.
+"""Serve the `retrain` (on demand), `monitor` (daily) and `batch-recommend` (daily) deployments from one process.
 
     PREFECT_API_URL=http://127.0.0.1:4200/api python -m flows.deploy     (`make up` does this)
 
@@ -19,10 +19,12 @@ from pathlib import Path
 from prefect import serve
 from prefect.schedules import Cron
 
+from flows.batch import batch_recommend
 from flows.monitor import monitor
 from flows.retrain import retrain
 
 DAILY = "0 6 * * *"  # 06:00 UTC, after the nightly batch lands (as in infra/prefect/prefect.yaml)
+NIGHTLY_LISTS = "0 7 * * *"  # 07:00 UTC: every user's top-k, after the monitor (and a retrain it started)
 INBOX = "incoming"  # where new batch folders land (the schedule's `batch` parameter)
 REPEAT_EVERY = 600.0  # seconds: how often an unchanged runner notice (e.g. "1 scheduled runs skipped") is repeated
 
@@ -66,6 +68,13 @@ def deployments() -> list:
             description=f"Judge the newest batch in {INBOX}/ against the champion's data; retrain when drift says so (daily)",
             tags=["llmrec"],
             schedules=[Cron(DAILY, timezone="UTC", parameters={"batch": INBOX})],
+        ),
+        batch_recommend.to_deployment(
+            name="batch-recommend",
+            description="Every user's top-k from the champion to Parquet (batch.out), tagged with the model and data "
+            "versions; a stopped run resumes from the chunks it wrote (daily, after the monitor)",
+            tags=["llmrec"],
+            schedules=[Cron(NIGHTLY_LISTS, timezone="UTC")],
         ),
     ]
 

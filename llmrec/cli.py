@@ -271,6 +271,45 @@ def monitor(
         _exit_alert(alert)
 
 
+@app.command()
+def recommend(
+    all_users: Annotated[bool, typer.Option("--all-users", help="Every user of the prepared tables (data.prepared).")] = False,
+    users: Annotated[
+        Optional[Path], typer.Option("--users", help="A text file of user ids, one per line (instead of --all-users).")
+    ] = None,
+    k: Annotated[Optional[int], typer.Option("--k", min=1, help="Items per user (default batch.k).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Parquet file to write (default batch.out).")] = None,
+    restart: Annotated[bool, typer.Option("--restart", help="Drop an unfinished run's parts instead of resuming it.")] = False,
+) -> None:
+    """Batch recommendations: the champion's top-k for every user (or a list), to one Parquet file.
+
+    Users are scored in chunks (batch.chunk_users), each written to its own part file: a killed run,
+    started again, resumes from the parts written and writes no user twice. Each row says the model
+    version and the data version it came from.
+    """
+    from llmrec.batch import recommend_all
+
+    if all_users == (users is not None):
+        typer.secho("error: give either --all-users or --users FILE", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    if k is not None:
+        State.overrides = [*State.overrides, f"batch.k={k}"]
+    params = State.params()
+    chosen = None
+    if users is not None:
+        if not users.is_file():
+            typer.secho(f"error: no such file {users}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(1)
+        chosen = [line.strip() for line in users.read_text().splitlines() if line.strip()]
+    info = _run(recommend_all, params, users=chosen, out=out, restart=restart)
+    rate = f", {info['users_per_second']:.0f} users/s" if info["users_per_second"] else ""
+    resumed = f" (resumed: {info['resumed_chunks']} of {info['chunks']} chunks were written before)" if info["resumed_chunks"] else ""
+    typer.echo(
+        f"wrote {info['rows']:,} recommendations for {info['users']:,} users to {info['out']}{resumed}: model "
+        f"{params.tracking.model_name} v{info['model_version']}, data {info['data_version']}{rate}"
+    )
+
+
 def _retrain_once() -> tuple[dict, Any]:
     """Run the retrain flow once: its summary, and the PromotionAlert it ended with (None if none)."""
     from llmrec.errors import PromotionAlert

@@ -347,6 +347,17 @@ class ServeParams(_Section):
     limits: ServeLimits = Field(default_factory=ServeLimits)
 
 
+class BatchParams(_Section):
+    """`llmrec recommend --all-users`: every user's top-k from the served model, to Parquet."""
+
+    k: int = Field(10, ge=1, le=10_000, description="Items per user")
+    chunk_users: int = Field(
+        200, ge=1, description="Users scored and written together (one part file each; a killed run resumes from them)"
+    )
+    out: str = Field("outputs/recommendations.parquet", description="The Parquet file of the lists")
+    alias: str = Field("champion", description="Registry alias of the model that recommends")
+
+
 class Params(_Section):
     synthetic: SyntheticParams = Field(default_factory=SyntheticParams)
     data: DataParams = Field(default_factory=DataParams)
@@ -357,6 +368,7 @@ class Params(_Section):
     promotion: PromotionParams = Field(default_factory=PromotionParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
     serve: ServeParams = Field(default_factory=ServeParams)
+    batch: BatchParams = Field(default_factory=BatchParams)
     budget: str | None = Field(None, description="A name from `budgets` whose settings were applied (--budget NAME)")
     budgets: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Named sets of section.key settings sized for a hardware budget (e.g. cpu-10min)"

@@ -42,12 +42,15 @@ def _read_json(path: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
-def _tracking(params: Params) -> Any:
+def configured_tracking(params: Params) -> Any:
     """llmrec.tracking with the MLflow server settings of `params` (timeout, retries)."""
     from llmrec import tracking
 
     tracking.configure(params.tracking.timeout_seconds, params.tracking.retries)
     return tracking
+
+
+_tracking = configured_tracking
 
 
 def champion_version(params: Params) -> str | None:

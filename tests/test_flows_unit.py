@@ -167,11 +167,13 @@ def test_prefect_yaml_parameters_fit_the_flow_signatures():
     import yaml
     from prefect.utilities.callables import parameter_schema
 
+    from flows.batch import batch_recommend
     from flows.monitor import monitor
     from flows.retrain import retrain
 
     accepted = {"flows/retrain.py:retrain": set(parameter_schema(retrain.fn).properties),
-                "flows/monitor.py:monitor": set(parameter_schema(monitor.fn).properties)}
+                "flows/monitor.py:monitor": set(parameter_schema(monitor.fn).properties),
+                "flows/batch.py:batch_recommend": set(parameter_schema(batch_recommend.fn).properties)}
     deployments = yaml.safe_load((REPO / "infra/prefect/prefect.yaml").read_text())["deployments"]
     monitors = [d for d in deployments if d["entrypoint"] == "flows/monitor.py:monitor"]
     assert monitors and all(s["parameters"] == {"batch": "incoming"} for d in monitors for s in d["schedules"])

@@ -40,7 +40,8 @@ case "${1:-}" in
       sleep 1
     done
     [ "$served" = 1 ] || { echo "the runner did not serve retrain and monitor; last log lines:"; tail -20 "$RUN/runner.log"; exit 1; }
-    echo "  runner is up: deployments retrain/retrain (on demand), monitor/monitor (daily 06:00 UTC, batch folder incoming/)"
+    echo "  runner is up: deployments retrain/retrain (on demand), monitor/monitor (daily 06:00 UTC, batch folder incoming/),"
+    echo "  batch-recommend/batch-recommend (daily 07:00 UTC: every user's top-k to outputs/recommendations.parquet)"
     cat <<TXT
 
 llmrec stack is up
