@@ -338,13 +338,18 @@ def demo(
     params = State.params()
     syn = params.synthetic.model_copy(update={"preset": preset} if preset else {})
     out = Path(params.data.path)
-    rounds, alerts = [], []
+    import time
+
+    rounds, alerts, minutes = [], [], []
+    started = time.perf_counter()
     for period in (1, 2):
         if period == 1 and out.exists():
             shutil.rmtree(out)  # the demo's own synthetic folder: start the story from period 1
         _run(gen, out, _run(syn.size), syn.seed, (period,), collaborative=syn.collaborative)
-        typer.secho(f"\n=== period {period} arrived in {out}/period{period}: retraining ===", bold=True)
+        typer.secho(f"\n=== period {period} arrived in {out}/period{period}: retraining (round {period} of 2) ===", bold=True)
+        round_start = time.perf_counter()
         summary, alert = _retrain_once()
+        minutes.append((time.perf_counter() - round_start) / 60)
         typer.echo(format_summary(summary))
         rounds.append(summary)
         alerts.append(alert)
@@ -356,6 +361,8 @@ def demo(
         if "champion" in m:
             line += f" vs champion {m['champion']['ndcg@10']:.4f}"
         typer.echo(f"{line} -> v{summary['registered']['version']}: {d['action']} ({d['rule']})")
+    typer.echo(f"the demo took {(time.perf_counter() - started) / 60:.1f} min (round 1: {minutes[0]:.1f} min, round 2: "
+               f"{minutes[1]:.1f} min; the time per stage is printed after each round)")
     typer.echo("Look around: `make mlflow-ui` (models, runs, reports), outputs/ (reports), `dvc status`.")
     for alert in alerts:
         if alert is not None:
@@ -500,6 +507,9 @@ def format_summary(summary: dict) -> str:
         "drift: " + (drift_info.get("summary") or drift_info.get("skipped", "")),
         summary["decision"]["summary"],
     ]
+    if summary.get("seconds"):
+        lines.append("time per stage: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in summary["seconds"].items())
+                     + f" (total {sum(summary['seconds'].values()):.0f} s)")
     return "\n".join(lines)
 
 
