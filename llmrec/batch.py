@@ -192,7 +192,7 @@ def _scorer(params: Params, tracking: Any, version: str, dataset: Dataset, parts
     """(users, their histories, k) -> their top-k rows (user_id, rank, item_id, score) by the model of `version`,
     over every item of the prepared tables minus each user's history; ties keep catalogue order."""
     from llmrec.data.context import first_seen_hours, hours
-    from llmrec.models.ranker import is_pair_scorer, load_ranker, ranker_scorer
+    from llmrec.models.ranker import catalogue_scorer, is_pair_scorer, load_ranker
 
     folder = tracking.download_model_dir(params.tracking.model_name, version, parts / "model")
     ranker = load_ranker(folder, device=params.train.device)
@@ -207,12 +207,10 @@ def _scorer(params: Params, tracking: Any, version: str, dataset: Dataset, parts
     position = {item: k for k, item in enumerate(ids)}
     now = hours(pd.Series([dataset.impressions["timestamp"].max()]))[0]
     ages = np.maximum(now - items["item_id"].map(first_seen_hours(dataset)).to_numpy(dtype=float), 0.0)  # NaN: never seen
-    score = ranker_scorer(ranker, items, params.eval.batch_size)
+    score = catalogue_scorer(ranker, items, params.eval.batch_size)
 
     def top(users: list[str], histories: list[list[str]], k: int) -> pd.DataFrame:
-        history = np.repeat(np.array([" ".join(h) for h in histories], dtype=object), len(ids))
-        frame = pd.DataFrame({"history": history, "item_id": np.tile(ids, len(users)), "age_hours": np.tile(ages, len(users))})
-        scores = np.asarray(score(frame), dtype=np.float64).reshape(len(users), len(ids))
+        scores = np.asarray(score([" ".join(h) for h in histories], ages), dtype=np.float64)
         for u, hist in enumerate(histories):  # never recommend what the user already has
             seen = [position[i] for i in hist if i in position]
             scores[u, seen] = -np.inf

@@ -119,3 +119,33 @@ def test_a_user_list_and_a_cross_encoder_champion(served, tmp_path: Path, tiny_b
     tracking.promote("llmrec", registered.version, "test")
     result = CliRunner().invoke(app, [*(a for s in SETTINGS for a in ("--set", s)), "recommend", "--all-users", "--restart"])
     assert result.exit_code == 1 and "cross-encoder" in result.output and "two-tower or hybrid" in result.output
+
+
+@pytest.mark.parametrize("kind", ["two-tower", "hybrid"])
+def test_the_catalogue_matrix_scores_every_pair_as_the_pair_scorer_does(kind, split, tiny_backbone, tmp_path, one_thread) -> None:
+    """Batch recommendations rank by one matrix product; it must give the scores evaluation and serving give."""
+    import numpy as np
+
+    from llmrec.config import HybridParams, ModelParams, TrainParams
+    from llmrec.data.context import first_seen_hours, hours
+    from llmrec.models.ranker import catalogue_scorer, load_ranker, ranker_scorer
+    from llmrec.models.text import TextConfig
+    from llmrec.models.two_tower import TwoTower
+
+    if kind == "hybrid":
+        from llmrec.training_hybrid import train_hybrid
+
+        model = ModelParams(backbone=str(tiny_backbone), max_length=32, hybrid=HybridParams(dim=32, heads=2, layers=1, sequence_length=12))
+        train_hybrid(split.train, model, TrainParams(max_steps=5, batch_size=16, device="cpu"), tmp_path / "m", progress=False)
+    else:
+        TwoTower.from_backbone(tiny_backbone, TextConfig(max_history=20), 32, str(tiny_backbone), "cpu").save(tmp_path / "m")
+    ranker = load_ranker(tmp_path / "m", device="cpu")
+    items = split.train.items.head(60)
+    histories = [" ".join(split.train.items["item_id"].iloc[i : i + 5]) for i in (0, 7, 70)] + [""]
+    ages = np.maximum(hours(pd.Series([split.train.impressions["timestamp"].max()]))[0]
+                      - items["item_id"].map(first_seen_hours(split.train)).to_numpy(dtype=float), 0)
+    matrix = catalogue_scorer(ranker, items)(histories, ages)
+    frame = pd.DataFrame({"history": np.repeat(histories, len(items)), "item_id": np.tile(items["item_id"], len(histories)),
+                          "age_hours": np.tile(ages, len(histories))})
+    pairs = ranker_scorer(ranker, items)(frame).reshape(len(histories), len(items))
+    np.testing.assert_allclose(matrix, pairs, rtol=1e-5, atol=1e-5)
