@@ -76,8 +76,8 @@ def recommend_all(
     (or for `users`, in their order of first mention; unknown users have an empty history) to `out`.
 
     Returns {"out", "users", "rows", "model_version", "data_version", "chunks", "resumed_chunks", "seconds",
-    "users_per_second", "chunk_seconds"}: seconds and users/s of this run's scoring (the first chunk also encodes
-    the catalogue), without loading the model; chunk_seconds = [(users, seconds)] per chunk scored."""
+    "users_per_second", "chunk_seconds"}: seconds and users/s of this run's scoring, without loading the model and
+    encoding the catalogue; chunk_seconds = [(users, seconds)] per chunk scored."""
     settings = params.batch
     out = Path(out or settings.out)
     tracking = pipeline.configured_tracking(params)
