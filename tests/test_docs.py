@@ -200,3 +200,29 @@ def test_readme_generate_and_ingest_commands_run_as_printed(tmp_path, monkeypatc
             assert result.exit_code == 0, f"`llmrec {' '.join(args)}`: {result.output}"
             ran += 1
     assert ran >= 2 and (tmp_path / "outputs" / "prepared" / "items.parquet").is_file()
+
+
+def test_readme_prefect_runs_name_served_deployments_with_parameters_they_take():
+    """`prefect deployment run NAME --params JSON` as printed: a deployment `make up` serves, parameters its flow takes."""
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.batch import batch_recommend
+    from flows.deploy import deployments
+    from flows.monitor import monitor
+    from flows.retrain import retrain
+    from flows.settings import RetrainSettings
+    from llmrec.config import load_params
+
+    served = {d.name for d in deployments()}
+    flows = {"retrain": retrain, "monitor": monitor, "batch-recommend": batch_recommend}
+    runs = [args for args in readme_commands("prefect") if args[:2] == ["deployment", "run"]]
+    assert runs
+    for args in runs:
+        flow_name, deployment = args[2].split("/")
+        assert deployment in served and flows[deployment].name == flow_name, args[2]
+        given = json.loads(args[args.index("--params") + 1]) if "--params" in args else {}
+        flow = flows[deployment]
+        assert set(given) <= set(parameter_schema(flow.fn).properties), given
+        if "settings" in given:
+            RetrainSettings.model_validate(given["settings"])
+        load_params(REPO / "params.yaml", given.get("overrides", []))
