@@ -150,6 +150,7 @@ def test_readme_rest_examples_answer_on_the_demo_catalogue(demo_registry, monkey
 
     root, name = demo_registry
     monkeypatch.chdir(root)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # an earlier test's store must not answer
     examples = [_curl(args) for args in readme_commands("curl") if any(":8000/" in a for a in args)]
     assert len(examples) >= 2
     with TestClient(create_app(name, poll_seconds=3600, root=root, device="cpu")) as client:
@@ -165,12 +166,14 @@ def test_readme_mlflow_serving_example_scores_on_the_demo_catalogue(demo_registr
 
     root, name = demo_registry
     monkeypatch.chdir(root)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     examples = [_curl(args) for args in readme_commands("curl") if any(":5001/invocations" in a for a in args)]
     served = [args for args in readme_commands("mlflow") if args[:2] == ["models", "serve"]]
     assert len(examples) == 1 and len(served) == 1
     model_uri = served[0][served[0].index("-m") + 1]
     assert model_uri == f"models:/{name}@champion"
-    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")  # as the README's command line does
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")  # (mlflow keeps the last one set in the process)
     split = examples[0][1]["dataframe_split"]
     frame = pd.DataFrame(split["data"], columns=split["columns"])
     scored = mlflow.pyfunc.load_model(model_uri).predict(frame)
