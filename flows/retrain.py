@@ -17,6 +17,8 @@ What the orchestrator adds:
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +73,7 @@ def version(params_file: str, overrides: list[str]) -> dict[str, Any]:
 @task(name="champion", cache_policy=NO_CACHE, timeout_seconds=5 * MINUTE, **SERVICE)
 def champion(params_file: str, overrides: list[str]) -> str | None:
     """The version the `champion` alias points at now (None: no champion yet)."""
-    from llmrec import tracking
-
-    info = tracking.get_version(_params(params_file, overrides).tracking.model_name, alias=tracking.CHAMPION)
-    return info.version if info else None
+    return pipeline.champion_version(_params(params_file, overrides))
 
 
 @task(name="train", cache_policy=stage_cache("data", "model", "train"), timeout_seconds=12 * 60 * MINUTE, **CACHED)
@@ -129,6 +128,27 @@ def record_pipeline() -> None:
     commit_pipeline()
 
 
+STAGES = ("ingest", "validate", "version-data", "train", "evaluate", "drift", "register", "promote")
+
+
+class StageClock:
+    """Says which stage runs ("stage 4/8: train") and how long each took, for the log and the run's summary."""
+
+    def __init__(self, log: Any) -> None:
+        self.log, self.seconds = log, {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        k = STAGES.index(name) + 1
+        self.log(f"stage {k}/{len(STAGES)}: {name} ...")
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.perf_counter() - started, 1)
+            self.log(f"stage {k}/{len(STAGES)}: {name} took {self.seconds[name]:.0f} s")
+
+
 def train_timeout(params: Params) -> float:
     """Training's time limit: train.max_minutes + 30 min for loading and saving, else 12 hours."""
     return (params.train.max_minutes + 30) * MINUTE if params.train.max_minutes else 12 * 60 * MINUTE
@@ -156,27 +176,36 @@ def retrain(
     params = load_params(params_file, overrides)  # a wrong setting fails the run here, before any stage
     if overrides:
         logger.info("overrides of %s: %s", params_file, overrides)
-    ingested = ingest(params_file, overrides)
+    stage = StageClock(logger.info)
+    with stage("ingest"):
+        ingested = ingest(params_file, overrides)
     try:
-        validated = validate(params_file, overrides)
+        with stage("validate"):
+            validated = validate(params_file, overrides)
     except ValidationFailed as refused:
         artifacts.validation_refused(refused, key="retrain-validation")
         raise
-    data_version = version(params_file, overrides)
+    with stage("version-data"):
+        data_version = version(params_file, overrides)
     md5 = data_version["dvc_md5"]
     cached = []
-    trained, hit = run_cached(train.with_options(timeout_seconds=train_timeout(params)), params_file, overrides, md5, log=logger.info)
+    with stage("train"):
+        trained, hit = run_cached(train.with_options(timeout_seconds=train_timeout(params)), params_file, overrides, md5, log=logger.info)
     cached += ["train"] if hit else []
-    champion_version = champion(params_file, overrides)
-    evaluated, hit = run_cached(evaluate, params_file, overrides, md5, trained["model_sha"], champion_version, log=logger.info)
+    with stage("evaluate"):
+        champion_version = champion(params_file, overrides)
+        evaluated, hit = run_cached(evaluate, params_file, overrides, md5, trained["model_sha"], champion_version, log=logger.info)
     cached += ["evaluate"] if hit else []
     logger.info("holdout metrics of the model: %s", {k: round(v, 4) for k, v in evaluated["metrics"]["model"].items()})
-    drift_verdict, hit = run_cached(drift, params_file, overrides, md5, champion_version, log=logger.info)
+    with stage("drift"):
+        drift_verdict, hit = run_cached(drift, params_file, overrides, md5, champion_version, log=logger.info)
     cached += ["drift"] if hit else []
     if cached:
         logger.info("skipped (cached, same data version and params): %s", ", ".join(cached))
-    registered = register(params_file, overrides)
-    decision = promote(params_file, overrides, registered, drift_verdict)
+    with stage("register"):
+        registered = register(params_file, overrides)
+    with stage("promote"):
+        decision = promote(params_file, overrides, registered, drift_verdict)
     logger.info("decision: %s (%s)", decision["action"], decision["rule"])
     if not overrides and Path(params_file).resolve() == Path("params.yaml").resolve():
         record_pipeline()  # dvc.lock tells the truth only when the run used params.yaml as it is
@@ -190,6 +219,7 @@ def retrain(
         "drift": drift_verdict,
         "decision": decision,
         "cached": cached,
+        "seconds": stage.seconds,
     }
     artifacts.retrain_published(result, params)
     if decision.get("alert"):  # recorded everywhere above; now the run fails loudly instead of passing

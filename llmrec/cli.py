@@ -34,7 +34,11 @@ class State:
 
     @classmethod
     def params(cls) -> Params:
-        return _run(load_params, cls.params_file, cls.overrides)
+        from llmrec import tracking
+
+        params = _run(load_params, cls.params_file, cls.overrides)
+        tracking.configure(params.tracking.timeout_seconds, params.tracking.retries)  # for the commands that talk to MLflow
+        return params
 
 
 @app.callback()
@@ -133,6 +137,13 @@ def ingest_cmd(
         f"found {info['format']} data ({', '.join(info['batches'])}): {info['items']:,} items, "
         f"{info['impressions']:,} impressions, {info['interactions']:,} interactions, {info['start']} .. {info['end']}"
     )
+    bad = info["bad_rows"]
+    if bad["rows"]:
+        typer.secho(
+            f"left out {bad['rows']:,} bad row(s) of {bad['read']:,} ({bad['share']:.3%}; data.max_bad_row_share "
+            f"{bad['max_share']:.3%}): {Path(params.data.prepared) / 'quarantine.csv'} lists each with its line and reason",
+            fg=typer.colors.YELLOW,
+        )
 
 
 @app.command()
@@ -303,6 +314,45 @@ def monitor(
         _exit_alert(alert)
 
 
+@app.command()
+def recommend(
+    all_users: Annotated[bool, typer.Option("--all-users", help="Every user of the prepared tables (data.prepared).")] = False,
+    users: Annotated[
+        Optional[Path], typer.Option("--users", help="A text file of user ids, one per line (instead of --all-users).")
+    ] = None,
+    k: Annotated[Optional[int], typer.Option("--k", min=1, help="Items per user (default batch.k).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Parquet file to write (default batch.out).")] = None,
+    restart: Annotated[bool, typer.Option("--restart", help="Drop an unfinished run's parts instead of resuming it.")] = False,
+) -> None:
+    """Batch recommendations: the champion's top-k for every user (or a list), to one Parquet file.
+
+    Users are scored in chunks (batch.chunk_users), each written to its own part file: a killed run,
+    started again, resumes from the parts written and writes no user twice. Each row says the model
+    version and the data version it came from.
+    """
+    from llmrec.batch import recommend_all
+
+    if all_users == (users is not None):
+        typer.secho("error: give either --all-users or --users FILE", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    if k is not None:
+        State.overrides = [*State.overrides, f"batch.k={k}"]
+    params = State.params()
+    chosen = None
+    if users is not None:
+        if not users.is_file():
+            typer.secho(f"error: no such file {users}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(1)
+        chosen = [line.strip() for line in users.read_text().splitlines() if line.strip()]
+    info = _run(recommend_all, params, users=chosen, out=out, restart=restart)
+    rate = f", {info['users_per_second']:.0f} users/s" if info["users_per_second"] else ""
+    resumed = f" (resumed: {info['resumed_chunks']} of {info['chunks']} chunks were written before)" if info["resumed_chunks"] else ""
+    typer.echo(
+        f"wrote {info['rows']:,} recommendations for {info['users']:,} users to {info['out']}{resumed}: model "
+        f"{params.tracking.model_name} v{info['model_version']}, data {info['data_version']}{rate}"
+    )
+
+
 def _retrain_once() -> tuple[dict, Any]:
     """Run the retrain flow once: its summary, and the PromotionAlert it ended with (None if none)."""
     from llmrec.errors import PromotionAlert
@@ -331,13 +381,18 @@ def demo(
     params = State.params()
     syn = params.synthetic.model_copy(update={"preset": preset} if preset else {})
     out = Path(params.data.path)
-    rounds, alerts = [], []
+    import time
+
+    rounds, alerts, minutes = [], [], []
+    started = time.perf_counter()
     for period in (1, 2):
         if period == 1 and out.exists():
             shutil.rmtree(out)  # the demo's own synthetic folder: start the story from period 1
         _run(gen, out, _run(syn.size), syn.seed, (period,), collaborative=syn.collaborative)
-        typer.secho(f"\n=== period {period} arrived in {out}/period{period}: retraining ===", bold=True)
+        typer.secho(f"\n=== period {period} arrived in {out}/period{period}: retraining (round {period} of 2) ===", bold=True)
+        round_start = time.perf_counter()
         summary, alert = _retrain_once()
+        minutes.append((time.perf_counter() - round_start) / 60)
         typer.echo(format_summary(summary))
         rounds.append(summary)
         alerts.append(alert)
@@ -348,6 +403,8 @@ def demo(
         versus = [f"{name} {m[name]['ndcg@10']:.4f}" for name in ("champion", "zero_shot", "tfidf", "popularity") if name in m]
         line = f"period {period}: model nDCG@10 {m['model']['ndcg@10']:.4f} vs {', '.join(versus)}"
         typer.echo(f"{line} -> v{summary['registered']['version']}: {d['action']} ({d['rule']})")
+    typer.echo(f"the demo took {(time.perf_counter() - started) / 60:.1f} min (round 1: {minutes[0]:.1f} min, round 2: "
+               f"{minutes[1]:.1f} min; the time per stage is printed after each round)")
     typer.echo("Look around: `make mlflow-ui` (models, runs, reports), outputs/ (reports), `dvc status`.")
     for alert in alerts:
         if alert is not None:
@@ -370,11 +427,18 @@ def models_list() -> None:
     from llmrec import tracking
 
     versions = _run(tracking.list_versions, _model_name())
-    typer.echo(f"{'version':>7}  {'aliases':<28} {'ndcg@10':>8} {'auc':>7}  {'data (dvc md5)':<16} decision")
+    typer.echo(f"{'version':>7}  {'aliases':<28} {'ndcg@10':>8} {'auc':>7}  {'holdout from':<16}  {'data (dvc md5)':<16} decision")
     for v in versions:
         typer.echo(
             f"{v.version:>7}  {','.join(v.aliases) or '-':<28} {v.metrics.get('ndcg_at_10', float('nan')):>8.4f} "
-            f"{v.metrics.get('auc', float('nan')):>7.4f}  {v.tags.get('data.dvc_md5', '?')[:16]:<16} {v.tags.get('decision', '-')}"
+            f"{v.metrics.get('auc', float('nan')):>7.4f}  {v.tags.get('data.cutoff', '?')[:16].replace('T', ' '):<16}  "
+            f"{v.tags.get('data.dvc_md5', '?')[:16]:<16} {v.tags.get('decision', '-')}"
+        )
+    if len({v.tags.get("data.cutoff") for v in versions}) > 1:
+        typer.echo(
+            "note: each version's nDCG@10 and AUC are on its own holdout (from the date shown), so versions with "
+            "different holdouts are not comparable here; `llmrec retrain` scores the champion on the challenger's holdout "
+            "(the decision record, `llmrec models show N`)"
         )
 
 
@@ -417,15 +481,28 @@ def models_rollback() -> None:
 
 @data_app.command("checkout")
 def data_checkout(
-    model_version: Annotated[str, typer.Option("--model-version", "-m", help="Registered model version whose data to restore.")],
+    model_version: Annotated[
+        Optional[str], typer.Option("--model-version", "-m", help="Registered model version whose data to restore.")
+    ] = None,
+    latest: Annotated[
+        bool, typer.Option("--latest", help="Back to the data as it was before `data checkout --model-version` replaced it.")
+    ] = False,
 ) -> None:
     """Restore data/ byte-for-byte to what a model version was trained on (current data is snapshotted first)."""
     from llmrec import pipeline
 
+    if (model_version is None) == (not latest):
+        typer.secho("error: give either --model-version N or --latest", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    if latest:
+        info = _run(pipeline.restore_latest_data)
+        typer.echo(f"data/ back to {info['dvc_md5']}, the data before `llmrec data checkout`.")
+        return
     info = _run(pipeline.checkout_model_data, State.params(), model_version)
+    back = " Back to the data you had: `llmrec data checkout --latest`." if info["snapshot"] else ""
     typer.echo(
         f"data/ restored to {info['dvc_md5']}, the data of version {info['version']} ({info['data_path']}, "
-        f"git {str(info['git_revision'])[:10]}). Back to the latest: `git checkout data.dvc && dvc checkout`."
+        f"git {str(info['git_revision'])[:10]}).{back}"
     )
 
 
@@ -472,6 +549,9 @@ def format_summary(summary: dict) -> str:
         "drift: " + (drift_info.get("summary") or drift_info.get("skipped", "")),
         summary["decision"]["summary"],
     ]
+    if summary.get("seconds"):
+        lines.append("time per stage: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in summary["seconds"].items())
+                     + f" (total {sum(summary['seconds'].values()):.0f} s)")
     return "\n".join(lines)
 
 

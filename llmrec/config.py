@@ -80,6 +80,13 @@ class DataParams(_Section):
         "auto", description="Holdout: temporal (last days) or each user's last event; auto picks by source"
     )
     holdout_days: int = Field(1, ge=1, description="Temporal split: the last N days are held out for evaluation")
+    bad_rows: Literal["error", "quarantine"] = Field(
+        "quarantine", description="A source row that breaks the contract: error = stop at the first one; quarantine = "
+        "leave it out and keep it, with its line and reason, in <prepared>/quarantine.csv (up to max_bad_row_share)"
+    )
+    max_bad_row_share: float = Field(
+        0.001, ge=0, le=1, description="With bad_rows: quarantine, the ingest fails when more than this share of the rows read is bad"
+    )
     prepared: str = "outputs/prepared"
     validation: str = "outputs/validation"
 
@@ -259,7 +266,7 @@ class EvalParams(_Section):
         True, description="Impression logs: also rank each holdout click against `negatives` sampled negatives (protocol sampled)"
     )
     retriever: Literal["popularity", "tfidf", "zero_shot", "itemknn", "ease", "sasrec"] = Field(
-        "ease", description="Catalogue protocol: whose top-N the cross-encoder re-ranks"
+        "ease", description="Catalogue protocol: whose top-N the cross-encoder re-ranks (fitted for it when not in baselines)"
     )
     rerank_top: int = Field(20, ge=1, description="Catalogue protocol: how many retrieved items the cross-encoder re-ranks")
     confidence: float = Field(0.95, gt=0.5, lt=1, description="Level of the bootstrap intervals")
@@ -306,6 +313,11 @@ class PromotionParams(_Section):
 class TrackingParams(_Section):
     experiment: str = "llmrec-synthetic"
     model_name: str = "llmrec"
+    timeout_seconds: float = Field(60.0, gt=0, description="An MLflow server request that takes longer failed")
+    retries: int = Field(
+        3, ge=0, le=10, description="An unreachable MLflow server is retried this often (after 2, 4, 8 ... s, each with a "
+        "warning naming its URL) before the stage fails"
+    )
 
 
 class ServeLimits(_Section):
@@ -328,6 +340,17 @@ class ServeParams(_Section):
     limits: ServeLimits = Field(default_factory=ServeLimits)
 
 
+class BatchParams(_Section):
+    """`llmrec recommend --all-users`: every user's top-k from the served model, to Parquet."""
+
+    k: int = Field(10, ge=1, le=10_000, description="Items per user")
+    chunk_users: int = Field(
+        200, ge=1, description="Users scored and written together (one part file each; a killed run resumes from them)"
+    )
+    out: str = Field("outputs/recommendations.parquet", description="The Parquet file of the lists")
+    alias: str = Field("champion", description="Registry alias of the model that recommends")
+
+
 class Params(_Section):
     synthetic: SyntheticParams = Field(default_factory=SyntheticParams)
     data: DataParams = Field(default_factory=DataParams)
@@ -338,16 +361,11 @@ class Params(_Section):
     promotion: PromotionParams = Field(default_factory=PromotionParams)
     tracking: TrackingParams = Field(default_factory=TrackingParams)
     serve: ServeParams = Field(default_factory=ServeParams)
+    batch: BatchParams = Field(default_factory=BatchParams)
     budget: str | None = Field(None, description="A name from `budgets` whose settings were applied (--budget NAME)")
     budgets: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Named sets of section.key settings sized for a hardware budget (e.g. cpu-10min)"
     )
-
-    @model_validator(mode="after")
-    def _retriever_is_a_baseline(self) -> "Params":
-        if self.eval.catalogue_impressions and self.eval.retriever not in self.eval.baselines:
-            raise ValueError(f"eval.retriever {self.eval.retriever!r} must be one of eval.baselines {self.eval.baselines}")
-        return self
 
     @model_validator(mode="after")
     def _metric_is_computed(self) -> "Params":
@@ -389,6 +407,27 @@ def _with_budget(raw: dict[str, Any], overrides: list[str], where: str) -> dict[
     return apply_overrides(raw, [*as_overrides, *overrides, f"budget={chosen}"])
 
 
+def _did_you_mean(error: Any) -> str:
+    """For an unknown key (e.g. train.steps): the known keys of its section that look like it (train.max_steps)."""
+    import difflib
+
+    if error.get("type") != "extra_forbidden":
+        return ""
+    *section, key = [str(p) for p in error["loc"]]
+    model: Any = Params
+    for part in section:
+        field = model.model_fields.get(part)
+        model = field.annotation if field is not None else None
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return ""
+    names = list(model.model_fields)
+    close = difflib.get_close_matches(key, names, n=3, cutoff=0.5) or [n for n in names if key in n or n in key]
+    prefix = ".".join(section) + "." if section else ""
+    if close:
+        return f" (did you mean {' or '.join(prefix + n for n in close)}?)"
+    return f" (the keys of {prefix.rstrip('.') or 'the params file'}: {', '.join(names)})"
+
+
 def load_params(path: str | Path | None = None, overrides: list[str] | None = None) -> Params:
     """Load params.yaml (or defaults when it does not exist) and apply overrides."""
     path = Path(path) if path is not None else DEFAULT_PARAMS
@@ -402,7 +441,7 @@ def load_params(path: str | Path | None = None, overrides: list[str] | None = No
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}{_did_you_mean(e)}" for e in exc.errors()]
         raise ConfigError(
             "invalid parameters:\n  " + "\n  ".join(lines),
             where=str(path),

@@ -284,6 +284,7 @@ class DriftVerdict:
     signals: dict[str, bool] = field(default_factory=dict)  # features / embedding / prediction: drifted?
     decide_on: list[str] = field(default_factory=lambda: list(SIGNALS))
     reasons: list[str] = field(default_factory=list)
+    report_columns: list[str] = field(default_factory=list)  # the features Evidently compared (drift.html); the rest are llmrec's
 
     def to_dict(self) -> dict:
         """JSON-able form (NaN scores become None)."""
@@ -300,6 +301,14 @@ class DriftVerdict:
             f"reference {self.n_reference} impressions, current {self.n_current})"
             + (f"; {'; '.join(self.reasons)}" if self.reasons else "")
         ]
+        if self.report_columns:  # drift.html counts only what Evidently compared
+            ours = [n for n in scored if n not in self.report_columns]
+            in_report = sum(bool(self.features[n]["drifted"]) for n in self.report_columns if n in self.features)
+            lines.append(
+                f"  (Evidently's drift.html compares {len(self.report_columns)} of them, {in_report} drifted"
+                + (f"; llmrec adds {', '.join(ours)}, {sum(bool(self.features[n]['drifted']) for n in ours)} drifted" if ours else "")
+                + ")"
+            )
         for name, f in self.features.items():
             mark = "DRIFT" if f["drifted"] else "ok"
             lines.append(f"  {mark:<5} {name:<24} {_fmt(f['score']):>9}  ({f['method']}, threshold {_fmt(f['threshold'])})")
@@ -373,6 +382,7 @@ def drift_report(
     snapshot.save_html(str(html))
     verdict = _verdict(features, scored, share_threshold, len(ref_frame), len(cur_frame), str(html),
                        embedding, prediction, list(decide_on))
+    verdict.report_columns = list(usable)
     (out_dir / "drift.json").write_text(json.dumps(verdict.to_dict(), indent=2))
     log.info("drift report in %.1f s: %s", time.perf_counter() - start, verdict.summary().splitlines()[0])
     return verdict

@@ -16,7 +16,7 @@ import pandas as pd
 from llmrec.config import Params
 from llmrec.data.context import with_context
 from llmrec.data.contract import Dataset
-from llmrec.data.ingest import ingest
+from llmrec.data.ingest import QUARANTINE_FILE, ingest
 from llmrec.data.split import make_split
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,24 @@ def _read_json(path: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
+def configured_tracking(params: Params) -> Any:
+    """llmrec.tracking with the MLflow server settings of `params` (timeout, retries)."""
+    from llmrec import tracking
+
+    tracking.configure(params.tracking.timeout_seconds, params.tracking.retries)
+    return tracking
+
+
+_tracking = configured_tracking
+
+
+def champion_version(params: Params) -> str | None:
+    """The version the `champion` alias points at now (None: no champion yet)."""
+    tracking = _tracking(params)
+    info = tracking.get_version(params.tracking.model_name, alias=tracking.CHAMPION)
+    return info.version if info else None
+
+
 def _check_same_model(*records: dict) -> None:
     """Refuse to mix records of different models (e.g. metrics of an older training run)."""
     from llmrec.errors import ModelError
@@ -55,9 +73,31 @@ def _check_same_model(*records: dict) -> None:
         )
 
 
+INGEST_RECORD = "ingest.json"  # in data.prepared: how the tables there came about (status, source, its fingerprint)
+
+
 def run_ingest(params: Params) -> dict[str, Any]:
-    """Source files -> canonical Parquet tables in data.prepared."""
-    result = ingest(params.data.path, params.data.prepared, params.data)
+    """Source files -> canonical Parquet tables in data.prepared.
+
+    The record data.prepared/ingest.json says "running" while it works and "failed" (with the error)
+    when it fails, so no later stage reads tables an earlier ingest left there (`load_prepared`).
+    """
+    import time
+
+    from llmrec.data.ingest import source_fingerprint
+
+    prepared = Path(params.data.prepared)
+    record = {"source": params.data.path, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if prepared.exists():  # tables of an earlier ingest may be there: fence them off until this one succeeds
+        _write_json(prepared / INGEST_RECORD, {**record, "status": "running"})
+        (prepared / "data_version.json").unlink(missing_ok=True)  # described the tables being replaced
+    try:
+        fingerprint = source_fingerprint(params.data.path)
+        result = ingest(params.data.path, params.data.prepared, params.data)
+    except BaseException as exc:
+        if prepared.exists():
+            _write_json(prepared / INGEST_RECORD, {**record, "status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+        raise
     d = result.dataset
     info = {
         "source": params.data.path,
@@ -70,16 +110,59 @@ def run_ingest(params: Params) -> dict[str, Any]:
         "interactions": len(d.interactions),
         "start": d.impressions["timestamp"].min().isoformat(),
         "end": d.impressions["timestamp"].max().isoformat(),
+        "bad_rows": result.bad_rows(),
     }
-    _write_json(Path(params.data.prepared) / "ingest.json", info)
+    _write_json(prepared / INGEST_RECORD, {**info, "status": "ok", "started": record["started"], "fingerprint": fingerprint})
     return info
+
+
+def check_prepared(params: Params, same_source: bool = False) -> dict[str, Any]:
+    """The ingest record of data.prepared, when its tables are from a finished ingest of a source unchanged since.
+
+    Raises DataError when the last ingest failed or did not finish, or when its source changed since:
+    the tables there would not be the data the user means. With `same_source`, the source must also be
+    data.path (the tables of `llmrec ingest OTHER_FOLDER` are not data.path's).
+    """
+    from llmrec.data.ingest import source_changes
+    from llmrec.errors import DataError
+
+    prepared = Path(params.data.prepared)
+    path = prepared / INGEST_RECORD
+    if not path.is_file():
+        raise DataError.at("no finished ingest here: the canonical tables are missing or were not written by `llmrec ingest`",
+                           prepared, fix=f"run `llmrec ingest` (or `llmrec retrain`) on {params.data.path} first")
+    record = json.loads(path.read_text())
+    source, status = record.get("source"), record.get("status")
+    again = f"run `llmrec ingest {source}` (or `llmrec retrain`) again"
+    if status == "failed":
+        raise DataError.at(
+            f"the last ingest of {source} failed, so no stage may use the tables here; it said:\n    {record.get('error', '?')}",
+            prepared, fix="fix the source as the error says, then " + again)
+    if status != "ok":
+        raise DataError.at(f"the last ingest of {source} did not finish (status {status!r}: stopped, or still running)",
+                           prepared, fix=again)
+    if same_source and Path(source).resolve() != Path(params.data.path).resolve():
+        raise DataError.at(f"the tables here were ingested from {source}, not from data.path {params.data.path}",
+                           prepared, fix=f"run `llmrec ingest` on {params.data.path}, or set data.path to {source}")
+    changed = source_changes(source, record.get("fingerprint", {}))
+    if changed:
+        shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        raise DataError.at(f"the source changed since it was ingested ({shown})", source, fix=again)
+    return record
+
+
+def load_prepared(params: Params) -> Dataset:
+    """The canonical tables of data.prepared, after `check_prepared`."""
+    check_prepared(params)
+    return Dataset.load(params.data.prepared)
 
 
 def run_validate(params: Params) -> dict[str, Any]:
     """Great Expectations suites on the canonical tables; raises ValidationFailed on errors."""
     from llmrec.validation import validate_dataset
 
-    result = validate_dataset(Dataset.load(params.data.prepared), params.data.validation)
+    record = check_prepared(params)
+    result = validate_dataset(Dataset.load(params.data.prepared), params.data.validation, bad_rows=record.get("bad_rows"))
     result.raise_for_errors()
     return result.to_dict()
 
@@ -88,13 +171,14 @@ def run_version(params: Params, root: str | Path = ".") -> dict[str, Any]:
     """Snapshot data/ with DVC and record its hash + the git revision."""
     from llmrec.versioning import version_data
 
+    check_prepared(params, same_source=True)  # the version must describe the data the tables were made from
     version = version_data(params.data.path, root=root).to_dict()
     _write_json(Path(params.data.prepared) / "data_version.json", version)
     return version
 
 
 def _split(params: Params):
-    return make_split(Dataset.load(params.data.prepared), params.data.split, params.data.holdout_days)
+    return make_split(load_prepared(params), params.data.split, params.data.holdout_days)
 
 
 def run_train(params: Params, progress: bool = True) -> dict[str, Any]:
@@ -130,7 +214,7 @@ def run_train(params: Params, progress: bool = True) -> dict[str, Any]:
 
 def champion_model_dir(params: Params, dest: str | Path) -> tuple[str | None, Path | None]:
     """Download the current champion's ranker folder (None when there is no champion)."""
-    from llmrec import tracking
+    tracking = _tracking(params)
 
     champion = tracking.get_version(params.tracking.model_name, alias=tracking.CHAMPION)
     if champion is None:
@@ -146,7 +230,7 @@ def run_evaluate(params: Params, with_champion: bool = True, progress: bool = Tr
     from llmrec.models.cross_encoder import fingerprint
     from llmrec.models.ranker import is_pair_scorer, load_ranker, ranker_scorer
 
-    dataset = Dataset.load(params.data.prepared)
+    dataset = load_prepared(params)
     split = make_split(dataset, params.data.split, params.data.holdout_days)
     holdout = sample_impressions(split.holdout, params.eval.max_impressions, params.eval.seed)
     holdout = with_context(holdout, dataset, params.eval.negatives, params.eval.seed)
@@ -161,10 +245,13 @@ def run_evaluate(params: Params, with_champion: bool = True, progress: bool = Tr
             champion = load_ranker(folder, device=params.train.device)
             scorers["champion"] = ranker_scorer(champion, split.train.items, params.eval.batch_size, progress)
             pair_scorers |= {"champion"} if is_pair_scorer(champion) else set()
-    backbone = resolve_backbone(params.model.backbone) if "zero_shot" in params.eval.baselines else None
+    baselines = list(params.eval.baselines)
+    if pair_scorers and params.eval.catalogue_impressions and params.eval.retriever not in baselines:
+        baselines.append(params.eval.retriever)  # a cross-encoder re-ranks the retriever's top-N in the catalogue protocol
+    backbone = resolve_backbone(params.model.backbone) if "zero_shot" in baselines else None
     scorers.update(
         fit_baselines(
-            train, dataset.items, params.eval.baselines, backbone=backbone, seed=params.eval.seed,
+            train, dataset.items, baselines, backbone=backbone, seed=params.eval.seed,
             batch_size=params.eval.batch_size, device=params.train.device, progress=progress, sasrec=params.eval.sasrec,
         )
     )
@@ -210,8 +297,9 @@ def run_evaluate(params: Params, with_champion: bool = True, progress: bool = Tr
 
 def run_register(params: Params, run_name: str = "retrain") -> dict[str, Any]:
     """Log the run (params, metrics, curves, reports, lineage) and register the model as `challenger`."""
-    from llmrec import tracking
+    tracking = _tracking(params)
 
+    check_prepared(params)
     train_info = _read_json(Path(params.train.out) / "train.json")
     evaluation = _read_json(Path(params.eval.out) / "metrics.json")
     version = _read_json(Path(params.data.prepared) / "data_version.json")
@@ -249,6 +337,9 @@ def run_register(params: Params, run_name: str = "retrain") -> dict[str, Any]:
         if name != evaluation.get("protocol"):
             flat_metrics.update({f"{name}.{r}.{k}": v for r, ms in protocol["metrics"].items() for k, v in ms.items()})
     flat_metrics.update({"train.pairs_per_second": train_info["pairs_per_second"], "train.seconds": train_info["seconds"]})
+    bad = ingest_info.get("bad_rows") or {}
+    flat_metrics.update({"data.bad_rows": bad.get("rows", 0), "data.bad_row_share": bad.get("share", 0.0), "data.rows_read": bad.get("read", 0)})
+    quarantined = Path(params.data.prepared) / QUARANTINE_FILE
     registered = tracking.register_model(
         params.train.out,
         Path(params.data.prepared) / "items.parquet",
@@ -258,7 +349,7 @@ def run_register(params: Params, run_name: str = "retrain") -> dict[str, Any]:
         metrics=flat_metrics,
         tags=tags,
         step_losses=train_info.get("losses"),
-        artifacts=[Path(params.eval.out) / "report.md", Path(params.eval.out) / "report.html", Path(params.eval.out) / "plots", Path(params.eval.out) / "metrics.json", Path(params.data.validation), Path(params.data.prepared) / "data_version.json"],
+        artifacts=[Path(params.eval.out) / "report.md", Path(params.eval.out) / "report.html", Path(params.eval.out) / "plots", Path(params.eval.out) / "metrics.json", Path(params.data.validation), Path(params.data.prepared) / "data_version.json", quarantined],
     )
     tracking.set_alias(params.tracking.model_name, tracking.CHALLENGER, registered.version)
     record = {**registered.to_dict(), "model_sha": current["model_sha"]}
@@ -274,13 +365,13 @@ def run_drift(params: Params) -> dict[str, Any]:
 
 
 def _drift_verdict(params: Params) -> dict[str, Any]:
-    from llmrec import tracking
+    tracking = _tracking(params)
     from llmrec.data.split import time_slice
 
     champion = tracking.get_version(params.tracking.model_name, alias=tracking.CHAMPION)
     if champion is None:
         return {"skipped": "no champion yet: nothing to compare against", "drift_detected": False, "n_current": 0}
-    dataset = Dataset.load(params.data.prepared)
+    dataset = load_prepared(params)
     reference = _champion_reference(params, champion, dataset)
     current = time_slice(dataset, start=pd.Timestamp(champion.tags["data.end"]))
     if current.impressions.empty:
@@ -413,14 +504,14 @@ def run_monitor(params: Params, batch: str | Path) -> dict[str, Any]:
     """
     import time
 
-    from llmrec import tracking
+    tracking = _tracking(params)
     from llmrec.data.split import time_slice
     from llmrec.promotion import monitor_decision
     from llmrec.validation import validate_dataset
 
     out = _outputs(params) / "monitor"
     loaded = ingest(batch, out / "prepared", params.data)
-    validation = validate_dataset(loaded.dataset, out / "validation")
+    validation = validate_dataset(loaded.dataset, out / "validation", bad_rows=loaded.bad_rows())
     validation.raise_for_errors()
     current = loaded.dataset
     stamps = current.impressions["timestamp"]
@@ -434,7 +525,7 @@ def run_monitor(params: Params, batch: str | Path) -> dict[str, Any]:
     champion = tracking.get_version(params.tracking.model_name, alias=tracking.CHAMPION)
     verdict = None
     if champion is not None:
-        prepared = Dataset.load(params.data.prepared)
+        prepared = load_prepared(params)
         reference = _champion_reference(params, champion, prepared)
         if _source_kind(reference) != _source_kind(current):
             from llmrec.errors import DataError
@@ -502,7 +593,7 @@ def add_batch(params: Params, batch: str | Path) -> Path:
 
 def run_promote(params: Params, registered: dict[str, Any] | None = None, drift: dict[str, Any] | None = None) -> dict[str, Any]:
     """Apply the promotion policy; switch the `champion` alias only when it says promote."""
-    from llmrec import tracking
+    tracking = _tracking(params)
     from llmrec.promotion import PROMOTE, decide
 
     registered = registered or _read_json(_outputs(params) / "registered.json")
@@ -555,7 +646,7 @@ def _record_decision(params: Params, registered: dict, record: dict, drift: dict
     """Attach the decision and the drift verdict to the MLflow run and version, then (only then) move the alias.
 
     The HTML reports stay local (outputs/drift/*.html, several MB at scale); the verdict is logged."""
-    from llmrec import tracking
+    tracking = _tracking(params)
 
     tracking.log_run_dict(registered["run_id"], record, "decision.json")
     if drift.get("html_path"):
@@ -583,9 +674,9 @@ def _outputs(params: Params) -> Path:
 
 def checkout_model_data(params: Params, version: str, root: str | Path = ".") -> dict[str, Any]:
     """Restore data/ to exactly what a registered model version was trained on."""
-    from llmrec import tracking
+    tracking = _tracking(params)
     from llmrec.errors import TrackingError
-    from llmrec.versioning import checkout_data
+    from llmrec.versioning import checkout_data, latest_snapshot
 
     info = tracking.get_version(params.tracking.model_name, version=version)
     if info is None:
@@ -594,7 +685,15 @@ def checkout_model_data(params: Params, version: str, root: str | Path = ".") ->
     if not dvc_file:
         raise TrackingError(f"version {version} carries no data.dvc_file tag (registered before lineage was recorded)")
     md5 = checkout_data(dvc_file, root=root)
-    return {"version": version, "dvc_md5": md5, "git_revision": info.tags.get("data.git_revision"), "data_path": info.tags.get("data.path")}
+    return {"version": version, "dvc_md5": md5, "git_revision": info.tags.get("data.git_revision"),
+            "data_path": info.tags.get("data.path"), "snapshot": latest_snapshot(root) is not None}
+
+
+def restore_latest_data(root: str | Path = ".") -> dict[str, Any]:
+    """Undo `checkout_model_data`: data/ as it was before the (first of a series of) checkouts."""
+    from llmrec.versioning import restore_latest
+
+    return {"dvc_md5": restore_latest(root=root)}
 
 
 def flat_params(params: Params) -> dict[str, Any]:

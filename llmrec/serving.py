@@ -203,6 +203,12 @@ class DataLineage(BaseModel):
     git_revision: str | None = Field(None, description="git revision of the data snapshot (tag data.git_revision)")
 
 
+class CatalogueInfo(BaseModel):
+    items: int = Field(description="Items the service knows (ids it accepts)")
+    added: int = Field(0, description="Of those, items of a newer version's catalogue, scored by their text")
+    newest_version: str | None = Field(None, description="The newest registered version, whose catalogue was added")
+
+
 class ModelInfo(BaseModel):
     name: str
     alias: str
@@ -212,6 +218,7 @@ class ModelInfo(BaseModel):
     trained_at: str | None = Field(None, description="End of the training data (tag data.train_end)")
     loaded_at: str = Field(description="When this service loaded the version (UTC, ISO 8601)")
     metrics: dict[str, float] = Field(default_factory=dict, description="Metrics logged with the version's run")
+    catalogue: CatalogueInfo | None = None
 
 
 class Unavailable(BaseModel):
@@ -243,6 +250,8 @@ class LoadedModel:
     folder: Path | None = None
     scores_catalogue: bool = False  # two-tower: cheap enough to rank the whole catalogue per request
     catalogue_order: tuple[str, ...] = ()  # the catalogue ids, sorted: the candidates of "rank the catalogue"
+    added: int = 0  # items of a newer version's catalogue (scored by their text)
+    newest_version: str | None = None  # the newest registered version when the catalogue was last extended
     loaded_at: str = field(default_factory=_now)
     # fast tokenizers refuse concurrent use ("Already borrowed"): one scoring call at a time per model
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -266,6 +275,7 @@ class LoadedModel:
             trained_at=self.tags.get("data.train_end"),
             loaded_at=self.loaded_at,
             metrics=self.metrics,
+            catalogue=CatalogueInfo(items=len(self.texts), added=self.added, newest_version=self.newest_version),
         )
 
 
@@ -315,6 +325,7 @@ class ModelHolder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._missing_logged = False
+        self._newest: tuple[str, Any] | None = None  # the newest registered version and its catalogue
 
     # -- status ----------------------------------------------------------------------------------------------------
     def unavailable_reason(self) -> str:
@@ -350,12 +361,13 @@ class ModelHolder:
             self._missing_logged = False
             if current is not None and current.version == info.version:
                 self.last_error = None
+                self._follow_newest(current)
                 return False
             previous = self._previous
             try:
                 if previous is not None and previous.version == info.version:
                     # a rollback: that version is still in memory (registry versions are immutable)
-                    new = replace(previous, loaded_at=_now())
+                    new = self._extended(replace(previous, loaded_at=_now()))
                 else:
                     new = self._load(info)
             except Exception as exc:
@@ -373,6 +385,48 @@ class ModelHolder:
             )
             return True
 
+    # -- items added since a version was trained ---------------------------------------------------------------------
+    def _newest_items(self) -> tuple[str | None, Any]:
+        """The newest registered version and its catalogue (downloaded once per version), or (None, None).
+
+        The catalogue is an extra: when it cannot be read, the served model keeps its own (a warning says why)."""
+        import pandas as pd
+
+        try:
+            newest = tracking.latest_version(self.model_name, root=self.root)
+            if newest is not None and (self._newest is None or self._newest[0] != newest):
+                path = tracking.download_items(self.model_name, newest, self.cache_dir / f"items-v{newest}", root=self.root)
+                items = pd.read_parquet(path)
+                items["item_id"] = items["item_id"].astype(str)
+                self._newest = (newest, items)
+        except Exception as exc:
+            log.warning("could not read the catalogue of the newest version of %s: %s", self.model_name, exc)
+            return None, None
+        return self._newest if newest is not None else (None, None)
+
+    def _extended(self, model: LoadedModel) -> LoadedModel:
+        """`model` knowing the items of the newest version's catalogue too (by their text): after a rollback, an
+        older version answers for items added since it was trained instead of 422."""
+        from llmrec.models.text import item_texts
+
+        newest, items = self._newest_items()
+        if newest is None or newest == model.newest_version:
+            return model
+        new = items[~items["item_id"].isin(model.texts)]
+        if new.empty:
+            return replace(model, newest_version=newest, lock=model.lock)
+        texts = {**model.texts, **item_texts(new, model.text_config)}
+        log.info("%s version %s: %d item(s) of version %s's catalogue added (scored by their text)",
+                 model.name, model.version, len(new), newest)
+        return replace(model, texts=texts, catalogue_order=tuple(sorted(texts)), added=model.added + len(new),
+                       newest_version=newest, lock=model.lock)
+
+    def _follow_newest(self, current: LoadedModel) -> None:
+        """A newer version was registered while the alias stayed: the served model learns its new items."""
+        extended = self._extended(current)
+        if extended is not current:
+            self.current = extended
+
     def _load(self, info: tracking.VersionInfo) -> LoadedModel:
         """Download, load and warm up a version (the served model is untouched meanwhile).
 
@@ -388,6 +442,11 @@ class ModelHolder:
             model_dir = tracking.download_model_dir(self.model_name, info.version, dest, root=self.root)
             items = pd.read_parquet(items_path(model_dir))
             items["item_id"] = items["item_id"].astype(str)
+            newest, newest_items = self._newest_items()
+            added = 0
+            if newest_items is not None and newest != info.version:  # items added since: scored by their text
+                new = newest_items[~newest_items["item_id"].isin(items["item_id"])]
+                items, added = pd.concat([items, new], ignore_index=True), len(new)
             ranker = load_ranker(model_dir, device=self.device)
             texts = item_texts(items, ranker.text)
             if not texts:
@@ -406,6 +465,8 @@ class ModelHolder:
                 folder=dest,
                 scores_catalogue=not is_pair_scorer(ranker),
                 catalogue_order=tuple(sorted(texts)),
+                added=added,
+                newest_version=newest,
             )
             some = next(iter(texts.values()))
             loaded.score([some], [some])  # warm-up, so the first request after the swap is not slow

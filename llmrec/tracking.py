@@ -35,6 +35,77 @@ def _mlflow():
 _URI_WE_SET: str | None = None  # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; that value is not the user's
 
 
+@dataclass
+class ServerSettings:
+    """How llmrec talks to an MLflow server (tracking.timeout_seconds, tracking.retries)."""
+
+    timeout_seconds: float = 60.0
+    retries: int = 3
+
+
+_SERVER = ServerSettings()
+_LAST_REACHED: dict[str, float] = {}  # server URI -> when it last answered (monotonic seconds)
+REACHED_FOR = 5.0  # a server that answered this recently is not probed again
+
+
+def configure(timeout_seconds: float, retries: int) -> None:
+    """Set the request timeout and the retries (with a warning per retry) for an MLflow server."""
+    _SERVER.timeout_seconds, _SERVER.retries = float(timeout_seconds), int(retries)
+
+
+_ENV_WE_SET: dict[str, str] = {}
+
+
+def _server_env() -> None:
+    """MLflow's own HTTP timeout and retries, short and few (its defaults retry for minutes without a word),
+    unless the user set them in the environment."""
+    wanted = {
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, round(_SERVER.timeout_seconds))),
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    }
+    for key, value in wanted.items():
+        if os.environ.get(key) in (None, _ENV_WE_SET.get(key)):
+            os.environ[key] = _ENV_WE_SET[key] = value
+
+
+def _unreachable(uri: str, reason: Any, what: str = "") -> TrackingError:
+    return TrackingError(
+        f"MLflow unreachable at {uri}{what}: {reason}",
+        where=uri,
+        fix="start the MLflow server (`make up` starts the local one), or point MLFLOW_TRACKING_URI at a running one "
+        "(unset it to use the sqlite store in the project folder); then run again",
+    )
+
+
+def wait_until_reachable(uri: str) -> None:
+    """Return once the MLflow server at `uri` answers; log each failed attempt (URL, attempt, wait) at once and
+    raise TrackingError after `retries` retries. A sqlite/file store needs no server and returns at once."""
+    import urllib.error
+    import urllib.request
+
+    if not uri.startswith(("http://", "https://")):
+        return
+    if time.monotonic() - _LAST_REACHED.get(uri, float("-inf")) < REACHED_FOR:
+        return
+    retries = _SERVER.retries
+    for attempt in range(retries + 1):
+        try:
+            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=_SERVER.timeout_seconds).close()
+            _LAST_REACHED[uri] = time.monotonic()
+            return
+        except urllib.error.HTTPError:  # it answered (an auth proxy, an old server without /health)
+            _LAST_REACHED[uri] = time.monotonic()
+            return
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+        if attempt == retries:
+            raise _unreachable(uri, f"{reason} (after {retries + 1} attempts)")
+        delay = 2 ** (attempt + 1)
+        log.warning("MLflow unreachable at %s (%s): retry %d/%d in %d s", uri, reason, attempt + 1, retries, delay)
+        time.sleep(delay)
+
+
 def tracking_uri(root: str | Path = ".") -> str:
     """MLFLOW_TRACKING_URI when set, else a sqlite store in the project folder (the registry needs a DB)."""
     env = os.environ.get("MLFLOW_TRACKING_URI")
@@ -43,10 +114,48 @@ def tracking_uri(root: str | Path = ".") -> str:
     return f"sqlite:///{Path(root).resolve() / DEFAULT_DB}"
 
 
+_CONNECTION_ERRORS = ("ConnectionError", "ConnectTimeout", "ReadTimeout", "Timeout", "MaxRetryError", "NewConnectionError",
+                      "RemoteDisconnected", "ProtocolError")
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    """A failure to reach the server (refused, reset, timed out), however deep MLflow wrapped it."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if type(seen).__name__ in _CONNECTION_ERRORS or isinstance(seen, (ConnectionError, TimeoutError)):
+            return True
+        text = str(seen)
+        if "Max retries exceeded" in text or "Connection refused" in text or "Connection aborted" in text:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _service(fn: Any) -> Any:
+    """A public operation: a server that stops answering half-way is a TrackingError naming its URL, not a traceback."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TrackingError:
+            raise
+        except Exception as exc:
+            if not _is_connection_error(exc):
+                raise
+            reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise _unreachable(tracking_uri(kwargs.get("root", ".")), reason, f" during {fn.__name__}") from exc
+
+    return wrapper
+
+
 def _client(root: str | Path = "."):
     global _URI_WE_SET
     mlflow = _mlflow()
     uri = tracking_uri(root)
+    _server_env()
+    wait_until_reachable(uri)
     chosen_by_user = os.environ.get("MLFLOW_TRACKING_URI") == uri
     mlflow.set_tracking_uri(uri)
     if not chosen_by_user:
@@ -97,6 +206,7 @@ class RegisteredVersion:
         return asdict(self)
 
 
+@_service
 def register_model(
     model_dir: str | Path,
     items_path: str | Path,
@@ -193,6 +303,7 @@ class VersionInfo:
     metrics: dict[str, float]
 
 
+@_service
 def get_version(model_name: str, alias: str | None = None, version: str | None = None, root: str | Path = ".") -> VersionInfo | None:
     """A model version by alias or number; None when the model or alias does not exist."""
     mlflow, client = _client(root)
@@ -203,6 +314,8 @@ def get_version(model_name: str, alias: str | None = None, version: str | None =
     except MlflowException as exc:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None
+        if _is_connection_error(exc):
+            raise
         raise TrackingError(f"the MLflow store did not answer: {exc}", where=tracking_uri(root)) from exc
     run = client.get_run(mv.run_id) if mv.run_id else None
     return VersionInfo(
@@ -214,17 +327,23 @@ def get_version(model_name: str, alias: str | None = None, version: str | None =
     )
 
 
+@_service
 def download_model_dir(model_name: str, version: str, dest: str | Path, root: str | Path = ".") -> Path:
     """Download the ranker folder (weights, tokenizer, text config) of a model version."""
     import shutil
 
     import yaml
 
-    mlflow, _ = _client(root)
+    mlflow, client = _client(root)
     dest = Path(dest)
     if dest.exists():
         shutil.rmtree(dest)
-    local = Path(mlflow.artifacts.download_artifacts(f"models:/{model_name}/{version}", dst_path=str(dest)))
+    served = _served_artifacts(client, model_name, version, root)
+    if served is not None:  # stored through an MLflow server that is not in use now: read its artifacts folder
+        shutil.copytree(served, dest)
+        local = dest
+    else:
+        local = Path(mlflow.artifacts.download_artifacts(f"models:/{model_name}/{version}", dst_path=str(dest)))
     flavor = yaml.safe_load((local / "MLmodel").read_text()).get("flavors", {}).get("python_function", {})
     relative = flavor.get("artifacts", {}).get("model_dir", {}).get("path")
     if not relative or not (local / relative).is_dir():
@@ -232,17 +351,75 @@ def download_model_dir(model_name: str, version: str, dest: str | Path, root: st
     return local / relative
 
 
+@_service
+def latest_version(model_name: str, root: str | Path = ".") -> str | None:
+    """The highest version number of a registered model (None: no version yet)."""
+    _, client = _client(root)
+    versions = [int(mv.version) for mv in client.search_model_versions(f"name='{model_name}'")]
+    return str(max(versions)) if versions else None
+
+
+@_service
+def download_items(model_name: str, version: str, dest: str | Path, root: str | Path = ".") -> Path:
+    """Only the catalogue (pyfunc artifact "items") of a model version, not its weights."""
+    import shutil
+
+    import yaml
+
+    mlflow, client = _client(root)
+    dest = Path(dest)
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    served = _served_artifacts(client, model_name, version, root)
+    base = served.as_uri() if served is not None else client.get_model_version_download_uri(model_name, version)
+    mlmodel = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{base}/MLmodel", dst_path=str(dest)))
+    flavor = (yaml.safe_load(mlmodel.read_text()) or {}).get("flavors", {}).get("python_function", {})
+    relative = flavor.get("artifacts", {}).get("items", {}).get("path")
+    if not relative:
+        raise TrackingError("model version holds no items artifact", where=f"models:/{model_name}/{version}")
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{base}/{relative}", dst_path=str(dest)))
+
+
+def _served_artifacts(client: Any, model_name: str, version: str, root: str | Path) -> Path | None:
+    """Where a version's files are on this machine when an MLflow server stored them (`mlflow-artifacts:/…`, e.g.
+    `make up`'s server, artifacts in <root>/mlartifacts) and no server is in use now; None when MLflow can fetch them.
+
+    Raises TrackingError saying what to start when they are elsewhere (S3, another machine)."""
+    uri = tracking_uri(root)
+    if uri.startswith(("http://", "https://")):
+        return None
+    location = client.get_model_version_download_uri(model_name, version)
+    if not str(location).startswith("mlflow-artifacts:"):
+        return None
+    from urllib.parse import urlparse
+
+    local = Path(root).resolve() / ARTIFACTS_DIR / urlparse(str(location)).path.lstrip("/")
+    if (local / "MLmodel").is_file():
+        return local
+    raise TrackingError(
+        f"the files of {model_name} version {version} were stored through an MLflow server ({location}), and the "
+        f"tracking store in use ({uri}) cannot read them; they are not in {Path(root).resolve() / ARTIFACTS_DIR} either",
+        where=f"models:/{model_name}/{version}",
+        fix="start that MLflow server (`make up` for the local stack, `make prodlike-up` for the production-like one) "
+        "and set MLFLOW_TRACKING_URI to it (e.g. http://127.0.0.1:5000), then run again",
+    )
+
+
+@_service
 def set_alias(model_name: str, alias: str, version: str, root: str | Path = ".") -> None:
     _, client = _client(root)
     client.set_registered_model_alias(model_name, alias, version)
 
 
+@_service
 def set_version_tags(model_name: str, version: str, tags: dict[str, str], root: str | Path = ".") -> None:
     _, client = _client(root)
     for key, value in tags.items():
         client.set_model_version_tag(model_name, version, key, str(value))
 
 
+@_service
 def log_run_artifacts(run_id: str, files: list[str | Path], root: str | Path = ".") -> None:
     """Attach more files (decision record, drift report) to an existing run."""
     _, client = _client(root)
@@ -251,6 +428,7 @@ def log_run_artifacts(run_id: str, files: list[str | Path], root: str | Path = "
             client.log_artifact(run_id, str(path))
 
 
+@_service
 def log_run_dict(run_id: str, data: dict, name: str, root: str | Path = ".") -> None:
     _, client = _client(root)
     with tempfile.TemporaryDirectory() as tmp:
@@ -263,6 +441,7 @@ ALIAS_LOG_TAG = "alias_log"
 ALIAS_LOG_KEEP = 25
 
 
+@_service
 def alias_log(model_name: str, root: str | Path = ".") -> list[dict]:
     """Recent alias moves, newest last (MLflow keeps no history of aliases, so llmrec records it)."""
     _, client = _client(root)
@@ -277,6 +456,7 @@ def _record_move(client: Any, model_name: str, move: dict) -> None:
     client.set_registered_model_tag(model_name, ALIAS_LOG_TAG, json.dumps(moves))
 
 
+@_service
 def promote(model_name: str, version: str, reason: str, root: str | Path = ".") -> str | None:
     """Make `version` the champion; the old champion becomes `previous`. Returns the old champion."""
     _, client = _client(root)
@@ -291,6 +471,7 @@ def promote(model_name: str, version: str, reason: str, root: str | Path = ".") 
     return old.version if old else None
 
 
+@_service
 def rollback(model_name: str, root: str | Path = ".") -> tuple[str, str]:
     """Move `champion` back to `previous` in one step; returns (from_version, to_version).
 
@@ -311,6 +492,7 @@ def rollback(model_name: str, root: str | Path = ".") -> tuple[str, str]:
     return champion.version, previous.version
 
 
+@_service
 def list_versions(model_name: str, root: str | Path = ".") -> list[VersionInfo]:
     """Every version of the registered model, newest first, with its aliases and holdout metrics."""
     _, client = _client(root)

@@ -127,8 +127,12 @@ class ValidationResult:
             )
 
 
-def validate_dataset(dataset: Dataset, report_dir: str | Path) -> ValidationResult:
-    """Validate the three canonical tables; write Data Docs and validation.json under report_dir."""
+def validate_dataset(dataset: Dataset, report_dir: str | Path, bad_rows: dict | None = None) -> ValidationResult:
+    """Validate the three canonical tables; write Data Docs and validation.json under report_dir.
+
+    `bad_rows` ({"rows", "read", "share", "max_share"}, from the ingest) adds the source rows left out as bad:
+    an error above max_share, a warning when any was left out.
+    """
     _checked(dataset)
     report_dir = Path(report_dir).resolve()  # GX needs an absolute docs path
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -140,10 +144,15 @@ def validate_dataset(dataset: Dataset, report_dir: str | Path) -> ValidationResu
     ctx = _context(gx, docs_dir)
     source = ctx.data_sources.add_pandas(name="llmrec")
     results: list[Any] = []
-    for spec in _suites(gxe, dataset):
-        results.extend(_run_suite(gx, ctx, source, spec))
+    by_suite: dict[str, list[Failure]] = {}
+    for spec in [*_suites(gxe, dataset), *_bad_row_suites(gxe, bad_rows)]:
+        suite_results = _run_suite(gx, ctx, source, spec)
+        results.extend(suite_results)
+        by_suite[spec.name] = _collect(suite_results, None).failures
     docs = _build_docs(ctx, docs_dir)
     outcome = _collect(results, docs)
+    if docs:
+        _readable_offline(docs_dir, outcome, by_suite)
     (report_dir / "validation.json").write_text(json.dumps(outcome.to_dict(), indent=2))
     log.info("validated dataset in %.1f s: %s", time.perf_counter() - start, outcome.summary().splitlines()[0])
     return outcome
@@ -200,6 +209,50 @@ def _build_docs(ctx: Any, docs_dir: Path) -> str | None:
         log.warning("could not build Data Docs in %s: %s", docs_dir, exc)
     index = docs_dir / "index.html"
     return str(index) if index.exists() else None
+
+
+def _status(failures: list[Failure]) -> str:
+    """llmrec's verdict: warnings do not fail (Great Expectations calls a suite with any failed expectation Failed)."""
+    errors = sum(f.severity == ERROR for f in failures)
+    warnings = len(failures) - errors
+    if errors:
+        return f"FAILED: {errors} error(s)" + (f", {warnings} warning(s)" if warnings else "")
+    return "passed" + (f", {warnings} warning(s)" if warnings else "")
+
+
+_BANNER = (
+    '<div style="font-family:sans-serif;border:2px solid #888;padding:12px 16px;margin:12px;background:#fff;color:#000">'
+    "{body}</div>"
+)
+
+
+def _readable_offline(docs_dir: Path, outcome: ValidationResult, by_suite: dict[str, list[Failure]]) -> None:
+    """Data Docs load their styles and the index tables' code from CDNs, so offline the index is blank, and a suite
+    with a failed warning reads "Failed". Put llmrec's verdict (and, on the index, plain links to every page) at the
+    top of each page, in HTML that needs nothing from the network."""
+    import html
+
+    pages = {name: sorted((docs_dir / "validations" / name).rglob("*.html")) for name in by_suite}
+    note = ("llmrec: warning-severity expectations do not fail the data (Great Expectations' own status counts "
+            "every expectation). The styled tables below need JavaScript from CDNs; offline, use these links.")
+    items = "".join(
+        f'<li><a href="{html.escape(page.relative_to(docs_dir).as_posix())}">{html.escape(name)}</a>: '
+        f"{html.escape(_status(failures))}</li>"
+        for name, failures in by_suite.items() for page in pages[name][-1:]
+    )
+    head = f"<b>data validation {html.escape(_status(outcome.failures))}</b>"
+    _insert_after_body(docs_dir / "index.html", _BANNER.format(body=f"{head}<p>{note}</p><ul>{items}</ul>"))
+    for name, failures in by_suite.items():
+        for page in pages[name]:
+            body = f"<b>llmrec: {html.escape(name)} {html.escape(_status(failures))}</b> (warnings do not fail the data)"
+            _insert_after_body(page, _BANNER.format(body=body))
+
+
+def _insert_after_body(page: Path, block: str) -> None:
+    text = page.read_text(encoding="utf-8")
+    at = text.find("<body")
+    at = text.find(">", at) + 1 if at >= 0 else 0
+    page.write_text(text[:at] + block + text[at:], encoding="utf-8")
 
 
 # --- the tables and their expectations -------------------------------------------------------
@@ -435,6 +488,36 @@ def _distribution_suites(gxe: Any, dataset: Dataset) -> list[_Suite]:
     return suites
 
 
+# --- source rows left out as bad (data.bad_rows: quarantine) -------------------------------------
+
+
+def _bad_row_suites(gxe: Any, bad_rows: dict | None) -> list[_Suite]:
+    """The share of source rows the ingest left out: at most data.max_bad_row_share (error); none (warning)."""
+    if not bad_rows or not bad_rows.get("read"):
+        return []
+    frame = pd.DataFrame({"bad_rows": [int(bad_rows["rows"])], "bad_row_share": [float(bad_rows["share"])]})
+    limit = float(bad_rows["max_share"])
+    return [
+        _Suite(
+            "source_rows",
+            frame,
+            [
+                gxe.ExpectColumnValuesToBeBetween(
+                    column="bad_row_share", min_value=0, max_value=limit,
+                    meta=_meta("source", ERROR, "bad_row_share", check="share of bad rows left out"),
+                    notes=f"at most {limit:.2%} of the source rows may be bad (data.max_bad_row_share)",
+                ),
+                gxe.ExpectColumnValuesToBeBetween(
+                    column="bad_rows", min_value=0, max_value=0,
+                    meta=_meta("source", WARNING, "bad_rows", check="bad rows left out"),
+                    notes=f"warning: {bad_rows['rows']} of {bad_rows['read']} source rows were bad and left out "
+                    "(quarantine.csv beside the prepared tables lists them with line and reason)",
+                ),
+            ],
+        )
+    ]
+
+
 # --- reading the results back ----------------------------------------------------------------
 
 
@@ -495,7 +578,7 @@ def _distinct(values: list) -> list:
 
 
 def _short(examples: list, width: int = 80) -> str:
-    text = ", ".join(repr(e) for e in examples)
+    text = ", ".join(repr(e.item() if hasattr(e, "item") and not isinstance(e, (list, dict)) else e) for e in examples)
     return text if len(text) <= width else text[: width - 3] + "..."
 
 

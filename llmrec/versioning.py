@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -112,16 +113,63 @@ def pipeline_status(root: str | Path = ".") -> str:
     return _run(["dvc", "status"], repo_root(root), "dvc status").strip()
 
 
+LATEST_SNAPSHOT = Path(".llmrec") / "data-before-checkout.json"  # under the repo root (git-ignored)
+
+
 def checkout_data(dvc_file: str, root: str | Path = ".") -> str:
     """Restore data/ to the version described by `dvc_file` (a data.dvc text); returns its md5.
 
-    The current data is snapshotted first (`dvc add`), so nothing in the workspace is lost:
-    `git checkout data.dvc && dvc checkout` (or checking out the newer model's data) brings it back.
+    The current data is snapshotted first (`dvc add`, so it is in the local cache) and its data.dvc text
+    is kept in .llmrec/data-before-checkout.json, so `restore_latest` (`llmrec data checkout --latest`)
+    brings it back. Checking out several old versions in a row keeps the first snapshot: the data as it
+    was before the first checkout, unless data/ was changed in between.
     """
     root = repo_root(root)
     wanted = yaml.safe_load(dvc_file)["outs"][0]["md5"]
     if (root / TRACKED_DATA).exists():
         _run(["dvc", "add", TRACKED_DATA], root, "dvc add (snapshot of the current data)")
+        current = (root / f"{TRACKED_DATA}.dvc").read_text()
+        pending = latest_snapshot(root)
+        if pending is None or yaml.safe_load(current)["outs"][0]["md5"] != pending["checked_out"]:
+            pending = {"dvc_file": current}
+        _save_snapshot(root, {**pending, "checked_out": wanted})
+    _checkout(dvc_file, wanted, root)
+    log.info("data/ restored to version %s", wanted)
+    return wanted
+
+
+def latest_snapshot(root: str | Path = ".") -> dict | None:
+    """The snapshot `checkout_data` took of the data it replaced ({"dvc_file", "checked_out"}), if one is pending."""
+    path = repo_root(root) / LATEST_SNAPSHOT
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _save_snapshot(root: Path, snapshot: dict) -> None:
+    path = root / LATEST_SNAPSHOT
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(snapshot, indent=2))
+    tmp.replace(path)
+
+
+def restore_latest(root: str | Path = ".") -> str:
+    """Bring data/ back to what it was before the last `checkout_data` (series); returns its md5."""
+    root = repo_root(root)
+    snapshot = latest_snapshot(root)
+    if snapshot is None:
+        raise VersioningError(
+            "no data snapshot to return to: data/ was not replaced by `llmrec data checkout` (or was restored already)",
+            where=str(root / LATEST_SNAPSHOT),
+            fix="`dvc status data.dvc` shows whether data/ matches data.dvc; `llmrec data checkout --model-version N` restores a model's data",
+        )
+    wanted = yaml.safe_load(snapshot["dvc_file"])["outs"][0]["md5"]
+    _checkout(snapshot["dvc_file"], wanted, root)
+    (root / LATEST_SNAPSHOT).unlink()
+    log.info("data/ back to version %s (as before the checkout)", wanted)
+    return wanted
+
+
+def _checkout(dvc_file: str, wanted: str, root: Path) -> None:
     (root / f"{TRACKED_DATA}.dvc").write_text(dvc_file)
     try:
         _run(["dvc", "checkout", "--force", f"{TRACKED_DATA}.dvc"], root, "dvc checkout")
@@ -132,5 +180,3 @@ def checkout_data(dvc_file: str, root: str | Path = ".") -> str:
     status = _run(["dvc", "status", f"{TRACKED_DATA}.dvc"], root, "dvc status")
     if "up to date" not in status:
         raise VersioningError(f"data/ does not match version {wanted} after checkout: {status.strip()}", where=str(root))
-    log.info("data/ restored to version %s", wanted)
-    return wanted

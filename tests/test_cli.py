@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from llmrec.cli import app
@@ -41,6 +42,24 @@ def test_bad_override_is_a_clear_error():
     result = runner.invoke(app, ["--set", "train.lr=-1", "train"])
     assert result.exit_code == 1
     assert "train.lr" in result.output
+
+
+def test_an_unknown_setting_suggests_the_one_meant():
+    result = runner.invoke(app, ["--set", "train.steps=100", "train"])
+    assert result.exit_code == 1 and "train.steps: Extra inputs are not permitted (did you mean train.max_steps?)" in result.output
+    result = runner.invoke(app, ["--set", "trian.max_steps=100", "train"])
+    assert result.exit_code == 1 and "trian: Extra inputs are not permitted (did you mean train" in result.output
+
+
+def test_every_readme_section_an_error_names_exists():
+    """The MIND loader's fix named a README section ('Bring your own data') that does not exist."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    headings = set(re.findall(r"^#+ (.+?)\s*$", readme, flags=re.M))
+    source = "\n".join(p.read_text() for p in (Path(__file__).resolve().parents[1] / "llmrec").rglob("*.py"))
+    named = set(re.findall(r"README '([^']+)'", source)) | set(re.findall(r'README "([^"]+)"', source))
+    assert named and named <= headings, f"sections named but missing: {sorted(named - headings)}"
 
 
 def test_validate_reports_dangling_items_and_exits_1(tmp_path, tiny_world, monkeypatch):
@@ -97,3 +116,37 @@ def test_retrain_alert_prints_the_run_and_exits_1(monkeypatch):
     assert result.exit_code == 1
     assert "DRIFT detected" in result.output and "rule: champion-holds" in result.output
     assert "ALERT: challenger v2" in result.output and "Traceback" not in result.output
+
+
+def test_no_stage_reads_tables_of_a_failed_ingest_or_of_a_changed_source(tmp_path, tiny_world, monkeypatch):
+    """validate after a failed ingest refused the old tables (it validated them and said "passed" before)."""
+    from llmrec import pipeline
+    from llmrec.config import load_params
+    from llmrec.errors import DataError
+
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "mind"
+    shutil.copytree(tiny_world / "period1", folder)
+    assert runner.invoke(app, ["ingest", str(folder)]).exit_code == 0
+    behaviors = folder / "behaviors.tsv"
+    good = behaviors.read_text()
+    lines = good.splitlines(keepends=True)
+    behaviors.write_text("".join(lines[:3]) + lines[3].rsplit("\t", 1)[0] + "\n" + "".join(lines[4:]))  # a truncated line
+    failed = runner.invoke(app, ["ingest", str(folder)])
+    assert failed.exit_code == 1 and "behaviors.tsv, line 4" in failed.output
+
+    params = ["--set", f"data.path={folder}"]
+    result = runner.invoke(app, [*params, "validate"])
+    assert result.exit_code == 1 and "passed" not in result.output
+    assert "the last ingest of" in result.output and "failed" in result.output and "behaviors.tsv, line 4" in result.output
+    with pytest.raises(DataError, match="the last ingest of .* failed"):
+        pipeline.run_train(load_params("none.yaml", [f"data.path={folder}"]), progress=False)
+
+    behaviors.write_text(good)  # fixed and ingested again: validate runs
+    assert runner.invoke(app, ["ingest", str(folder)]).exit_code == 0
+    assert runner.invoke(app, [*params, "validate"]).exit_code == 0
+    behaviors.write_text(good + lines[0].replace("\t", "9\t", 1))  # the source changed since: refused until ingested again
+    result = runner.invoke(app, [*params, "validate"])
+    assert result.exit_code == 1 and "the source changed since it was ingested (behaviors.tsv)" in result.output
+    with pytest.raises(DataError, match="the source changed since it was ingested"):
+        pipeline.run_version(load_params("none.yaml", [f"data.path={folder}"]))

@@ -319,3 +319,16 @@ def test_embedding_drift_methods_and_small_samples() -> None:
     assert few["drifted"] is False and "too few items" in few["skipped"]
     with pytest.raises(ConfigError, match="embedding drift method"):
         embedding_drift(ref, same, method="ratio")
+
+
+def test_summary_says_what_evidentlys_page_counts(periods: dict[str, Dataset], tmp_path: Path) -> None:
+    """Evidently's page said "6 of 10" drifted columns where the CLI said 7 of 12: llmrec adds unseen users/items."""
+    import re
+
+    v = generated_report(periods, "period2", tmp_path)
+    scored = [n for n, f in v.features.items() if f["score"] is not None]
+    found = re.search(r"Evidently's drift.html compares (\d+) of them, (\d+) drifted; llmrec adds (.+), (\d+) drifted\)", v.summary())
+    assert found, v.summary()
+    compared, in_report, ours, ours_drifted = int(found[1]), int(found[2]), found[3].split(", "), int(found[4])
+    assert ours == ["unseen_users", "unseen_items"] and compared + len(ours) == len(scored)
+    assert in_report + ours_drifted == len(v.drifted_features) and f"{len(v.drifted_features)}/{len(scored)} features" in v.summary()

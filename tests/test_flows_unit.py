@@ -167,14 +167,64 @@ def test_prefect_yaml_parameters_fit_the_flow_signatures():
     import yaml
     from prefect.utilities.callables import parameter_schema
 
+    from flows.batch import batch_recommend
     from flows.monitor import monitor
     from flows.retrain import retrain
 
     accepted = {"flows/retrain.py:retrain": set(parameter_schema(retrain.fn).properties),
-                "flows/monitor.py:monitor": set(parameter_schema(monitor.fn).properties)}
+                "flows/monitor.py:monitor": set(parameter_schema(monitor.fn).properties),
+                "flows/batch.py:batch_recommend": set(parameter_schema(batch_recommend.fn).properties)}
     deployments = yaml.safe_load((REPO / "infra/prefect/prefect.yaml").read_text())["deployments"]
     monitors = [d for d in deployments if d["entrypoint"] == "flows/monitor.py:monitor"]
     assert monitors and all(s["parameters"] == {"batch": "incoming"} for d in monitors for s in d["schedules"])
     for deployment in deployments:
         given = set(deployment.get("parameters") or {}) | {k for s in deployment.get("schedules") or [] for k in s.get("parameters", {})}
         assert given <= accepted[deployment["entrypoint"]], deployment["name"]
+
+
+def test_readme_override_examples_load_and_show_whole_in_prefects_display():
+    """The README's override example failed every run (eval.retriever not in eval.baselines), and
+    `prefect deployment run` printed it as 'eval.baselines=' (Rich markup ate '[popularity, random]')."""
+    import re
+
+    from rich.text import Text
+
+    from llmrec.config import Params
+
+    readme = (REPO / "README.md").read_text()
+    examples = re.findall(r"`(?:--set )?([a-z_]+(?:\.[a-z_0-9]+)+=[^`]+)`", readme)
+    examples += [o for block in re.findall(r'"overrides": (\[[^\]]*\])', readme) for o in __import__("json").loads(block)]
+    examples = [e for e in examples if e.split(".")[0] in Params.model_fields]
+    assert any(e.startswith("eval.baselines=") for e in examples)
+    for example in examples:
+        load_params(DEFAULT_PARAMS, [example])  # what the flow does first, with the run's overrides
+        shown = repr([example])  # the parameters line of `prefect deployment run`, printed with Rich markup
+        assert Text.from_markup(shown).plain == shown, f"Prefect's CLI shows {example!r} as {Text.from_markup(shown).plain}"
+
+
+def test_served_deployments_have_their_inbox_and_say_at_capacity_once(tmp_path):
+    """After `make up` the scheduled monitor failed (no incoming/ folder), and a busy runner logged
+    "1 scheduled runs skipped (at capacity)" every 2 s."""
+    import logging
+
+    from flows.deploy import INBOX, OnceUntilChanged, prepare
+    from flows.monitor import newest_batch
+
+    prepare(tmp_path)
+    params = load_params(DEFAULT_PARAMS, [f"data.path={tmp_path / 'data'}"])
+    assert newest_batch(tmp_path / INBOX, params) is None  # nothing to judge yet: not an error
+
+    now = [0.0]
+    notice = OnceUntilChanged(every=600, clock=lambda: now[0])
+
+    def passes(message: str) -> bool:
+        return notice.filter(logging.LogRecord("prefect.runner", logging.INFO, __file__, 1, message, None, None))
+
+    shown = []
+    for second in range(0, 300, 2):
+        now[0] = float(second)
+        shown.append(passes("1 scheduled runs skipped (at capacity)"))
+    assert shown.count(True) == 1
+    assert passes("2 scheduled runs skipped (at capacity)")  # a change shows at once
+    now[0] = 1000.0
+    assert passes("2 scheduled runs skipped (at capacity)")  # and an unchanged one again after `every` seconds

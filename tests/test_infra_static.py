@@ -280,7 +280,7 @@ def test_monitor_runs_daily_and_retrain_on_demand():
     deployments = prefect_yaml()["deployments"]
     for deployment in deployments:
         schedules = deployment.get("schedules") or []
-        if deployment["entrypoint"] == "flows/monitor.py:monitor":
+        if deployment["entrypoint"] in ("flows/monitor.py:monitor", "flows/batch.py:batch_recommend"):
             (schedule,) = schedules
             cron = CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])  # Prefect's own validation
             assert cron.cron.split()[2:] == ["*", "*", "*"], "daily"
@@ -299,7 +299,7 @@ def flow_functions(path: Path) -> set[str]:
 
 def test_entrypoints_name_flows_in_the_code():
     entrypoints = {d["entrypoint"] for d in prefect_yaml()["deployments"]}
-    assert entrypoints == {"flows/retrain.py:retrain", "flows/monitor.py:monitor"}
+    assert entrypoints == {"flows/retrain.py:retrain", "flows/monitor.py:monitor", "flows/batch.py:batch_recommend"}
     for entrypoint in entrypoints:
         file, function = entrypoint.split(":")
         if file == "flows/monitor.py" and not (REPO / file).exists():

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -53,5 +57,16 @@ def test_model_version_data_is_restored_byte_for_byte_after_two_changes(project:
     result = runner.invoke(app, ["data", "checkout", "--model-version", v2])
     assert result.exit_code == 0, result.output
     assert _digest(data) == files2
+
+    # the hint it prints, run as printed in a shell, brings back the data as it was before the first checkout
+    hint = re.search(r"Back to [^`]*`([^`]+)`", result.output)
+    assert hint, result.output
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    ran = subprocess.run(["bash", "-c", hint[1]], cwd=project, env=env, capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert _digest(data) == current
+    result = runner.invoke(app, ["data", "checkout", "--latest"])  # nothing left to return to: says so
+    assert result.exit_code == 1 and "no data snapshot to return to" in result.output
     result = runner.invoke(app, ["data", "checkout", "--model-version", "99"])
     assert result.exit_code == 1 and "no version 99" in result.output

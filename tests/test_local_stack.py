@@ -145,3 +145,27 @@ def test_typed_retrain_form_and_a_monitor_that_retrains_on_drift(project, tiny_w
     status = _stack(project, "status").stdout
     assert status.count("stopped") == 3, status
     assert leftovers(project) == []
+    serves_without_the_stack(project)
+
+
+def serves_without_the_stack(project: Path) -> None:
+    """The stack is down: `llmrec serve` (the project's sqlite store) serves the champion from the artifacts the
+    stack's MLflow server stored in mlartifacts/; without them it says what to start (it stayed 503 with
+    MLflow's 'the tracking URI must be a valid http or https URI')."""
+    import pandas as pd
+    from fastapi.testclient import TestClient
+
+    from llmrec.serving import create_app
+
+    ids = pd.read_parquet(project / "outputs" / "prepared" / "items.parquet")["item_id"].tolist()
+    stored = project / "mlartifacts"
+    stored.rename(project / "elsewhere")
+    with TestClient(create_app("llmrec", root=project, poll_seconds=3600, device="cpu")) as client:
+        client.app.state.holder.refresh()
+        health = client.get("/health")
+        assert health.status_code == 503 and "make up" in health.json()["last_error"], health.text
+        (project / "elsewhere").rename(stored)
+        client.app.state.holder.refresh()
+        assert client.get("/health").json()["status"] == "ok"
+        reply = client.post("/recommend", json={"history": ids[:2], "candidates": ids[2:8], "k": 3})
+        assert reply.status_code == 200 and len(reply.json()["items"]) == 3, reply.text

@@ -77,3 +77,20 @@ def test_default_store_follows_the_project_folder(tmp_path, monkeypatch):
     assert tracking.tracking_uri(second) == f"sqlite:///{second.resolve() / tracking.DEFAULT_DB}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
     assert tracking.tracking_uri(second) == "http://mlflow.example:5000"
+
+
+def test_models_list_says_when_holdouts_differ(registry):
+    """`models list` put nDCGs of different holdouts side by side without saying so."""
+    from typer.testing import CliRunner
+
+    from llmrec.cli import app
+
+    root, (v1, v2, v3) = registry
+    for version, cutoff in ((v1, "2019-11-13T00:00:00"), (v2, "2019-11-13T00:00:00"), (v3, "2019-11-19T00:00:00")):
+        tracking.set_version_tags("m", version, {"data.cutoff": cutoff})
+    result = CliRunner().invoke(app, ["--set", "tracking.model_name=m", "models", "list"])
+    assert result.exit_code == 0, result.output
+    assert "holdout from" in result.output and "2019-11-19 00:00" in result.output and "2019-11-13 00:00" in result.output
+    assert "on its own holdout" in result.output and "not comparable" in result.output
+    tracking.set_version_tags("m", v3, {"data.cutoff": "2019-11-13T00:00:00"})  # one holdout: nothing to warn about
+    assert "not comparable" not in CliRunner().invoke(app, ["--set", "tracking.model_name=m", "models", "list"]).output

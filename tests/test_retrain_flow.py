@@ -67,6 +67,9 @@ def test_retrain_story_two_periods(project, tiny_world, tiny_backbone):
 
     first = retrain()
     assert first["validation"]["success"]
+    from flows.retrain import STAGES
+
+    assert list(first["seconds"]) == list(STAGES)  # each stage said when it ran and how long it took
     assert first["registered"]["version"] == "1"
     m = first["evaluation"]["metrics"]
     assert set(m) == {"model", "popularity", "random", "tfidf", "zero_shot", "itemknn", "ease"}

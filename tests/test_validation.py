@@ -215,3 +215,24 @@ def test_positive_only_source_checks_labels_and_skips_click_rate(tmp_path: Path)
     ds.interactions.loc[0, "label"] = 0
     f = failure(validate_dataset(ds, tmp_path / "bad"), "interactions", "expect_column_values_to_be_in_set", "label")
     assert f.severity == "error"
+
+
+def test_data_docs_read_offline_and_say_what_the_cli_says(tmp_path: Path) -> None:
+    """Data Docs were blank offline (their tables come from CDN scripts) and said "Failed" where the CLI said
+    "passed, 2 warnings"; the CLI table printed `np.float64(0.0)`."""
+    import re
+
+    ds = make_dataset()
+    ds.impressions["history"] = ""
+    ds.interactions["label"] = ds.interactions["label"] * 0  # click-through rate 0.0: a warning
+    result = validate_dataset(ds, tmp_path)
+    assert "np.float64" not in result.summary() and "  0.0" in result.summary()
+    index = (tmp_path / "data_docs" / "index.html").read_text()
+    body = index[index.find("<body") :]
+    static = body[: body.find("<script")]  # the top of the page, shown whether or not any script loads
+    assert f"data validation passed, {len(result.warnings)} warning(s)" in static and len(result.warnings) == 3
+    links = dict(re.findall(r'<li><a href="([^"]+)">([^<]+)</a>', static))
+    assert set(links.values()) >= {"items", "impressions", "interactions"}
+    assert all((tmp_path / "data_docs" / href).is_file() for href in links)
+    page = next(tmp_path / "data_docs" / href for href, name in links.items() if name == "interactions")
+    assert "llmrec: interactions passed, 1 warning(s)" in page.read_text()

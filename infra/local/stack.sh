@@ -27,7 +27,10 @@ case "${1:-}" in
       --artifacts-destination "$ROOT/mlartifacts" --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1
     wait_for prefect "http://127.0.0.1:$PREFECT_PORT/api/health" 120
     wait_for mlflow "http://127.0.0.1:$MLFLOW_PORT/health" 120
+    # client timeouts and retries set explicitly (Prefect logs each retry with its attempt; llmrec does so for MLflow,
+    # params.yaml tracking.timeout_seconds / tracking.retries)
     PREFECT_API_URL="http://127.0.0.1:$PREFECT_PORT/api" MLFLOW_TRACKING_URI="http://127.0.0.1:$MLFLOW_PORT" \
+      PREFECT_API_REQUEST_TIMEOUT=30 PREFECT_CLIENT_MAX_RETRIES=3 \
       PREFECT_RUNNER_POLL_FREQUENCY=2 PATH="$BIN:$PATH" start runner "$BIN/python" -m flows.deploy
     served=0
     for _ in $(seq 120); do
@@ -37,7 +40,8 @@ case "${1:-}" in
       sleep 1
     done
     [ "$served" = 1 ] || { echo "the runner did not serve retrain and monitor; last log lines:"; tail -20 "$RUN/runner.log"; exit 1; }
-    echo "  runner is up: deployments retrain/retrain (on demand), monitor/monitor (daily 06:00 UTC, batch folder incoming/)"
+    echo "  runner is up: deployments retrain/retrain (on demand), monitor/monitor (daily 06:00 UTC, batch folder incoming/),"
+    echo "  batch-recommend/batch-recommend (daily 07:00 UTC: every user's top-k to outputs/recommendations.parquet)"
     cat <<TXT
 
 llmrec stack is up

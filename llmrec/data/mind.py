@@ -20,7 +20,7 @@ NEWS_COLUMNS = ["item_id", "category", "subcategory", "title", "abstract", "url"
 ENTITY_COLUMNS = ["title_entities", "abstract_entities"]
 MIND_TIME_FORMAT = "%m/%d/%Y %I:%M:%S %p"
 MIND_FILES = ("news.tsv", "behaviors.tsv")
-_FIX_FORMAT = "MIND files are UTF-8, tab-separated, without a header; see README 'Bring your own data'"
+_FIX_FORMAT = "MIND files are UTF-8, tab-separated, without a header; see README 'Use your own data'"
 
 
 def is_mind_folder(folder: Path) -> bool:
@@ -49,29 +49,37 @@ def _read_lines(path: Path) -> list[str]:
     return lines
 
 
-def _split_rows(path: Path, lines: list[str], n_columns: int, names: str) -> list[list[str]]:
-    rows = []
+def _split_rows(path: Path, lines: list[str], n_columns: int, names: str, q: checks.Quarantine) -> tuple[list[list[str]], checks.RowGuard]:
+    """The tab-separated fields of each non-blank line (a line ending in empty fields, e.g. a trailing tab, is
+    read without them), and the guard of those rows: a line with another number of fields is a bad row."""
+    rows, numbers = [], []
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
         parts = line.split("\t")
-        if len(parts) != n_columns:
-            raise DataError.at(
-                f"expected {n_columns} tab-separated columns ({names}), found {len(parts)}",
-                path,
-                line=lineno,
-                fix=_FIX_FORMAT,
-            )
+        if len(parts) > n_columns and not "".join(parts[n_columns:]).strip():
+            parts = parts[:n_columns]
         rows.append(parts)
-    return rows
+        numbers.append(lineno)
+    guard = q.guard(path, np.array(numbers, dtype=np.int64))
+    counts = np.array([len(parts) for parts in rows], dtype=np.int64)
+    if len(counts) > 1 and counts[0] != n_columns and (counts == counts[0]).all():  # the file, not a few rows
+        what = "a missing column? every line has" if counts[0] < n_columns else "every line has"
+        raise DataError.at(f"{what} {counts[0]} tab-separated columns, expected {n_columns} ({names})", path,
+                           line=int(guard.lines[0]), fix=_FIX_FORMAT)
+    for found in np.unique(counts[counts != n_columns]):
+        guard.reject(counts == found, f"expected {n_columns} tab-separated columns ({names}), found {found}", fix=_FIX_FORMAT)
+    rows = [parts for parts, keep in zip(rows, guard.keep) if keep]
+    guard.apply()
+    return rows, guard
 
 
-def read_news(path: str | Path, keep_entities: bool = False) -> pd.DataFrame:
+def read_news(path: str | Path, keep_entities: bool = False, quarantine: checks.Quarantine | None = None) -> pd.DataFrame:
     """Read news.tsv into the canonical items table (plus the entity JSON columns if asked)."""
     path = Path(path)
     lines = _read_lines(path)
-    rows = _split_rows(path, lines, 8, "id, category, subcategory, title, abstract, url, entities x2")
-    line_numbers = np.asarray(_line_numbers(lines))
+    rows, guard = _split_rows(path, lines, 8, "id, category, subcategory, title, abstract, url, entities x2",
+                              quarantine or checks.Quarantine())
     news = pd.DataFrame(rows, columns=NEWS_COLUMNS)
     items = pd.DataFrame(
         {
@@ -82,113 +90,113 @@ def read_news(path: str | Path, keep_entities: bool = False) -> pd.DataFrame:
             "subcategory": news["subcategory"].str.strip(),
         }
     )
-    checks.check_not_blank(items["item_id"], path, line_numbers, "id")
-    checks.check_unique(items["item_id"], path, line_numbers, "id")
-    checks.check_not_blank(items["title"], path, line_numbers, "title")
+    guard.not_blank(items["item_id"], "id")
+    guard.unique(items["item_id"], "id")
+    guard.not_blank(items["title"], "title")
     if keep_entities:
         for column in ENTITY_COLUMNS:
             items[column] = news[column].str.strip()
+    (items,) = guard.apply(items)
     return items
 
 
 def read_behaviors(
-    path: str | Path, prefix: str = "", known_items: pd.Series | None = None
+    path: str | Path, prefix: str = "", known_items: pd.Series | None = None, quarantine: checks.Quarantine | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read behaviors.tsv into canonical (impressions, interactions) tables.
 
     `prefix` is prepended to impression ids so batches from several files never collide.
     With `known_items`, every history entry and candidate must be one of them (else the line is named).
+    A bad line stops the read, or, with a `quarantine` of policy "quarantine", is recorded there and left out.
     """
     path = Path(path)
     lines = _read_lines(path)
-    rows = _split_rows(path, lines, 5, "impression id, user, time, history, impressions")
-    line_numbers = _line_numbers(lines)
+    rows, guard = _split_rows(path, lines, 5, "impression id, user, time, history, impressions", quarantine or checks.Quarantine())
     frame = pd.DataFrame(rows, columns=["impression_id", "user_id", "time", "history", "candidates"])
     stamps = pd.to_datetime(frame["time"], format=MIND_TIME_FORMAT, errors="coerce")
-    bad = stamps.isna().to_numpy().nonzero()[0]
-    if len(bad):
-        i = int(bad[0])
-        raise DataError.at(
-            f"time {frame['time'].iat[i]!r} is not in MIND's format like '11/15/2019 8:55:22 AM'",
-            path,
-            line=line_numbers[i],
-            column="time",
-        )
+    guard.reject(stamps.isna(), "time is not in MIND's format like '11/15/2019 8:55:22 AM'", "time", values=frame["time"])
     stamps = stamps.dt.tz_localize("UTC")
-    lines_arr = np.asarray(line_numbers)
-    checks.check_time_range(stamps, path, lines_arr, "time")
+    guard.time_range(stamps.where(guard.keep, pd.Timestamp("2000-01-01", tz="UTC")), "time")
     for column in ("impression_id", "user_id"):
-        empty = (frame[column].str.strip() == "").to_numpy().nonzero()[0]
-        if len(empty):
-            raise DataError.at(f"empty {column}", path, line=line_numbers[int(empty[0])], column=column)
-    checks.check_unique(frame["impression_id"].str.strip(), path, lines_arr, "impression id")
-    impression_ids = prefix + frame["impression_id"].str.strip()
+        guard.reject(frame[column].str.strip() == "", f"empty {column}", column)
+    guard.unique(frame["impression_id"].str.strip(), "impression id")
+    frame, stamps = guard.apply(frame, stamps)
+    _check_candidates(guard, frame["candidates"])
+    if known_items is not None:
+        _check_references(guard, frame, known_items)
+    frame, stamps = guard.apply(frame, stamps)
     impressions = pd.DataFrame(
         {
-            "impression_id": impression_ids,
+            "impression_id": prefix + frame["impression_id"].str.strip(),
             "user_id": frame["user_id"].str.strip(),
             "timestamp": stamps,
             "history": frame["history"].str.split().str.join(" "),
         }
     )
-    interactions = _explode_candidates(path, frame["candidates"], impressions, line_numbers)
-    if known_items is not None:
-        _check_references(path, impressions, interactions, known_items, lines_arr)
-    return impressions, interactions
+    return impressions, _explode_candidates(frame["candidates"], impressions)
 
 
-def _check_references(
-    path: Path, impressions: pd.DataFrame, interactions: pd.DataFrame, known: pd.Series, lines: np.ndarray
-) -> None:
-    hist = impressions["history"].str.split()
-    entries = hist.explode()
-    row_of_entry = np.repeat(np.arange(len(hist)), hist.str.len().fillna(0).astype(int).to_numpy())
-    entries = entries.dropna().reset_index(drop=True)
-    checks.check_known(entries, known, path, lines[row_of_entry], "history", "news.tsv")
-    row_of_candidate = pd.Index(impressions["impression_id"]).get_indexer(interactions["impression_id"])
-    checks.check_known(interactions["item_id"], known, path, lines[row_of_candidate], "impressions", "news.tsv")
-
-
-def _line_numbers(lines: list[str]) -> list[int]:
-    return [i for i, line in enumerate(lines, 1) if line.strip()]
-
-
-def _explode_candidates(
-    path: Path, candidates: pd.Series, impressions: pd.DataFrame, line_numbers: list[int]
-) -> pd.DataFrame:
+def _tokens(candidates: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """Every candidate token ('N1-1' or 'N1') and the row it belongs to."""
     tokens = candidates.str.split()
     counts = tokens.str.len().to_numpy()
-    if (counts == 0).any():
-        i = int((counts == 0).nonzero()[0][0])
-        raise DataError.at("impression has no candidates", path, line=line_numbers[i], column="impressions")
-    flat = pd.Series(np.concatenate(tokens.to_numpy()), dtype=object)
-    row = np.repeat(np.arange(len(tokens)), counts)
-    labelled = flat.str.contains("-", regex=False)
+    flat = pd.Series(np.concatenate(tokens.to_numpy()) if len(tokens) else [], dtype=object)
+    return flat, np.repeat(np.arange(len(tokens)), counts)
+
+
+def _check_candidates(guard: checks.RowGuard, candidates: pd.Series) -> None:
+    """Each impression lists candidates, all labelled ('N1-1') or all not (the test split), labels 0 or 1."""
+    counts = candidates.str.split().str.len().to_numpy()
+    guard.reject(counts == 0, "impression has no candidates", "impressions")
+    flat, row = _tokens(candidates)
+    flat, row = flat[guard.keep[row]].reset_index(drop=True), row[guard.keep[row]]
+    labelled = flat.str.contains("-", regex=False).to_numpy()
     if labelled.any() and not labelled.all():
-        i = int(row[int((~labelled).to_numpy().nonzero()[0][0])])
+        i = int(row[int(np.flatnonzero(~labelled)[0])])
         raise DataError.at(
             "mixes labelled ('N1-1') and unlabelled ('N1') candidates",
-            path,
-            line=line_numbers[i],
+            guard.path,
+            line=int(guard.lines[i]),
             column="impressions",
             fix="each file is either a labelled split (train/dev) or the unlabelled test split",
         )
     if labelled.all():
-        parts = flat.str.rsplit("-", n=1, expand=True)
-        item_ids, label_text = parts[0], parts[1]
-        bad = ~label_text.isin(["0", "1"])
+        label = flat.str.rsplit("-", n=1).str[1]
+        bad = ~label.isin(["0", "1"]).to_numpy()
         if bad.any():
-            j = int(bad.to_numpy().nonzero()[0][0])
-            raise DataError.at(
-                f"candidate {flat.iat[j]!r} has label {label_text.iat[j]!r}; labels must be 0 or 1",
-                path,
-                line=line_numbers[int(row[j])],
-                column="impressions",
-            )
-        labels = label_text.astype(np.int8).to_numpy()
+            rows = np.zeros(len(candidates), dtype=bool)
+            rows[row[bad]] = True
+            j = int(np.flatnonzero(bad)[0])
+            guard.reject(rows, f"candidate {flat.iat[j]!r} has label {label.iat[j]!r}; labels must be 0 or 1", "impressions")
+
+
+def _check_references(guard: checks.RowGuard, frame: pd.DataFrame, known: pd.Series) -> None:
+    """Every history entry and candidate of a kept row must be a known item (news.tsv, earlier batches)."""
+    for column, name in (("history", "history"), ("candidates", "impressions")):
+        flat, row = _tokens(frame[column])
+        flat, row = flat[guard.keep[row]].reset_index(drop=True), row[guard.keep[row]]
+        if column == "candidates":
+            flat = flat.str.rsplit("-", n=1).str[0] if flat.str.contains("-", regex=False).all() else flat
+        unknown = ~flat.isin(known).to_numpy()
+        if unknown.any():
+            rows = np.zeros(len(frame), dtype=bool)
+            rows[row[unknown]] = True
+            first = pd.Series(flat.to_numpy()[unknown][np.unique(row[unknown], return_index=True)[1]])
+            values = pd.Series("", index=range(len(frame)), dtype=object)
+            values.iloc[np.unique(row[unknown])] = first.to_numpy()
+            guard.reject(rows, "refers to an id that is not in news.tsv", name,
+                         fix="add the missing rows to news.tsv or drop the rows that refer to them", values=values)
+
+
+def _explode_candidates(candidates: pd.Series, impressions: pd.DataFrame) -> pd.DataFrame:
+    """One interaction per candidate of each (checked) impression."""
+    flat, row = _tokens(candidates)
+    labelled = bool(len(flat)) and flat.str.contains("-", regex=False).all()
+    if labelled:
+        parts = flat.str.rsplit("-", n=1, expand=True)
+        item_ids, labels = parts[0], parts[1].astype(np.int8).to_numpy()
     else:
-        item_ids = flat
-        labels = np.full(len(flat), UNLABELED, dtype=np.int8)
+        item_ids, labels = flat, np.full(len(flat), UNLABELED, dtype=np.int8)
     return pd.DataFrame(
         {
             "impression_id": impressions["impression_id"].to_numpy()[row],
@@ -201,17 +209,19 @@ def _explode_candidates(
 
 
 def read_mind(
-    folder: str | Path, prefix: str = "", keep_entities: bool = False, known_items: pd.Series | None = None
+    folder: str | Path, prefix: str = "", keep_entities: bool = False, known_items: pd.Series | None = None,
+    quarantine: checks.Quarantine | None = None,
 ) -> Dataset:
     """Read one MIND folder (train, dev or test split) into canonical tables.
 
-    References are checked against this folder's news plus `known_items` (e.g. earlier batches).
+    References are checked against this folder's news plus `known_items` (e.g. earlier batches). Bad rows
+    stop the read, or, with a `quarantine` of policy "quarantine", are recorded there and left out.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError.at("not a folder", folder, fix="pass the folder that holds news.tsv and behaviors.tsv")
     checks.require_files(folder, list(MIND_FILES), "MIND")
-    items = read_news(folder / "news.tsv", keep_entities=keep_entities)
+    items = read_news(folder / "news.tsv", keep_entities=keep_entities, quarantine=quarantine)
     known = items["item_id"] if known_items is None else pd.concat([known_items, items["item_id"]])
-    impressions, interactions = read_behaviors(folder / "behaviors.tsv", prefix=prefix, known_items=known)
+    impressions, interactions = read_behaviors(folder / "behaviors.tsv", prefix=prefix, known_items=known, quarantine=quarantine)
     return Dataset(items=items, impressions=impressions, interactions=interactions, source=SourceInfo(format="mind"))

@@ -15,7 +15,6 @@ to name the bad line.
 from __future__ import annotations
 
 import csv
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,11 +65,16 @@ _FORMATS = {
 
 @dataclass
 class _Table:
-    """Rows of one source file, the source line (1-based) of each row, and how the file should look."""
+    """Rows of one source file, the source line (1-based) of each row, how the file should look, and the
+    guard its row checks go through (policy data.bad_rows: stop at the first bad row, or quarantine it)."""
 
     path: Path
     frame: pd.DataFrame
-    lines: np.ndarray
+    guard: checks.RowGuard
+
+    @property
+    def lines(self) -> np.ndarray:
+        return self.guard.lines
 
     @property
     def fix(self) -> str:
@@ -81,10 +85,12 @@ class _Table:
         values = self.frame[column]
         if values.dtype != object:
             return values
-        try:
-            return checks.to_number(values, self.path, self.lines, column)
-        except DataError as exc:
-            raise DataError(exc.what, where=exc.where, fix=exc.fix or self.fix) from None
+        return self.guard.number(values, column, fix=self.fix)
+
+    def cut(self, *series: pd.Series) -> list[pd.Series]:
+        """Leave out the rows the guard rejected: from the frame, and from `series` (aligned with it)."""
+        self.frame, *rest = self.guard.apply(self.frame, *series)
+        return rest
 
 
 def detect_layout(folder: Path) -> str | None:
@@ -98,8 +104,13 @@ def detect_layout(folder: Path) -> str | None:
     return found[0] if found else None
 
 
-def read_movielens(folder: str | Path, *, min_rating: float = 0.0, prefix: str = "") -> Dataset:
-    """Read one MovieLens folder; ratings below `min_rating` are dropped, the rest are positive events."""
+def read_movielens(
+    folder: str | Path, *, min_rating: float = 0.0, prefix: str = "", quarantine: checks.Quarantine | None = None
+) -> Dataset:
+    """Read one MovieLens folder; ratings below `min_rating` are dropped, the rest are positive events.
+
+    Bad rows stop the read at the first one, or, with a `quarantine` of policy "quarantine", are recorded
+    there and left out (a rating of a movie left out is then a bad row too)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError.at("not a folder", folder, fix="pass the folder that holds the MovieLens files")
@@ -109,22 +120,24 @@ def read_movielens(folder: str | Path, *, min_rating: float = 0.0, prefix: str =
             if any((folder / f).is_file() for f in files):
                 checks.require_files(folder, files, name)
         raise DataError.at("no MovieLens files here", folder, fix=f"expected {_EXPECTED}")
-    items, item_ids = _MOVIE_READERS[layout](folder)
+    q = quarantine or checks.Quarantine()
+    items, item_ids = _MOVIE_READERS[layout](folder, q)
     ratings_file, sep, names, encoding = _RATINGS[layout]
-    ratings = _read_numeric(folder / ratings_file, sep, names, header=layout == "ml-latest", encoding=encoding)
+    ratings = _read_numeric(folder / ratings_file, sep, names, header=layout == "ml-latest", encoding=encoding, q=q)
     events = _events(ratings, item_ids, LAYOUTS[layout][1], min_rating)
     impressions, interactions = checks.implicit_impressions(events, prefix)
     source = SourceInfo(format=layout, explicit_history=False, logged_negatives=False)
     return Dataset(items, impressions, interactions, source)
 
 
-def _movies_100k(folder: Path) -> tuple[pd.DataFrame, pd.Series]:
+def _movies_100k(folder: Path, q: checks.Quarantine) -> tuple[pd.DataFrame, pd.Series]:
     genres = _genre_names(folder / "u.genre")
     names = ["movie id", "title", "release date", "video release date", "IMDb URL", *genres]
-    movies = _read_fields(folder / "u.item", "|", names, _latin1(folder / "u.item"))
+    movies = _read_fields(folder / "u.item", "|", names, _latin1(folder / "u.item"), q=q)
     flags = movies.frame[genres].apply(lambda s: s.str.strip())
     for genre in genres:
         _fail(~flags[genre].isin(["0", "1"]), "genre flag is not 0 or 1", movies, genre)
+    (flags,) = movies.cut(flags)
     onehot = (flags == "1").to_numpy()
     genre_lists = pd.Series([[g for g, on in zip(genres, row) if on] for row in onehot], dtype=object)
     release_year = movies.frame["release date"].str.extract(r"(\d{4})\s*$", expand=False)
@@ -141,14 +154,14 @@ def _genre_names(path: Path) -> list[str]:
     return list(table.frame["genre"].str.strip().iloc[np.argsort(index.to_numpy(), kind="stable")])
 
 
-def _movies_1m(folder: Path) -> tuple[pd.DataFrame, pd.Series]:
-    movies = _read_fields(folder / "movies.dat", "::", ["MovieID", "Title", "Genres"], _latin1(folder / "movies.dat"))
+def _movies_1m(folder: Path, q: checks.Quarantine) -> tuple[pd.DataFrame, pd.Series]:
+    movies = _read_fields(folder / "movies.dat", "::", ["MovieID", "Title", "Genres"], _latin1(folder / "movies.dat"), q=q)
     return _items(movies, "MovieID", "Title", _split_genres(movies.frame["Genres"]), None, None)
 
 
-def _movies_latest(folder: Path) -> tuple[pd.DataFrame, pd.Series]:
-    movies = _read_quoted(folder / "movies.csv", ["movieId", "title", "genres"])
-    tags = _tag_text(folder / "tags.csv") if (folder / "tags.csv").is_file() else None
+def _movies_latest(folder: Path, q: checks.Quarantine) -> tuple[pd.DataFrame, pd.Series]:
+    movies = _read_quoted(folder / "movies.csv", ["movieId", "title", "genres"], q)
+    tags = _tag_text(folder / "tags.csv", q) if (folder / "tags.csv").is_file() else None
     return _items(movies, "movieId", "title", _split_genres(movies.frame["genres"]), None, tags)
 
 
@@ -159,10 +172,12 @@ def _split_genres(genres: pd.Series) -> pd.Series:
     return genres.map(lambda g: [x.strip() for x in str(g).split("|") if x.strip() and x.strip() != NO_GENRES])
 
 
-def _tag_text(path: Path) -> pd.Series:
+def _tag_text(path: Path, q: checks.Quarantine) -> pd.Series:
     """movie id -> 'Tags: a, b': distinct tags (lower case), most frequent first, at most MAX_TAGS."""
-    table = _read_quoted(path, ["userId", "movieId", "tag", "timestamp"])
-    tags = pd.DataFrame({"movie": _whole(table, "movieId"), "tag": table.frame["tag"].str.strip().str.lower()})
+    table = _read_quoted(path, ["userId", "movieId", "tag", "timestamp"], q)
+    movie = _whole(table, "movieId")
+    (movie,) = table.cut(movie)
+    tags = pd.DataFrame({"movie": movie, "tag": table.frame["tag"].str.strip().str.lower()})
     counts = tags[tags["tag"] != ""].value_counts(["movie", "tag"]).reset_index(name="n")
     counts = counts.sort_values(["movie", "n", "tag"], ascending=[True, False, True])
     counts = counts.groupby("movie").head(MAX_TAGS)
@@ -174,8 +189,10 @@ def _items(
 ) -> tuple[pd.DataFrame, pd.Series]:
     """Canonical items and their numeric ids, after the row checks."""
     ids = _whole(movies, id_col)
-    checks.check_unique(ids.astype(str), movies.path, movies.lines, id_col)
-    checks.check_not_blank(movies.frame[title_col], movies.path, movies.lines, title_col)
+    movies.guard.unique(ids.astype(str), id_col)
+    movies.guard.not_blank(movies.frame[title_col], title_col)
+    ids, genres, *more = movies.cut(ids, genres, *([year] if year is not None else []))
+    year = more[0] if more else None
     full = movies.frame[title_col].str.strip()
     parsed = full.str.extract(_YEAR)
     year = parsed["year"] if year is None else parsed["year"].fillna(year)
@@ -199,7 +216,7 @@ def _items(
 
 def _events(ratings: _Table, item_ids: pd.Series, movies_file: str, min_rating: float) -> pd.DataFrame:
     """Checked (user_id, item_id, timestamp) events of the ratings at or above `min_rating`."""
-    path, lines = ratings.path, ratings.lines
+    path, guard = ratings.path, ratings.guard
     user_col, movie_col, rating_col, time_col = ratings.frame.columns
     if not len(ratings.frame):
         raise DataError.at("no ratings in the file", path, fix=ratings.fix)
@@ -208,14 +225,18 @@ def _events(ratings: _Table, item_ids: pd.Series, movies_file: str, min_rating: 
     outside = ~((rating >= RATING_MIN) & (rating <= RATING_MAX))
     _fail(outside, f"rating is outside {RATING_MIN}..{RATING_MAX:g}", ratings, rating_col, "ratings are 0.5 to 5 stars")
     _fail(seconds > _LAST_SECOND, "timestamp is in the future (after year 9999)", ratings, time_col, _UNIT_FIX)
-    stamps = pd.Series(seconds.to_numpy().astype("datetime64[s]")).dt.tz_localize("UTC")
-    checks.check_time_range(stamps, path, lines, time_col)
+    stamps = pd.Series(seconds.clip(upper=_LAST_SECOND).to_numpy().astype("datetime64[s]")).dt.tz_localize("UTC")
+    guard.time_range(stamps, time_col)
     if not movies.isin(item_ids).all():
-        checks.check_known(movies.astype(str), item_ids.astype(str), path, lines, movie_col, movies_file)
+        guard.known(movies.astype(str), item_ids.astype(str), movie_col, movies_file)
+    users, movies, rating, stamps = ratings.cut(users, movies, rating, stamps)
+    if not len(users):
+        raise DataError.at("no rating is left: every row was bad", path, fix=ratings.fix)
+    lines = ratings.lines
     user_codes, movie_codes = pd.factorize(users)[0], pd.factorize(movies)[0]
     key = pd.Series(user_codes.astype(np.int64) * (int(movie_codes.max()) + 1) + movie_codes)
     dup = key.duplicated().to_numpy()
-    if dup.any():
+    if dup.any() and guard.strict:
         j = int(np.flatnonzero(dup)[0])
         first = int(np.flatnonzero(key.to_numpy() == key.iat[j])[0])
         raise DataError.at(
@@ -226,6 +247,8 @@ def _events(ratings: _Table, item_ids: pd.Series, movies_file: str, min_rating: 
             column=movie_col,
             fix="keep one rating per user and movie",
         )
+    guard.reject(dup, "the user rated this movie before (an earlier row)", movie_col, values=movies.astype(str))
+    users, movies, rating, stamps = ratings.cut(users, movies, rating, stamps)
     keep = (rating >= min_rating).to_numpy()
     if not keep.any():
         raise DataError.at(f"no rating is at or above min_rating {min_rating:g}", path, fix="lower data.min_rating")
@@ -244,21 +267,21 @@ def _as_str(values: np.ndarray) -> np.ndarray:
 
 
 def _whole(table: _Table, column: str) -> pd.Series:
-    """Ids and unix seconds: whole numbers >= 0."""
+    """Ids and unix seconds: whole numbers >= 0 (rows quarantined as bad read as -1)."""
     values = table.number(column)
     bad = values < 0 if values.dtype.kind in "iu" else (values < 0) | (values % 1 != 0)
     _fail(bad, "is not a whole number >= 0", table, column)
-    return values.astype(np.int64)
+    return values.where(table.guard.keep, -1).astype(np.int64) if values.dtype.kind == "f" else values.astype(np.int64)
 
 
 def _fail(mask: pd.Series, what: str, table: _Table, column: str, fix: str | None = None) -> None:
-    """checks.fail_first quoting the bad cell (its text is only built on failure)."""
+    """The guard's reject, quoting the bad cell (its text is only built when a row is bad)."""
+    mask = np.asarray(mask, dtype=bool) & table.guard.keep
     if mask.any():
-        values = table.frame[column].astype(str)
-        checks.fail_first(mask.to_numpy(), what, table.path, table.lines, column, fix or table.fix, values=values)
+        table.guard.reject(mask, what, column, fix or table.fix, values=table.frame[column].astype(str))
 
 
-def _read_numeric(path: Path, sep: str, names: list[str], *, header: bool, encoding: str) -> _Table:
+def _read_numeric(path: Path, sep: str, names: list[str], *, header: bool, encoding: str, q: checks.Quarantine) -> _Table:
     """A ratings file: one typed pyarrow read; when that fails, split per line to name the bad one."""
     checks.require_not_empty(path)
     if header:
@@ -275,16 +298,18 @@ def _read_numeric(path: Path, sep: str, names: list[str], *, header: bool, encod
                 convert_options=pacsv.ConvertOptions(column_types=types),
             )
             if not any(column.null_count for column in table.columns):  # a blank line is a row of nulls
-                return _Table(path, table.to_pandas(), np.arange(table.num_rows) + 1 + int(header))
+                return _Table(path, table.to_pandas(), q.guard(path, np.arange(table.num_rows) + 1 + int(header)))
         except pa.ArrowException:
             pass
-    return _read_fields(path, sep, names, encoding, header=header, types=types)
+    return _read_fields(path, sep, names, encoding, header=header, types=types, q=q)
 
 
 def _read_fields(
-    path: Path, sep: str, names: list[str], encoding: str, *, header: bool = False, types: dict | None = None
+    path: Path, sep: str, names: list[str], encoding: str, *, header: bool = False, types: dict | None = None,
+    q: checks.Quarantine | None = None,
 ) -> _Table:
-    """Split every line of an unquoted file on `sep`; blank lines are skipped, field counts checked."""
+    """Split every line of an unquoted file on `sep`; blank lines are skipped, field counts checked (a line
+    ending in empty fields, e.g. a trailing tab, is read without them)."""
     checks.require_not_empty(path)
     try:
         text = pacsv.read_csv(
@@ -301,9 +326,17 @@ def _read_fields(
     keep[: int(header)] = False
     lines = np.flatnonzero(keep) + 1
     parts = pc.split_pattern(text.filter(pa.array(keep)), sep)
-    _check_counts(pc.list_value_length(parts).to_numpy(zero_copy_only=False), lines, path, sep, names)
+    counts = pc.list_value_length(parts).to_numpy(zero_copy_only=False).copy()
+    for i in np.flatnonzero(counts > len(names)):  # trailing empty fields: ignored
+        if not "".join(parts[int(i)].as_py()[len(names):]).strip():
+            counts[i] = len(names)
+    guard = (q or checks.Quarantine()).guard(path, lines)
+    _guard_counts(guard, counts, sep, names)
+    if not guard.keep.all():
+        parts = parts.filter(pa.array(guard.keep))
+        guard.apply()
     frame = pd.DataFrame({n: _column(pc.list_element(parts, i), (types or {}).get(n)) for i, n in enumerate(names)})
-    return _Table(path, frame, lines)
+    return _Table(path, frame, guard)
 
 
 def _column(values: pa.ChunkedArray, kind: pa.DataType | None) -> pd.Series:
@@ -315,7 +348,7 @@ def _column(values: pa.ChunkedArray, kind: pa.DataType | None) -> pd.Series:
     return values.to_pandas().astype(object)
 
 
-def _read_quoted(path: Path, names: list[str]) -> _Table:
+def _read_quoted(path: Path, names: list[str], q: checks.Quarantine) -> _Table:
     """A quoted, comma-separated UTF-8 file with a header: pyarrow first, Python's csv to name a bad line."""
     checks.require_not_empty(path)
     _check_header(path, names)
@@ -326,19 +359,16 @@ def _read_quoted(path: Path, names: list[str]) -> _Table:
             parse_options=pacsv.ParseOptions(ignore_empty_lines=False),
             convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names}),
         )
-        return _Table(path, table.to_pandas(), np.arange(table.num_rows) + 2)
+        return _Table(path, table.to_pandas(), q.guard(path, np.arange(table.num_rows) + 2))
     except pa.ArrowException:  # a blank or bad line, or bad UTF-8: Python's csv names it
         pass
-    reader = csv.reader(io.StringIO(_decode(path, "utf-8"), newline=""))
-    rows, lines, start = [], [], 1
-    for row in reader:
-        if any(field.strip() for field in row):
-            rows.append(row)
-            lines.append(start)
-        start = reader.line_num + 1
-    rows, line_numbers = rows[1:], np.array(lines[1:], dtype=np.int64)
-    _check_counts(np.array([len(row) for row in rows], dtype=np.int64), line_numbers, path, ",", names)
-    return _Table(path, pd.DataFrame(rows, columns=names, dtype=object), line_numbers)
+    rows, lines = checks.csv_rows(_decode(path, "utf-8"))
+    rows, line_numbers = checks.fit_fields(rows[1:], len(names)), np.array(lines[1:], dtype=np.int64)
+    guard = q.guard(path, line_numbers)
+    _guard_counts(guard, np.array([len(row) for row in rows], dtype=np.int64), ",", names)
+    rows = [row for row, kept in zip(rows, guard.keep) if kept]
+    guard.apply()
+    return _Table(path, pd.DataFrame(rows, columns=names, dtype=object), guard)
 
 
 def _check_header(path: Path, names: list[str]) -> None:
@@ -350,15 +380,33 @@ def _check_header(path: Path, names: list[str]) -> None:
         raise DataError.at(f"header is {first!r}, expected {','.join(names)!r}", path, line=1, fix=_fix(path))
 
 
+def _guard_counts(guard: checks.RowGuard, counts: np.ndarray, sep: str, names: list[str]) -> None:
+    """Lines with another number of fields than `names`: the error of `_check_counts`, or quarantined (unless every
+    line has the same wrong number: a file-level problem, a wrong separator or a missing column)."""
+    if guard.strict or (len(counts) and (counts == counts[0]).all()):
+        _check_counts(counts, guard.lines, guard.path, sep, names)
+        return
+    for found in np.unique(counts[counts != len(names)]):
+        guard.reject(counts == found, _count_problem(int(found), sep, names), fix=_fix(guard.path))
+
+
+def _count_problem(found: int, sep: str, names: list[str], every_line: bool = False) -> str:
+    expected = f"expected {len(names)} {_SEP_NAMES[sep]}-separated columns ({', '.join(names)}), found {found}"
+    if found == 1:
+        return f"wrong separator? {expected}"
+    if every_line and found < len(names):
+        return f"a missing column? every line has {found} fields: {expected}"
+    return f"{'truncated line' if found < len(names) else 'too many fields'}: {expected}"
+
+
 def _check_counts(counts: np.ndarray, lines: np.ndarray, path: Path, sep: str, names: list[str]) -> None:
     bad = np.flatnonzero(counts != len(names))
     if not len(bad):
         return
     found = int(counts[bad[0]])
-    problem = "wrong separator?" if found == 1 else "truncated line:" if found < len(names) else "too many fields:"
+    every_line = len(bad) == len(counts) and bool((counts == found).all()) and len(counts) > 1
     raise DataError.at(
-        f"{problem} expected {len(names)} {_SEP_NAMES[sep]}-separated columns ({', '.join(names)}), found {found}"
-        + (f"; {len(bad) - 1:,} more line(s) like it" if len(bad) > 1 else ""),
+        _count_problem(found, sep, names, every_line) + (f"; {len(bad) - 1:,} more line(s) like it" if len(bad) > 1 else ""),
         path,
         line=int(lines[bad[0]]),
         fix=_fix(path),

@@ -101,3 +101,46 @@ def text_scorer(ranker: Any, items: pd.DataFrame | None = None, batch_size: int 
         return ranker.score([user] * len(candidates), list(candidates), batch_size=batch_size)
 
     return cross_encoder
+
+
+CatalogueScorer = Callable[[Sequence[str], "np.ndarray | None"], np.ndarray]
+
+
+def catalogue_scorer(ranker: Any, items: pd.DataFrame, batch_size: int = 64) -> CatalogueScorer:
+    """(histories: space-separated ids, oldest first; each item's age in hours or None) -> scores (users x items, in
+    the rows' order of `items`): what `ranker_scorer` gives every (history, item) pair, as one matrix product over
+    the item vectors, computed once. Vector models only (two-tower, hybrid); a cross-encoder raises ModelError."""
+    import torch
+
+    from llmrec.models.hybrid import Hybrid
+    from llmrec.models.text import item_texts
+    from llmrec.models.two_tower import TwoTower
+
+    ids = items["item_id"].astype(str).tolist()
+    if isinstance(ranker, Hybrid):
+        texts = item_texts(items, ranker.text)
+        vectors, bias = ranker.item_vectors(ids, texts, batch_size)
+
+        def hybrid(histories: Sequence[str], ages: np.ndarray | None) -> np.ndarray:
+            users = ranker.user_vectors(list(histories), texts, batch_size)
+            hours = np.full(len(ids), np.nan, dtype=np.float32) if ages is None else np.asarray(ages, dtype=np.float32)
+            with torch.inference_mode():
+                offsets = bias + ranker.net.age_bias(torch.from_numpy(hours).to(ranker.device))
+                return (users @ vectors.T / ranker.config.temperature + offsets).float().cpu().numpy()
+
+        return hybrid
+    if isinstance(ranker, TwoTower):
+        texts = item_texts(items, ranker.text)
+        order, matrix = ranker.item_matrix(items, batch_size)
+        rows = {item: k for k, item in enumerate(order)}
+        matrix = matrix[torch.as_tensor([rows[i] for i in ids], device=matrix.device)]
+
+        def two_tower(histories: Sequence[str], ages: np.ndarray | None) -> np.ndarray:
+            users = ranker.user_vectors(list(histories), texts, batch_size)
+            with torch.inference_mode():
+                return (users @ matrix.T / ranker.temperature).float().cpu().numpy()
+
+        return two_tower
+    raise ModelError(
+        f"a {type(ranker).__name__} scores (user, item) pairs one transformer pass each: it cannot rank a whole catalogue "
+        "for many users", fix="use a two-tower or hybrid model (model.type)")
