@@ -49,7 +49,8 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         size = SyntheticSize(n_items=args.items, n_users=args.users, days_per_period=6, impressions_per_day=args.per_day)
-        generate(Path(tmp) / "ml", size, params.synthetic.seed, collaborative=params.synthetic.collaborative, format="movielens")
+        generate(Path(tmp) / "ml", size, params.synthetic.seed, collaborative=params.synthetic.collaborative,
+                 sequential=params.synthetic.sequential, format="movielens")
         dataset = load_source(Path(tmp) / "ml").dataset
         for condition in ("quiet", "loaded"):
             busy = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(args.busy if condition == "loaded" else 0)]

@@ -48,7 +48,8 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         size = SyntheticSize(n_items=args.items, n_users=args.users, days_per_period=6, impressions_per_day=args.per_day)
-        generate(Path(tmp) / "ml", size, params.synthetic.seed, collaborative=params.synthetic.collaborative, format="movielens")
+        generate(Path(tmp) / "ml", size, params.synthetic.seed, collaborative=params.synthetic.collaborative,
+                 sequential=params.synthetic.sequential, format="movielens")
         split = standard_split(load_source(Path(tmp) / "ml").dataset, StandardProtocol())
         per_epoch = -(-len(split.train_val.interactions) // (params.train.batch_size * params.model.hybrid.sequence_length))
         planned = min(params.train.max_steps, int(params.train.max_epochs * per_epoch) if params.train.max_epochs else params.train.max_steps)
