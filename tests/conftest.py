@@ -43,7 +43,7 @@ def _tiny_words(tiny_world: Path) -> tuple[str, ...]:
     words: set[str] = set()
     for period in ("period1", "period2"):
         items = read_news(tiny_world / period / "news.tsv")
-        for text in items["title"].tolist() + items["category"].tolist() + items["subcategory"].tolist():
+        for text in items["title"].tolist() + items["text"].tolist() + items["category"].tolist() + items["subcategory"].tolist():
             words.update(text.lower().replace(":", " ").replace("/", " ").split())
     return tuple(sorted(words))
 
