@@ -199,7 +199,7 @@ def train(
 def evaluate(
     champion: Annotated[bool, typer.Option(help="Also score the current champion from the registry.")] = True,
 ) -> None:
-    """Score the holdout with the model, six baselines and the champion; write report.md/html + plots."""
+    """Score the holdout with the model, the baselines (eval.baselines) and the champion; write report.md/html + plots."""
     from llmrec import pipeline
 
     info = _run(pipeline.run_evaluate, State.params(), with_champion=champion)

@@ -20,7 +20,7 @@ NEWS_COLUMNS = ["item_id", "category", "subcategory", "title", "abstract", "url"
 ENTITY_COLUMNS = ["title_entities", "abstract_entities"]
 MIND_TIME_FORMAT = "%m/%d/%Y %I:%M:%S %p"
 MIND_FILES = ("news.tsv", "behaviors.tsv")
-_FIX_FORMAT = "MIND files are UTF-8, tab-separated, without a header; see README 'Use your own data'"
+_FIX_FORMAT = "MIND files are UTF-8, tab-separated, without a header; see docs/your-data.md"
 
 
 def is_mind_folder(folder: Path) -> bool:

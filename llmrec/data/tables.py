@@ -37,7 +37,7 @@ INTERACTION_KEYS = {
 LABELS = {"1": 1, "0": 0, "1.0": 1, "0.0": 0, "true": 1, "false": 0, "yes": 1, "no": 0}
 MS_THRESHOLD = 1e11  # epoch numbers above this are milliseconds (1e11 s is the year 5138)
 _OFFSET = r"[T ]\d\d.*(?:[zZ]|[+-]\d\d(?::?\d\d)?)$"  # ISO text with a UTC offset after the time
-_FIX_FILE = "use UTF-8 .csv / .tsv with a header row, or .parquet; see README 'Use your own data'"
+_FIX_FILE = "use UTF-8 .csv / .tsv with a header row, or .parquet; see docs/your-data.md"
 _FIX_TIME = "use ISO-8601 text (2024-05-01T12:00:00Z) or epoch seconds/ms; see data.tables.timestamp_unit"
 
 
