@@ -51,15 +51,20 @@ def test_an_unknown_setting_suggests_the_one_meant():
     assert result.exit_code == 1 and "trian: Extra inputs are not permitted (did you mean train" in result.output
 
 
-def test_every_readme_section_an_error_names_exists():
-    """The MIND loader's fix named a README section ('Bring your own data') that does not exist."""
+def test_every_page_or_section_an_error_names_exists():
+    """The MIND loader's fix named a README section ('Bring your own data') that did not exist; fixes now
+    point to docs pages, which must exist too."""
     import re
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
     headings = set(re.findall(r"^#+ (.+?)\s*$", readme, flags=re.M))
-    source = "\n".join(p.read_text() for p in (Path(__file__).resolve().parents[1] / "llmrec").rglob("*.py"))
-    named = set(re.findall(r"README '([^']+)'", source)) | set(re.findall(r'README "([^"]+)"', source))
-    assert named and named <= headings, f"sections named but missing: {sorted(named - headings)}"
+    source = "\n".join(p.read_text() for p in (root / "llmrec").rglob("*.py"))
+    sections = set(re.findall(r"README '([^']+)'", source)) | set(re.findall(r'README "([^"]+)"', source))
+    pages = set(re.findall(r"\b(docs/[a-z0-9_-]+\.md)\b", source))
+    assert "docs/your-data.md" in pages  # the loaders' fixes point there
+    assert sections <= headings, f"README sections named but missing: {sorted(sections - headings)}"
+    assert all((root / page).is_file() for page in pages), f"pages named but missing: {sorted(p for p in pages if not (root / p).is_file())}"
 
 
 def test_validate_reports_dangling_items_and_exits_1(tmp_path, tiny_world, monkeypatch):

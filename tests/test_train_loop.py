@@ -75,7 +75,10 @@ def test_accumulating_two_half_batches_equals_one_full_batch(split, tiny_backbon
             # a listwise softmax is blind to a shared offset, so this gradient is 0 up to rounding,
             # and Adam turns rounding noise into lr-sized steps: its value is noise in both runs
             continue
-        torch.testing.assert_close(got[name], value, atol=1e-5, rtol=0)
+        # Adam moves a weight by about lr (1e-3) per step whatever its gradient's size, so a weight whose
+        # gradient is near rounding level (a few pooler biases) drifts by a small fraction of lr between the
+        # two summation orders; a dropped or doubled half-batch moves most weights by a large fraction of lr
+        torch.testing.assert_close(got[name], value, atol=1e-4, rtol=0, msg=lambda m: f"{name}: {m}")
 
 
 def test_accumulation_without_it_is_different(split, tiny_backbone_no_dropout, tmp_path_factory):
