@@ -185,17 +185,7 @@ def draw_plots(report: "EvalReport", folder: Path) -> dict[str, Path]:
         ax.legend(fontsize=8, ncol=2)
         out["nDCG@k over k"] = _save(fig, folder / "ndcg_at_k.png")
     if not report.segments.empty:
-        kinds = list(dict.fromkeys(report.segments["kind"]))
-        fig, axes = plt.subplots(1, len(kinds), figsize=(4.5 * len(kinds), 4), squeeze=False)
-        for ax, kind in zip(axes[0], kinds):
-            seg = report.segments[report.segments["kind"] == kind]
-            pivot = seg.pivot_table(index="segment", columns="ranker", values="value", sort=False)
-            pivot.plot.bar(ax=ax, rot=30, legend=ax is axes[0][0], width=0.8)
-            ax.set(title=kind, ylabel=report.primary, xlabel="")
-            ax.grid(axis="y", alpha=0.3)
-        if axes[0][0].get_legend():
-            axes[0][0].legend(fontsize=7)
-        fig.suptitle(f"{report.primary} by segment")
+        fig = segment_figure(report)
         out["Metric by segment"] = _save(fig, folder / "segments.png")
     if report.score_samples is not None and not report.score_samples.empty:
         fig, ax = plt.subplots(figsize=(7, 4))
@@ -209,8 +199,28 @@ def draw_plots(report: "EvalReport", folder: Path) -> dict[str, Path]:
     return out
 
 
+def segment_figure(report: "EvalReport"):
+    """Bars of the primary metric per segment, one panel per segment kind, the legend right of the panels."""
+    import matplotlib.pyplot as plt
+
+    kinds = list(dict.fromkeys(report.segments["kind"]))
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4.5 * len(kinds) + 1.5, 4), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        seg = report.segments[report.segments["kind"] == kind]
+        pivot = seg.pivot_table(index="segment", columns="ranker", values="value", sort=False)
+        pivot.plot.bar(ax=ax, rot=30, legend=False, width=0.8)
+        ax.set(title=kind, ylabel=report.primary, xlabel="")
+        ax.grid(axis="y", alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.suptitle(f"{report.primary} by segment")
+    fig.tight_layout(rect=(0, 0, 1 - 1.5 / fig.get_figwidth(), 1))  # room on the right: the legend never covers bars
+    fig.legend(handles, labels, fontsize=7, loc="center right", title="ranker")
+    return fig
+
+
 def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
+    if not fig.legends:
+        fig.tight_layout()
     fig.savefig(path, dpi=110)
     import matplotlib.pyplot as plt
 

@@ -99,6 +99,19 @@ def test_report_has_protocols_intervals_segments_and_plots(mind_setup, tmp_path:
     assert record["metrics"]["model"]["ndcg@10"] == main.metrics["model"]["ndcg@10"]
     assert paths["html"].name == "report.html"
 
+    import matplotlib
+    from matplotlib.patches import Rectangle
+
+    from llmrec.evaluation.report import segment_figure
+
+    matplotlib.use("Agg")
+    fig = segment_figure(report)  # the legend covered the first panel's bars
+    fig.canvas.draw()
+    legend = fig.legends[0].get_window_extent()
+    bars = [patch.get_window_extent() for ax in fig.axes for patch in ax.patches if isinstance(patch, Rectangle)]
+    assert bars and not any(legend.overlaps(bar) for bar in bars)
+    assert {t.get_text() for t in fig.legends[0].get_texts()} == {"model", "popularity", "random"}
+
 
 def test_same_evaluation_twice_gives_identical_numbers(mind_setup) -> None:
     dataset, split, holdout = mind_setup
