@@ -1,11 +1,14 @@
-"""Batch recommendations: the served model's top-k for every user (or a list of users), written to Parquet.
+"""Batch recommendations: the served model's top-k for every user (or a list of users), written to Parquet
+and, when `LLMREC_BATCH_DATABASE_URL` names a database, to its table `batch.table`.
 
 Teams feed emails, home pages and caches from such lists, made by a nightly job. The users (sorted ids)
 are cut into fixed chunks; each chunk is scored and written to its own part file (written whole, then
 renamed), so a run that was killed resumes with the chunks that are missing and never writes a user twice.
 A manifest says which model, data and settings the parts belong to: a re-run with others refuses to mix
 them (or starts over with `restart`). At the end the parts are joined into one Parquet file, whose rows
-and metadata carry the model version and the data version.
+and metadata carry the model version and the data version. The database table is replaced in one
+transaction (readers see the old lists or the new ones, never a mix); the part files stay until it is, so a
+run whose database was unreachable publishes on its next start without scoring again.
 
 A user's history is their consumptions in the prepared tables, oldest first (for logs with explicit
 histories, MIND, the history of their latest impression first); the candidates are every item of the
@@ -17,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -34,6 +38,7 @@ log = logging.getLogger(__name__)
 
 COLUMNS = ["user_id", "rank", "item_id", "score", "model_name", "model_version", "data_version"]
 MANIFEST = "manifest.json"
+DATABASE_URL_ENV = "LLMREC_BATCH_DATABASE_URL"  # a SQLAlchemy URL; kept out of params.yaml: it holds a password
 MAX_HISTORY = 1000  # most recent history items handed to the model (each model reads fewer)
 
 
@@ -75,8 +80,8 @@ def recommend_all(
     """Write the top `batch.k` items of the model under `batch.alias` for every user of the prepared tables
     (or for `users`, in their order of first mention; unknown users have an empty history) to `out`.
 
-    Returns {"out", "users", "rows", "model_version", "data_version", "chunks", "resumed_chunks", "seconds",
-    "users_per_second", "chunk_seconds"}: seconds and users/s of this run's scoring, without loading the model and
+    Returns {"out", "table", "users", "rows", "model_version", "data_version", "chunks", "resumed_chunks", "seconds",
+    "users_per_second", "chunk_seconds"}: table is the database table written ("" without a database); seconds and users/s of this run's scoring, without loading the model and
     encoding the catalogue; chunk_seconds = [(users, seconds)] per chunk scored."""
     settings = params.batch
     out = Path(out or settings.out)
@@ -120,8 +125,11 @@ def recommend_all(
             bar.update(len(chunk))
         bar.close()
     rows = _join(parts, len(chunks), out, identity)
+    url = os.environ.get(DATABASE_URL_ENV, "").strip()
+    if url:
+        publish(out, url, settings.table)
     shutil.rmtree(parts)
-    return {"out": str(out), "users": len(chosen), "rows": rows, "model_version": info.version,
+    return {"out": str(out), "table": settings.table if url else "", "users": len(chosen), "rows": rows, "model_version": info.version,
             "data_version": identity["data_version"], "chunks": len(chunks), "resumed_chunks": len(done),
             "seconds": seconds, "users_per_second": scored / seconds if seconds else None, "chunk_seconds": per_chunk}
 
@@ -186,6 +194,40 @@ def _join(parts: Path, n_chunks: int, out: Path, identity: dict) -> int:
         pq.write_table(pa.Table.from_pandas(pd.DataFrame(columns=COLUMNS)), tmp)
     tmp.replace(out)
     return rows
+
+
+def publish(out: Path, url: str, table: str) -> None:
+    """Replace `table` in the database at `url` with the lists in `out`, in one transaction, indexed by user."""
+    import pyarrow.parquet as pq
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises several types for a malformed URL
+        raise TrackingError(f"{DATABASE_URL_ENV} is not a database URL ({exc})",
+                            fix="set it like postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DATABASE, or unset it") from None
+    loading = f"{table}__loading"
+    try:
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(text(f'DROP TABLE IF EXISTS "{loading}"'))
+            for batch in pq.ParquetFile(out).iter_batches(batch_size=20_000):
+                batch.to_pandas().to_sql(loading, conn, if_exists="append", index=False, chunksize=5_000, method="multi")
+            conn.execute(text(f'DROP TABLE IF EXISTS "{table}"'))
+            conn.execute(text(f'ALTER TABLE "{loading}" RENAME TO "{table}"'))
+            conn.execute(text(f'CREATE INDEX "{table}__user_rank" ON "{table}" (user_id, "rank")'))
+        engine.dispose()
+    except (SQLAlchemyError, ImportError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise TrackingError(
+            f"could not write the lists to table {table!r}: {reason}",
+            where=shown,
+            fix=f"start the database or correct {DATABASE_URL_ENV}, then run the same command again: it publishes "
+                f"the lists already scored (the table still holds the previous ones; {out} holds the new ones)",
+        ) from None
+    log.info("replaced table %s at %s with the lists of %s", table, shown, out)
 
 
 def _scorer(params: Params, tracking: Any, version: str, dataset: Dataset, parts: Path):

@@ -328,7 +328,9 @@ def recommend(
 
     Users are scored in chunks (batch.chunk_users), each written to its own part file: a killed run,
     started again, resumes from the parts written and writes no user twice. Each row says the model
-    version and the data version it came from.
+    version and the data version it came from. With LLMREC_BATCH_DATABASE_URL set (a SQLAlchemy URL,
+    e.g. postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DB) the lists also replace the table batch.table
+    there, in one transaction.
     """
     from llmrec.batch import recommend_all
 
@@ -347,8 +349,9 @@ def recommend(
     info = _run(recommend_all, params, users=chosen, out=out, restart=restart)
     rate = f", {info['users_per_second']:.0f} users/s" if info["users_per_second"] else ""
     resumed = f" (resumed: {info['resumed_chunks']} of {info['chunks']} chunks were written before)" if info["resumed_chunks"] else ""
+    table = f" and table {info['table']}" if info["table"] else ""
     typer.echo(
-        f"wrote {info['rows']:,} recommendations for {info['users']:,} users to {info['out']}{resumed}: model "
+        f"wrote {info['rows']:,} recommendations for {info['users']:,} users to {info['out']}{table}{resumed}: model "
         f"{params.tracking.model_name} v{info['model_version']}, data {info['data_version']}{rate}"
     )
 

@@ -341,7 +341,7 @@ class ServeParams(_Section):
 
 
 class BatchParams(_Section):
-    """`llmrec recommend --all-users`: every user's top-k from the served model, to Parquet."""
+    """`llmrec recommend --all-users`: every user's top-k from the served model, to Parquet (and a database)."""
 
     k: int = Field(10, ge=1, le=10_000, description="Items per user")
     chunk_users: int = Field(
@@ -349,6 +349,12 @@ class BatchParams(_Section):
     )
     out: str = Field("outputs/recommendations.parquet", description="The Parquet file of the lists")
     alias: str = Field("champion", description="Registry alias of the model that recommends")
+    table: str = Field(
+        "recommendations",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,50}$",
+        description="Database table the lists replace, when the environment variable LLMREC_BATCH_DATABASE_URL "
+        "names a database (e.g. the production-like stack's PostgreSQL)",
+    )
 
 
 class Params(_Section):

@@ -1,7 +1,7 @@
 """`llmrec serve`: an HTTP ranking service that follows a registry alias (the champion by default).
 
 A background thread polls the MLflow registry; when the alias points at another version it downloads
-and loads that version next to the one in use (a two-tower model also encodes its catalogue), then
+and loads that version next to the one in use (a hybrid or two-tower model also encodes its catalogue), then
 swaps a single reference. Requests keep the model object they grabbed, so none fails during a swap.
 
 A request names history items and candidates by catalogue id or sends them as raw texts. Both become
@@ -147,7 +147,7 @@ def request_model(limits: ServeLimits) -> type[BaseModel]:
             description=f"Items to rank (1 to {limits.max_candidates}): catalogue item ids, or "
             "`{\"item_id\": ..., \"text\": ...}` objects (scored by their text, even when the id is in the catalogue). "
             "Duplicate ids are dropped, keeping the first. Leave it out to rank the whole catalogue minus the "
-            "history ids (two-tower models only)",
+            "history ids (two-tower and hybrid models; a cross-encoder needs candidates)",
         )
         k: StrictInt = Field(
             min(10, limits.max_k), ge=1, le=limits.max_k, description=f"How many of the best candidates to return (1 to {limits.max_k})"
@@ -248,7 +248,7 @@ class LoadedModel:
     text_config: TextConfig   # how the model renders items (raw texts of requests are rendered with it)
     scorer: Callable[[Sequence[str], Sequence[str]], Any]  # ranker.text_scorer: (history texts, candidate texts)
     folder: Path | None = None
-    scores_catalogue: bool = False  # two-tower: cheap enough to rank the whole catalogue per request
+    scores_catalogue: bool = False  # two-tower, hybrid: cheap enough to rank the whole catalogue per request
     catalogue_order: tuple[str, ...] = ()  # the catalogue ids, sorted: the candidates of "rank the catalogue"
     added: int = 0  # items of a newer version's catalogue (scored by their text)
     newest_version: str | None = None  # the newest registered version when the catalogue was last extended
@@ -430,7 +430,7 @@ class ModelHolder:
     def _load(self, info: tracking.VersionInfo) -> LoadedModel:
         """Download, load and warm up a version (the served model is untouched meanwhile).
 
-        A two-tower model encodes its whole catalogue here, so no request pays for it after the swap.
+        A two-tower or hybrid model encodes its whole catalogue here, so no request pays for it after the swap.
         """
         import pandas as pd
 
@@ -583,10 +583,10 @@ def _unknown(ids: Sequence[str], catalogue: Mapping[str, str]) -> list[str]:
 # ---------------------------------------------------------------------------------------------------------------------
 
 DESCRIPTION = """\
-Ranks candidate items for a user with the llmrec model (two-tower or cross-encoder) registered in MLflow.
+Ranks candidate items for a user with the llmrec model (hybrid, two-tower or cross-encoder) registered in MLflow.
 
 History items and candidates are catalogue item ids or raw texts (items the catalogue does not know);
-raw texts are rendered exactly as catalogue items are. A two-tower model also ranks its whole catalogue.
+raw texts are rendered exactly as catalogue items are. A hybrid or two-tower model also ranks its whole catalogue.
 
 The service follows a registry alias (`champion` by default): when the alias moves, the new version
 is loaded in the background and swapped in without failing requests. `/model` tells which version
@@ -685,7 +685,7 @@ def create_app(
             if not model.scores_catalogue:
                 raise refuse(
                     f"{model.name} version {model.version} is a pair scorer (cross-encoder): it ranks candidate "
-                    "lists, not the whole catalogue; send `candidates`, or serve a two-tower model"
+                    "lists, not the whole catalogue; send `candidates`, or serve a hybrid or two-tower model"
                 )
             seen = set(history_ids)
             entries: list[Any] = [i for i in model.catalogue_order if i not in seen]

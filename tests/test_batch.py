@@ -121,6 +121,38 @@ def test_a_user_list_and_a_cross_encoder_champion(served, tmp_path: Path, tiny_b
     assert result.exit_code == 1 and "cross-encoder" in result.output and "two-tower or hybrid" in result.output
 
 
+def test_the_lists_replace_a_database_table_and_an_unreachable_one_publishes_on_the_next_run(served, tmp_path, monkeypatch) -> None:
+    """SQLite here, PostgreSQL in the production-like stack test: the same SQLAlchemy code."""
+    import sqlite3
+
+    from llmrec.batch import DATABASE_URL_ENV
+
+    params, version, md5 = served
+    db = tmp_path / "lists.db"
+    monkeypatch.setenv(DATABASE_URL_ENV, f"sqlite:///{tmp_path / 'no-such-folder' / 'lists.db'}")
+    result = CliRunner().invoke(app, [*(a for s in SETTINGS for a in ("--set", s)), "recommend", "--all-users"])
+    assert result.exit_code == 1 and "could not write the lists to table 'recommendations'" in result.output
+    assert "run the same command again" in result.output
+    assert Path(params.batch.out).is_file() and Path(params.batch.out + ".parts").is_dir()  # scored, kept for the retry
+
+    with sqlite3.connect(db) as conn:  # a table of yesterday's lists, which the new ones replace whole
+        conn.execute("CREATE TABLE recommendations (user_id TEXT, item_id TEXT)")
+        conn.execute("INSERT INTO recommendations VALUES ('U-old', 'N-old')")
+    monkeypatch.setenv(DATABASE_URL_ENV, f"sqlite:///{db}")
+    output = recommend("--all-users")
+    assert "and table recommendations" in output and "resumed: " in output  # published without scoring again
+    lists = pd.read_parquet(params.batch.out)
+    with sqlite3.connect(db) as conn:
+        table = pd.read_sql("SELECT * FROM recommendations ORDER BY user_id, rank", conn)
+        indexes = [row[1] for row in conn.execute("PRAGMA index_list('recommendations')")]
+        tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    expected = lists.sort_values(["user_id", "rank"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(table[expected.columns], expected, check_dtype=False)
+    assert set(table["model_version"]) == {version} and set(table["data_version"]) == {md5}
+    assert indexes == ["recommendations__user_rank"] and tables == ["recommendations"]
+    assert not Path(params.batch.out + ".parts").exists()
+
+
 @pytest.mark.parametrize("kind", ["two-tower", "hybrid"])
 def test_the_catalogue_matrix_scores_every_pair_as_the_pair_scorer_does(kind, split, tiny_backbone, tmp_path, one_thread) -> None:
     """Batch recommendations rank by one matrix product; it must give the scores evaluation and serving give."""

@@ -116,6 +116,24 @@ def test_postgres_and_s3_stack_runs_the_retrain_deployment(project, tiny_world, 
         assert sql(PORTS["PG_PORT"], "mlflow", creds["MLFLOW_DB_PASSWORD"],
                    "SELECT name FROM experiments WHERE name = 'prodlike'") == [("prodlike",)]
 
+        # batch lists: the champion's top-k for every user, to Parquet and to a table in the stack's PostgreSQL
+        assert env["LLMREC_BATCH_DATABASE_URL"].startswith("postgresql+psycopg2://llmrec:")
+        llmrec = [str(BIN / "llmrec"), "--set", "batch.k=3"]
+        run = subprocess.run([*llmrec, "models", "promote", str(version.version)], cwd=project, env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stdout + run.stderr
+        run = subprocess.run([*llmrec, "recommend", "--all-users"], cwd=project, env=env, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0 and "and table recommendations" in run.stdout, run.stdout[-3000:] + run.stderr[-3000:]
+        import pandas as pd
+
+        lists = pd.read_parquet(project / "outputs" / "recommendations.parquet")
+        table = sql(PORTS["PG_PORT"], "llmrec", creds["LLMREC_DB_PASSWORD"],
+                    "SELECT user_id, rank, item_id, model_version FROM recommendations ORDER BY user_id, rank")
+        assert len(table) == len(lists) == 3 * lists["user_id"].nunique() > 0
+        expected = lists.sort_values(["user_id", "rank"])[["user_id", "rank", "item_id", "model_version"]]
+        assert table == [tuple(row) for row in expected.itertuples(index=False)]
+        assert {row[3] for row in table} == {str(version.version)}
+
         # S3: the model's files in the MLflow bucket, the data snapshot in the DVC remote's bucket
         import boto3
 

@@ -81,9 +81,9 @@ pg_up() {
   local bin base; bin=$(pg_bin); base=$(make_pg_base)
   echo "$base" > "$RUN/pgbase"
   local su_pw; su_pw=$(new_secret)
-  PREFECT_DB_PASSWORD=$(new_secret); MLFLOW_DB_PASSWORD=$(new_secret)
-  (umask 077; printf 'PG_SUPERUSER_PASSWORD=%s\nPREFECT_DB_PASSWORD=%s\nMLFLOW_DB_PASSWORD=%s\n' \
-    "$su_pw" "$PREFECT_DB_PASSWORD" "$MLFLOW_DB_PASSWORD" > "$RUN/credentials.env")
+  PREFECT_DB_PASSWORD=$(new_secret); MLFLOW_DB_PASSWORD=$(new_secret); LLMREC_DB_PASSWORD=$(new_secret)
+  (umask 077; printf 'PG_SUPERUSER_PASSWORD=%s\nPREFECT_DB_PASSWORD=%s\nMLFLOW_DB_PASSWORD=%s\nLLMREC_DB_PASSWORD=%s\n' \
+    "$su_pw" "$PREFECT_DB_PASSWORD" "$MLFLOW_DB_PASSWORD" "$LLMREC_DB_PASSWORD" > "$RUN/credentials.env")
   (umask 077; echo "$su_pw" > "$base/pwfile"); [ "$(id -u)" = 0 ] && chown postgres: "$base/pwfile"
   as_pg "$bin/initdb" -D "$base/data" -U postgres --pwfile="$base/pwfile" -E UTF8 --locale=C \
     --auth-local=scram-sha-256 --auth-host=scram-sha-256 > "$RUN/initdb.log" 2>&1 \
@@ -95,9 +95,9 @@ pg_up() {
     start > /dev/null || { tail -20 "$base/postgres.log"; die "PostgreSQL did not start (log: $base/postgres.log)"; }
   # the same script the compose Postgres runs on its first start
   PATH="$bin:$PATH" PGHOST=$HOST PGPORT=$PG_PORT PGPASSWORD=$su_pw POSTGRES_USER=postgres \
-    PREFECT_DB_PASSWORD=$PREFECT_DB_PASSWORD MLFLOW_DB_PASSWORD=$MLFLOW_DB_PASSWORD \
+    PREFECT_DB_PASSWORD=$PREFECT_DB_PASSWORD MLFLOW_DB_PASSWORD=$MLFLOW_DB_PASSWORD LLMREC_DB_PASSWORD=$LLMREC_DB_PASSWORD \
     sh "$ROOT/infra/postgres/init-databases.sh" > /dev/null
-  echo "  postgres is up: $HOST:$PG_PORT (databases prefect, mlflow; cluster in $base)"
+  echo "  postgres is up: $HOST:$PG_PORT (databases prefect, mlflow, llmrec; cluster in $base)"
 }
 
 pg_down() {
@@ -128,7 +128,10 @@ dvc_remote_off() {
 }
 
 print_env() {
+  local llmrec_pw=""
+  [ -f "$RUN/credentials.env" ] && llmrec_pw=$(sed -n 's/^LLMREC_DB_PASSWORD=//p' "$RUN/credentials.env")
   cat <<TXT
+export LLMREC_BATCH_DATABASE_URL=postgresql+psycopg2://llmrec:$llmrec_pw@$HOST:$PG_PORT/llmrec
 export PREFECT_API_URL=http://$HOST:$PREFECT_PORT/api
 export MLFLOW_TRACKING_URI=http://$HOST:$MLFLOW_PORT
 export AWS_ENDPOINT_URL=$S3_URL AWS_ACCESS_KEY_ID=$S3_KEY AWS_SECRET_ACCESS_KEY=$S3_SECRET AWS_DEFAULT_REGION=us-east-1
