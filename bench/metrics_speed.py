@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from llmrec.evaluation import metrics
+from llmrec import metrics
 
 OUT = Path(__file__).parent / "results"
 KS = [5, 10, 20]

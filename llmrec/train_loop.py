@@ -130,7 +130,7 @@ def split_validation(train: Dataset) -> tuple[Dataset, Dataset]:
 
 def validation_ndcg(scorer: Callable[[pd.DataFrame], np.ndarray], frame: pd.DataFrame) -> float:
     """Mean nDCG@10 of a scorer on a candidate frame (impressions without a click and a non-click are skipped)."""
-    from llmrec.evaluation.metrics import impression_metrics
+    from llmrec.metrics import impression_metrics
 
     metrics = impression_metrics(frame.assign(score=scorer(frame)), [10])
     return float(metrics["ndcg@10"].mean()) if len(metrics) else float("nan")

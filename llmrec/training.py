@@ -187,12 +187,11 @@ def train_cross_encoder(
     model = CrossEncoder.from_backbone(folder, text, model_params.max_length, model_params.backbone, str(device))
     validate = None
     if train_params.validates:
-        from llmrec.evaluation.evaluate import model_scorer
-        from llmrec.evaluation.protocols import candidate_frame
+        from llmrec.data.contract import candidate_frame
 
         train, held_out = split_validation(train)
         frame = candidate_frame(held_out)
-        scorer = model_scorer(model, train.items, 64, False)
+        scorer = model.scorer(train.items, 64, False)
         validate = lambda: validation_ndcg(scorer, frame)  # noqa: E731
     texts = item_texts(train.items, text)
     groups = build_groups(train, train_params.negatives_per_positive, train_params.max_train_impressions, train_params.seed)

@@ -167,7 +167,7 @@ def train_two_tower(
     texts = item_texts(train.items, text)
     validate = None
     if train_params.validates:
-        from llmrec.evaluation.protocols import candidate_frame
+        from llmrec.data.contract import candidate_frame
 
         train, held_out = split_validation(train)
         frame = candidate_frame(held_out)

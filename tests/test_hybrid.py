@@ -11,7 +11,7 @@ import torch
 
 from llmrec.config import HybridParams, ModelParams, TrainParams
 from llmrec.data.contract import Dataset, SourceInfo
-from llmrec.evaluation.metrics import impression_metrics
+from llmrec.metrics import impression_metrics
 from llmrec.evaluation.protocols import candidate_frame
 from llmrec.models.hybrid import UNKNOWN, Hybrid, HybridConfig, HybridNet
 from llmrec.training_hybrid import PAD, hold_out_last, sequence_windows, train_hybrid, user_sequences

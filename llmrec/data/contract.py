@@ -97,3 +97,12 @@ class Dataset:
 def history_list(history: str) -> list[str]:
     """Split a space-separated history into item ids ('' -> [])."""
     return history.split() if history else []
+
+
+def candidate_frame(holdout: Dataset) -> pd.DataFrame:
+    """One row per (impression, candidate) with the label and the user's history."""
+    inter = holdout.interactions
+    inter = inter[inter["label"] != UNLABELED]
+    return inter[["impression_id", "user_id", "item_id", "label"]].merge(
+        holdout.impressions[["impression_id", "history"]], on="impression_id", how="left"
+    )

@@ -46,7 +46,7 @@ from llmrec.data.checks import implicit_impressions
 from llmrec.data.context import AGE_TOLERANCE_HOURS, hours
 from llmrec.data.contract import Dataset, SourceInfo
 from llmrec.errors import ConfigError, DataError
-from llmrec.evaluation.metrics import single_positive_metrics
+from llmrec.rank_metrics import single_positive_metrics
 from llmrec.evaluation.stats import bootstrap_intervals, paired_bootstrap
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 
 from llmrec.data.contract import UNLABELED, Dataset, history_list
-from llmrec.evaluation import metrics, protocols
+from llmrec import metrics
+from llmrec.evaluation import protocols
 from llmrec.evaluation.baselines import popularity_scorer, random_scorer  # noqa: F401  (re-exported for callers)
 from llmrec.evaluation.protocols import candidate_frame  # noqa: F401  (re-exported for callers)
 from llmrec.models.cross_encoder import CrossEncoder
@@ -32,14 +33,7 @@ def sample_impressions(holdout: Dataset, max_impressions: int, seed: int) -> Dat
 
 def model_scorer(model: CrossEncoder, items: pd.DataFrame, batch_size: int, progress: bool = False) -> Scorer:
     """Score candidates with a cross-encoder, rendering texts exactly as in training."""
-    texts = item_texts(items, model.text)
-
-    def score(frame: pd.DataFrame) -> np.ndarray:
-        users = [user_text(history_list(h), texts, model.text) for h in frame["history"]]
-        cands = [texts.get(i, i) for i in frame["item_id"]]
-        return model.score(users, cands, batch_size=batch_size, progress=progress)
-
-    return score
+    return model.scorer(items, batch_size, progress)
 
 
 @dataclass

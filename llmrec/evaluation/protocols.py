@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from llmrec.data.context import consumed_before, instants
-from llmrec.data.contract import UNLABELED, Dataset
+from llmrec.data.contract import Dataset, candidate_frame  # noqa: F401  (candidate_frame re-exported for callers)
 
 IMPRESSIONS, SAMPLED, CATALOGUE = "impressions", "sampled", "catalogue"
 
@@ -26,15 +26,6 @@ IMPRESSIONS, SAMPLED, CATALOGUE = "impressions", "sampled", "catalogue"
 def list_protocol(dataset: Dataset) -> str:
     """The name of the protocol that ranks each impression's own (logged or sampled) candidates."""
     return IMPRESSIONS if dataset.source.logged_negatives else SAMPLED
-
-
-def candidate_frame(holdout: Dataset) -> pd.DataFrame:
-    """One row per (impression, candidate) with the label and the user's history."""
-    inter = holdout.interactions
-    inter = inter[inter["label"] != UNLABELED]
-    return inter[["impression_id", "user_id", "item_id", "label"]].merge(
-        holdout.impressions[["impression_id", "history"]], on="impression_id", how="left"
-    )
 
 
 def catalogue_frame(holdout: Dataset, log: Dataset, max_impressions: int, seed: int) -> pd.DataFrame:

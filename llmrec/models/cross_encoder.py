@@ -118,3 +118,16 @@ class CrossEncoder:
                 batch = self.encode([users[i] for i in idx], [items[i] for i in idx])
                 out[idx] = self.forward(batch).float().cpu().numpy()
         return out
+
+    def scorer(self, items_df, batch_size: int = 64, progress: bool = False):
+        """(frame with history, item_id) -> relevance scores, rendering texts exactly as in training."""
+        from llmrec.data.contract import history_list
+        from llmrec.models.text import item_texts, user_text
+
+        texts = item_texts(items_df, self.text)
+
+        def score(frame) -> np.ndarray:
+            users = [user_text(history_list(h), texts, self.text) for h in frame["history"]]
+            return self.score(users, [texts.get(i, i) for i in frame["item_id"]], batch_size=batch_size, progress=progress)
+
+        return score

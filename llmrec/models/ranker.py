@@ -54,12 +54,8 @@ def is_pair_scorer(ranker: Any) -> bool:
 
 def ranker_scorer(ranker: Any, items: pd.DataFrame, batch_size: int = 64, progress: bool = False):
     """Scorer (frame with history, item_id -> scores) for a loaded ranker, rendering text as in training."""
-    if not is_pair_scorer(ranker):  # vector models (two-tower, hybrid) render and cache item texts themselves
-        score = ranker.scorer(items, batch_size=batch_size, progress=progress)
-        return lambda frame: np.asarray(score(frame), dtype=float)
-    from llmrec.evaluation.evaluate import model_scorer
-
-    return model_scorer(ranker, items, batch_size, progress)
+    score = ranker.scorer(items, batch_size=batch_size, progress=progress)  # every type renders text as in training
+    return lambda frame: np.asarray(score(frame), dtype=float)
 
 
 TextScorer = Callable[[Sequence[str], Sequence[str]], np.ndarray]

@@ -7,7 +7,7 @@ from llmrec.data.ingest import load_source
 from llmrec.data.split import temporal_split
 from llmrec.errors import ConfigError
 from llmrec.evaluation import baselines as bl
-from llmrec.evaluation import metrics
+from llmrec import metrics
 from llmrec.evaluation.evaluate import candidate_frame, random_scorer, sample_impressions
 
 DAY0 = pd.Timestamp("2024-01-01", tz="UTC")

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import ndcg_score, roc_auc_score
 
-from llmrec.evaluation import metrics
+from llmrec import metrics
 
 TOL = 1e-12
 

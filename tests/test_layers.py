@@ -1,0 +1,105 @@
+"""The layer rule of docs/architecture.md, read from the code: imports run data -> models -> training ->
+evaluation -> pipeline -> cli, never back, and no llmrec modules import each other in a cycle. Imports
+inside functions count too (they are how cycles used to hide); those under `if TYPE_CHECKING:` do not run."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from conftest import REPO
+
+PACKAGE = REPO / "llmrec"
+LEAVES = {"errors", "config", "rank_metrics", "metrics", "params_doc", "__init__"}  # below every layer
+LAYERS = {
+    "data": 1,
+    "models": 2,
+    **dict.fromkeys(["train_loop", "distributed", "training", "training_two_tower", "training_hybrid", "hybrid_blend"], 3),
+    "evaluation": 4,
+    **dict.fromkeys(["pipeline", "validation", "versioning", "tracking", "drift", "promotion", "batch", "serving"], 5),
+    "cli": 6,
+}
+NAMES = {1: "data", 2: "models", 3: "training", 4: "evaluation", 5: "pipeline", 6: "cli"}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p) for p in PACKAGE.rglob("*.py")}
+
+
+def layer(module: str) -> int:
+    top = module.split(".")[1] if "." in module else "__init__"
+    if top in LEAVES:
+        return 0
+    assert top in LAYERS, f"{module} is in no layer: add it to docs/architecture.md and to this test"
+    return LAYERS[top]
+
+
+def _type_checking_only(node: ast.AST) -> bool:
+    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+
+
+def imports(path: Path) -> list[tuple[str, int]]:
+    """(llmrec module imported, line) for every import that runs, at any depth."""
+    found: list[tuple[str, int]] = []
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if _type_checking_only(child):
+                continue
+            if isinstance(child, ast.ImportFrom) and child.level == 0 and (child.module or "").split(".")[0] == "llmrec":
+                for alias in child.names:  # `from llmrec.evaluation import evaluate` imports the submodule
+                    sub = f"{child.module}.{alias.name}"
+                    found.append((sub if sub in MODULES else child.module, child.lineno))
+            elif isinstance(child, ast.Import):
+                found.extend((a.name, child.lineno) for a in child.names if a.name.startswith("llmrec."))
+            visit(child)
+
+    visit(ast.parse(path.read_text()))
+    return [(name, line) for name, line in found if name in MODULES]
+
+
+def test_no_import_runs_up_the_layers():
+    upward = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        here = module_name(path)
+        for target, line in imports(path):
+            if layer(target) > layer(here):
+                upward.append(f"{path.relative_to(REPO)}:{line} ({NAMES.get(layer(here), 'leaf')}) imports {target} "
+                              f"({NAMES[layer(target)]})")
+    assert not upward, "imports against the layer order:\n" + "\n".join(upward)
+
+
+def test_no_import_cycle():
+    graph = {module_name(p): {t for t, _ in imports(p)} - {module_name(p)} for p in PACKAGE.rglob("*.py")}
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    path: list[str] = []
+
+    def cycle_from(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (found := cycle_from(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state:
+            found = cycle_from(start)
+            assert found is None, "import cycle: " + " -> ".join(found)
+
+
+def test_the_rule_sees_a_violation(tmp_path):
+    """The checks themselves: an upward import and a function-local one are found, TYPE_CHECKING is skipped."""
+    module = tmp_path / "probe.py"
+    module.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from llmrec import cli\n"
+                      "def f():\n    from llmrec.evaluation import evaluate\n")
+    assert imports(module) == [("llmrec.evaluation.evaluate", 5)]
+    assert layer("llmrec.evaluation.evaluate") > layer("llmrec.models.ranker") > layer("llmrec.data.contract") > layer("llmrec.metrics")
