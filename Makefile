@@ -47,7 +47,8 @@ setup: $(VENV)/.installed-$(GPU)  ## virtual environment with everything install
 demo: setup  ## the full retraining story on the bundled default data and model
 	$(BIN)/llmrec demo
 
-test: setup  ## the test suite
+test: setup  ## lint (ruff) and the test suite
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 mlflow-ui: setup  ## browse runs and registered models at http://127.0.0.1:5000

@@ -31,7 +31,15 @@ def main() -> None:
     from llmrec.config import SyntheticSize, load_params
     from llmrec.data.ingest import load_source
     from llmrec.data.synthetic import generate
-    from llmrec.evaluation.benchmark import FULL, SAMPLED, VARIANTS, StandardProtocol, _sequence_model, per_user_metrics, standard_split
+    from llmrec.evaluation.benchmark import (
+        FULL,
+        SAMPLED,
+        VARIANTS,
+        StandardProtocol,
+        _sequence_model,
+        per_user_metrics,
+        standard_split,
+    )
     from llmrec.models.hybrid import PARTS
     from llmrec.training_hybrid import fit_hybrid
 

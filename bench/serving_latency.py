@@ -33,7 +33,6 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-
 from scoring_speed import catalogue  # bench/: the same synthetic catalogue as the scoring benchmark
 
 from llmrec import tracking

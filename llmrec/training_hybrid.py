@@ -39,16 +39,17 @@ import torch
 
 from llmrec.config import HybridParams, ModelParams, TrainParams
 from llmrec.data.contract import Dataset
-from llmrec.data.sequences import AUTO as AUTO_VALIDATION, timed_sequences
+from llmrec.data.sequences import AUTO as AUTO_VALIDATION
 from llmrec.data.sequences import hold_out_last as sequences_hold_out_last
+from llmrec.data.sequences import timed_sequences
 from llmrec.distributed import Distributed
 from llmrec.errors import DataError
 from llmrec.hybrid_blend import HeldOut, Scoring, choose_blend, validation_ndcg_full
 from llmrec.models.backbone import resolve_backbone
+from llmrec.models.collaborative import ease_matrix, most_consumed, sequence_matrix
 from llmrec.models.cross_encoder import pick_device
 from llmrec.models.hybrid import SUPPORT_BUCKETS, UNKNOWN, Hybrid, HybridConfig, HybridNet
 from llmrec.models.text import TextConfig, item_texts
-from llmrec.models.collaborative import ease_matrix, most_consumed, sequence_matrix
 from llmrec.models.tuning import Choice, ValidationSlice, choose_ease_l2
 from llmrec.train_loop import LoopTask, checkpoint_digest, remove_checkpoint, run_loop, seed_everything
 from llmrec.training import TrainResult, train_result

@@ -19,8 +19,8 @@ times per run).
 from __future__ import annotations
 
 import json
-import numbers
 import logging
+import numbers
 import os
 import shutil
 import time

@@ -88,7 +88,7 @@ def test_a_checkpoint_of_other_params_is_ignored(uninterrupted, split, frame, ti
 
     caplog.set_level(logging.INFO, logger="llmrec.train_loop")
     steps = []
-    result = train_two_tower(split.train, *params(tiny_backbone), tmp_path, on_step=lambda s, l: steps.append(s), progress=False)
+    result = train_two_tower(split.train, *params(tiny_backbone), tmp_path, on_step=lambda step, loss: steps.append(step), progress=False)
     assert "other params or data; starting fresh" in caplog.text
     assert "resuming" not in caplog.text
     assert steps == list(range(STEPS))

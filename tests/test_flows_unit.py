@@ -7,8 +7,8 @@ import shutil
 import typing
 
 import pytest
-
 from conftest import REPO
+
 from flows.caching import digest, params_key
 from flows.settings import FROM_PARAMS, RetrainSettings, to_overrides
 from llmrec.config import DEFAULT_PARAMS, EvalParams, ModelParams, TrainParams, load_params

@@ -11,8 +11,8 @@ import torch
 
 from llmrec.config import HybridParams, ModelParams, TrainParams
 from llmrec.data.contract import Dataset, SourceInfo
-from llmrec.metrics import impression_metrics
 from llmrec.evaluation.protocols import candidate_frame
+from llmrec.metrics import impression_metrics
 from llmrec.models.hybrid import UNKNOWN, Hybrid, HybridConfig, HybridNet
 from llmrec.training_hybrid import PAD, hold_out_last, sequence_windows, train_hybrid, user_sequences
 
@@ -315,9 +315,7 @@ def held_out_inputs(train, model, with_impressions: bool = False):
     from llmrec.data.context import first_seen_hours
     from llmrec.hybrid_blend import HeldOut, Scoring
     from llmrec.models.text import item_texts
-    from llmrec.training_hybrid import timed_sequences, training_catalogue
-
-    from llmrec.training_hybrid import impression_negatives
+    from llmrec.training_hybrid import impression_negatives, timed_sequences, training_catalogue
 
     sequences, times = timed_sequences(train)
     catalogue, _ = training_catalogue(train, sequences, True)

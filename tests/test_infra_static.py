@@ -28,7 +28,6 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-
 from conftest import REPO
 
 INFRA = REPO / "infra"
@@ -373,7 +372,8 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
             continue
         current += line.rstrip()[:-1] + " " if line.rstrip().endswith("\\") else line
         if not line.rstrip().endswith("\\"):
-            lines.append(current); current = ""
+            lines.append(current)
+            current = ""
     return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import init_project
 from typer.testing import CliRunner
 
-from conftest import init_project
 from llmrec import pipeline, tracking
 from llmrec.config import Params, load_params
 from llmrec.errors import DataError, ValidationFailed

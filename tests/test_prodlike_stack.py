@@ -19,7 +19,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, dvc, git
 
 pytestmark = pytest.mark.e2e

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, dvc
+
 from llmrec.errors import PromotionAlert
 
 pytestmark = pytest.mark.e2e
@@ -58,8 +58,9 @@ def registered_versions(root: Path) -> list:
 
 
 def test_retrain_story_two_periods(project, tiny_world, tiny_backbone):
-    from flows.retrain import retrain
     from mlflow import MlflowClient
+
+    from flows.retrain import retrain
 
     write_params(project, tiny_backbone)
     data = project / "data" / "synthetic"
@@ -143,7 +144,6 @@ def test_retrain_story_two_periods(project, tiny_world, tiny_backbone):
 
 def test_malformed_data_stops_before_anything_is_registered(project, tiny_world, tiny_backbone):
     from flows.retrain import retrain
-
     from llmrec.errors import DataError
 
     write_params(project, tiny_backbone)
@@ -160,7 +160,6 @@ def test_malformed_data_stops_before_anything_is_registered(project, tiny_world,
 
 def test_refused_data_fails_the_run_with_the_validation_report(project, tiny_world, tiny_backbone):
     from flows.retrain import retrain
-
     from llmrec.errors import ValidationFailed
 
     write_params(project, tiny_backbone)

@@ -56,10 +56,9 @@ def test_items_render_every_field_the_source_has(tmp_path):
 @pytest.fixture(scope="module")
 def models(tiny_backbone, one_thread):
     from llmrec.models.cross_encoder import CrossEncoder
-    from llmrec.models.two_tower import TwoTower
-
     from llmrec.models.hybrid import Hybrid, HybridConfig, HybridNet
     from llmrec.models.text_encoder import FrozenTextEncoder
+    from llmrec.models.two_tower import TwoTower
 
     encoder = FrozenTextEncoder(tiny_backbone, 32, "cpu")
     net = HybridNet(HybridConfig(dim=16, heads=2, layers=1, sequence_length=4, dropout=0.0), encoder.dim, 8, seed=1)

@@ -13,7 +13,6 @@ from fastapi.testclient import TestClient
 from llmrec import pipeline, tracking
 from llmrec.config import load_params
 
-
 KINDS = {
     "two-tower": ["model.type=two-tower", "train.max_steps=8"],
     "hybrid": ["model.type=hybrid", "train.max_steps=8", "model.hybrid.dim=16", "model.hybrid.layers=1", "model.hybrid.sequence_length=8"],

@@ -1,9 +1,9 @@
 """DVC versioning in a real git + DVC repository."""
 
-import yaml
 import pytest
-
+import yaml
 from conftest import dvc
+
 from llmrec.errors import VersioningError
 from llmrec.versioning import version_data
 

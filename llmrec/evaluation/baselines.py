@@ -23,8 +23,8 @@ from sklearn.preprocessing import normalize
 from llmrec.data.contract import Dataset
 from llmrec.data.sequences import AUTO as AUTO_VALIDATION
 from llmrec.errors import ConfigError, ModelError
-from llmrec.models.tuning import ValidationSlice, choose_ease_l2, choose_itemknn_neighbours, validation_slice
 from llmrec.models.collaborative import ease_matrix, itemknn_matrix, most_consumed
+from llmrec.models.tuning import ValidationSlice, choose_ease_l2, choose_itemknn_neighbours, validation_slice
 
 log = logging.getLogger(__name__)
 

@@ -46,8 +46,8 @@ from llmrec.data.checks import implicit_impressions
 from llmrec.data.context import AGE_TOLERANCE_HOURS, hours
 from llmrec.data.contract import Dataset, SourceInfo
 from llmrec.errors import ConfigError, DataError
-from llmrec.rank_metrics import single_positive_metrics
 from llmrec.evaluation.stats import bootstrap_intervals, paired_bootstrap
+from llmrec.rank_metrics import single_positive_metrics
 
 log = logging.getLogger(__name__)
 
@@ -281,8 +281,8 @@ class BenchmarkSettings:
 def fit_model(name: str, split: StandardSplit, settings: BenchmarkSettings) -> Fitted:
     """Fit one benchmark model (see BASELINES, MODELS) on the split; settings chosen on the validation items."""
     from llmrec.evaluation import baselines as bl
-    from llmrec.models.tuning import choose_ease_l2, choose_itemknn_neighbours, validation_slice
     from llmrec.models.collaborative import ease_matrix, itemknn_matrix, most_consumed
+    from llmrec.models.tuning import choose_ease_l2, choose_itemknn_neighbours, validation_slice
 
     params, started = settings.params, time.perf_counter()
     if name == "random":

@@ -11,13 +11,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from llmrec.data.contract import UNLABELED, Dataset, history_list
 from llmrec import metrics
+from llmrec.data.contract import UNLABELED, Dataset
 from llmrec.evaluation import protocols
 from llmrec.evaluation.baselines import popularity_scorer, random_scorer  # noqa: F401  (re-exported for callers)
 from llmrec.evaluation.protocols import candidate_frame  # noqa: F401  (re-exported for callers)
 from llmrec.models.cross_encoder import CrossEncoder
-from llmrec.models.text import item_texts, user_text
 
 Scorer = Callable[[pd.DataFrame], np.ndarray]
 

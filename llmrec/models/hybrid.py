@@ -60,7 +60,8 @@ import torch
 from llmrec.data.context import AGE_TOLERANCE_HOURS
 from llmrec.data.contract import history_list
 from llmrec.errors import ModelError
-from llmrec.models.cross_encoder import META_FILE, fingerprint as _fingerprint
+from llmrec.models.cross_encoder import META_FILE
+from llmrec.models.cross_encoder import fingerprint as _fingerprint
 from llmrec.models.text import TextConfig, item_texts
 
 log = logging.getLogger(__name__)

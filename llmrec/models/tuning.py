@@ -19,9 +19,10 @@ import pandas as pd
 import scipy.sparse as sp
 
 from llmrec.data.contract import Dataset
-from llmrec.data.sequences import AUTO as AUTO_VALIDATION, hold_out_last, timed_sequences
-from llmrec.rank_metrics import single_positive_metrics
+from llmrec.data.sequences import AUTO as AUTO_VALIDATION
+from llmrec.data.sequences import hold_out_last, timed_sequences
 from llmrec.models.collaborative import ease_matrix, itemknn_matrix, most_consumed, sequence_matrix
+from llmrec.rank_metrics import single_positive_metrics
 
 log = logging.getLogger(__name__)
 

@@ -2,12 +2,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from llmrec import metrics
 from llmrec.data.contract import Dataset, history_list
 from llmrec.data.ingest import load_source
 from llmrec.data.split import temporal_split
 from llmrec.errors import ConfigError
 from llmrec.evaluation import baselines as bl
-from llmrec import metrics
 from llmrec.evaluation.evaluate import candidate_frame, random_scorer, sample_impressions
 
 DAY0 = pd.Timestamp("2024-01-01", tz="UTC")
@@ -348,8 +348,8 @@ def test_validation_ndcg_ranks_against_every_item_minus_the_users_history():
 
 
 def test_ease_and_itemknn_settings_are_chosen_on_validation_and_reported():
-    from llmrec.models.tuning import EASE_L2_GRID, ITEMKNN_NEIGHBOURS_GRID, validation_ndcg, validation_slice
     from llmrec.models.collaborative import ease_matrix, itemknn_matrix
+    from llmrec.models.tuning import EASE_L2_GRID, ITEMKNN_NEIGHBOURS_GRID, validation_ndcg, validation_slice
 
     data = sequence_dataset()
     part = validation_slice(data)
