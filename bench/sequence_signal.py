@@ -13,7 +13,7 @@ then score them with llmrec's evaluation: `sampled` (each test rating against 99
 are not cut at `context.HISTORY_KEEP`, so EASE reads the whole user row and nothing consumed is a negative).
 The default size is about MovieLens-100K's (1,700 items, ~1,000 users, ~90 ratings each): on a sparser log
 (3,000 items, ~25 ratings per user) SASRec's validation peaked within a few epochs at knobs 0 and 0.5 and it
-stayed below EASE on sampled negatives even at 1 (bench/results/sequence_signal.md has the figures).
+stayed below EASE on sampled negatives even at 1 (a run during development, not kept).
 Writes bench/results/sequence_signal.{json,md} (commit, date, machine, load average).
 
     .venv/bin/python bench/sequence_signal.py [--knobs 0 0.5] [--users 1000] [--impressions-per-day 4000]
