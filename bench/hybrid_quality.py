@@ -41,9 +41,9 @@ def main() -> None:
     from llmrec.evaluation.baselines import fit_baselines
     from llmrec.evaluation.evaluate import evaluate, sample_impressions
     from llmrec.models.ranker import load_ranker, ranker_scorer
-    from llmrec.training import train_cross_encoder
-    from llmrec.training_hybrid import train_hybrid
-    from llmrec.training_two_tower import train_two_tower
+    from llmrec.training.cross_encoder import train_cross_encoder
+    from llmrec.training.hybrid import train_hybrid
+    from llmrec.training.two_tower import train_two_tower
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", default=None, help="a params.yaml budget for the hybrid (e.g. cpu-10min)")

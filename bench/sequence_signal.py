@@ -45,7 +45,7 @@ from llmrec.data.synthetic import generate
 from llmrec.evaluation.baselines import UNSCORABLE, Scorer, ease_scorer, tfidf_scorer
 from llmrec.evaluation.evaluate import EvalReport, evaluate, popularity_scorer
 from llmrec.evaluation.stats import paired_bootstrap
-from llmrec.training_hybrid import fit_hybrid
+from llmrec.training.hybrid import fit_hybrid
 
 OUT = Path(__file__).parent / "results"
 ROOT = Path(__file__).parents[1]

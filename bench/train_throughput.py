@@ -6,11 +6,11 @@ groups / clicks). Every loop does its own tokenization inside the timed step.
 
   cross-encoder  naive: pad every (history, candidate) pair to 128 tokens, all layers trained, fp32,
                  random batches (the seed recipe).
-                 llmrec: `llmrec.training.train_cross_encoder` as `llmrec train` runs it (dynamic
+                 llmrec: `llmrec.training.cross_encoder.train_cross_encoder` as `llmrec train` runs it (dynamic
                  padding, length-grouped batches, top `train.trainable_layers` layers).
   two-tower      naive: every text of every example (positive, logged negatives, history items)
                  encoded on its own row, padded to 128 tokens, all layers trained, fp32.
-                 llmrec: `llmrec.training_two_tower.train_two_tower` (each distinct text of a step
+                 llmrec: `llmrec.training.two_tower.train_two_tower` (each distinct text of a step
                  encoded once, length-sorted chunks, top layers).
 
 Each configuration runs in its own process (so its peak RSS is its own); the first 2 steps are
@@ -70,8 +70,8 @@ class StepClock:
 
 
 def _llmrec(kind: str, params, train, steps: int, device: str) -> dict:
-    from llmrec.training import train_cross_encoder
-    from llmrec.training_two_tower import train_two_tower
+    from llmrec.training.cross_encoder import train_cross_encoder
+    from llmrec.training.two_tower import train_two_tower
 
     clock = StepClock()
     tp = params.train.model_copy(update={"max_steps": steps + WARMUP, "device": device, "checkpoint_every": 0, "warmup_ratio": 0.0})
@@ -88,7 +88,7 @@ def _naive_cross_encoder(params, train, steps: int, device: str) -> dict:
     from llmrec.models.backbone import resolve_backbone
     from llmrec.models.cross_encoder import CrossEncoder
     from llmrec.models.text import TextConfig, item_texts, user_text
-    from llmrec.training import build_groups
+    from llmrec.training.cross_encoder import build_groups
 
     text = TextConfig(max_history=params.model.max_history)
     model = CrossEncoder.from_backbone(resolve_backbone("default"), text, params.model.max_length, "default", device)
@@ -126,7 +126,7 @@ def _naive_two_tower(params, train, steps: int, device: str) -> dict:
     from llmrec.models.backbone import resolve_backbone
     from llmrec.models.text import TextConfig, item_texts
     from llmrec.models.two_tower import TwoTower, mean_pool, recent_known
-    from llmrec.training_two_tower import build_click_examples
+    from llmrec.training.two_tower import build_click_examples
 
     text = TextConfig(max_history=params.model.tower_history)
     model = TwoTower.from_backbone(resolve_backbone("default"), text, params.model.max_length, "default", device)

@@ -58,7 +58,7 @@ def main(
     )
     for noisy in ("httpx", "httpcore", "alembic", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from llmrec.distributed import env_world_size, is_main_process
+    from llmrec.training.distributed import env_world_size, is_main_process
 
     if env_world_size() > 1 and ctx.invoked_subcommand != "train":
         typer.secho(
@@ -177,7 +177,7 @@ def train(
     if model:
         State.overrides = [*State.overrides, f"model.type={model}"]
     params = State.params()
-    from llmrec.distributed import is_main_process
+    from llmrec.training.distributed import is_main_process
 
     info = _run(pipeline.run_train, params)
     unit = {"cross-encoder": "pairs/s", "two-tower": "clicks/s", "hybrid": "positions/s"}[params.model.type]

@@ -190,19 +190,19 @@ def run_train(params: Params, progress: bool = True) -> dict[str, Any]:
         train = train.restrict(recent["impression_id"])
     train = with_context(train, split.train, params.train.negatives_per_positive, params.train.seed)
     if params.model.type == "two-tower":
-        from llmrec.training_two_tower import train_two_tower
+        from llmrec.training.two_tower import train_two_tower
 
         result = train_two_tower(train, params.model, params.train, params.train.out, progress=progress, pooling=params.model.pooling)
     elif params.model.type == "hybrid":
-        from llmrec.training_hybrid import train_hybrid
+        from llmrec.training.hybrid import train_hybrid
 
         result = train_hybrid(train, params.model, params.train, params.train.out, progress=progress)
     else:
-        from llmrec.training import train_cross_encoder
+        from llmrec.training.cross_encoder import train_cross_encoder
 
         result = train_cross_encoder(train, params.model, params.train, params.train.out, progress=progress)
-    from llmrec.distributed import is_main_process
     from llmrec.models.cross_encoder import fingerprint
+    from llmrec.training.distributed import is_main_process
 
     info = {**result.to_dict(), "split": split.describe(), "model_sha": fingerprint(params.train.out)}
     if not is_main_process():  # torchrun / accelerate launch: rank 0 writes the records

@@ -165,7 +165,7 @@ def test_the_catalogue_matrix_scores_every_pair_as_the_pair_scorer_does(kind, sp
     from llmrec.models.two_tower import TwoTower
 
     if kind == "hybrid":
-        from llmrec.training_hybrid import train_hybrid
+        from llmrec.training.hybrid import train_hybrid
 
         model = ModelParams(backbone=str(tiny_backbone), max_length=32, hybrid=HybridParams(dim=32, heads=2, layers=1, sequence_length=12))
         train_hybrid(split.train, model, TrainParams(max_steps=5, batch_size=16, device="cpu"), tmp_path / "m", progress=False)

@@ -12,8 +12,8 @@ import torch
 from llmrec.config import ModelParams, TrainParams
 from llmrec.evaluation.protocols import candidate_frame
 from llmrec.models.two_tower import TwoTower
-from llmrec.train_loop import CHECKPOINT_DIR, CHECKPOINT_META, CHECKPOINT_WEIGHTS, TRAINER_STATE
-from llmrec.training_two_tower import train_two_tower
+from llmrec.training.loop import CHECKPOINT_DIR, CHECKPOINT_META, CHECKPOINT_WEIGHTS, TRAINER_STATE
+from llmrec.training.two_tower import train_two_tower
 
 STEPS, EVERY, KILL_AFTER = 12, 4, 6
 
@@ -68,7 +68,7 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted
     assert '"step": 4' in (checkpoint / CHECKPOINT_META).read_text()
     assert not list(tmp_path.glob(f"{CHECKPOINT_DIR}.*"))  # no temporary or aside folder left behind
 
-    caplog.set_level(logging.INFO, logger="llmrec.train_loop")
+    caplog.set_level(logging.INFO, logger="llmrec.training.loop")
     resumed_steps = []
     result = train_two_tower(
         split.train, *params(tiny_backbone), tmp_path, on_step=lambda step, loss: resumed_steps.append(step), progress=False
@@ -86,7 +86,7 @@ def test_a_checkpoint_of_other_params_is_ignored(uninterrupted, split, frame, ti
         train_two_tower(split.train, *params(tiny_backbone, lr=5e-4), tmp_path, on_step=kill_after(KILL_AFTER), progress=False)
     assert (tmp_path / CHECKPOINT_DIR / CHECKPOINT_META).is_file()
 
-    caplog.set_level(logging.INFO, logger="llmrec.train_loop")
+    caplog.set_level(logging.INFO, logger="llmrec.training.loop")
     steps = []
     result = train_two_tower(split.train, *params(tiny_backbone), tmp_path, on_step=lambda step, loss: steps.append(step), progress=False)
     assert "other params or data; starting fresh" in caplog.text
@@ -106,7 +106,7 @@ def test_checkpoint_params_do_not_change_training(uninterrupted, split, tiny_bac
 def test_the_cross_encoder_resumes_too(split, tiny_backbone, tmp_path_factory, caplog):
     from safetensors.torch import load_file
 
-    from llmrec.training import train_cross_encoder
+    from llmrec.training.cross_encoder import train_cross_encoder
 
     model_params, train_params = params(tiny_backbone, max_steps=8, batch_size=2, negatives_per_positive=2)
     full_dir, killed_dir = tmp_path_factory.mktemp("ce-full"), tmp_path_factory.mktemp("ce-killed")
@@ -114,7 +114,7 @@ def test_the_cross_encoder_resumes_too(split, tiny_backbone, tmp_path_factory, c
     with pytest.raises(Killed):
         train_cross_encoder(split.train, model_params, train_params, killed_dir, on_step=kill_after(KILL_AFTER), progress=False)
     assert '"step": 4' in (killed_dir / CHECKPOINT_DIR / CHECKPOINT_META).read_text()
-    caplog.set_level(logging.INFO, logger="llmrec.train_loop")
+    caplog.set_level(logging.INFO, logger="llmrec.training.loop")
     result = train_cross_encoder(split.train, model_params, train_params, killed_dir, progress=False)
     assert "resuming from step 4" in caplog.text
     np.testing.assert_allclose(result.losses, full.losses, atol=1e-5, rtol=0)
@@ -126,13 +126,13 @@ def test_the_cross_encoder_resumes_too(split, tiny_backbone, tmp_path_factory, c
 
 
 def test_validation_curve_early_stopping_and_best_weights(split, frame, tiny_backbone, tmp_path, caplog):
-    from llmrec.training_two_tower import split_validation
+    from llmrec.training.two_tower import split_validation
 
     fit, held = split_validation(split.train)
     assert not set(fit.impressions["impression_id"]) & set(held.impressions["impression_id"])
     assert fit.impressions["timestamp"].max() <= held.impressions["timestamp"].min()
 
-    caplog.set_level(logging.INFO, logger="llmrec.train_loop")
+    caplog.set_level(logging.INFO, logger="llmrec.training.loop")
     # an absurd learning rate: validation gets no better after the first evaluation, so training stops early
     model_params, train_params = params(
         tiny_backbone, max_steps=40, lr=0.5, warmup_ratio=0.0, eval_every=2, early_stopping_patience=2, checkpoint_every=0
@@ -146,7 +146,7 @@ def test_validation_curve_early_stopping_and_best_weights(split, frame, tiny_bac
     best = max(r["ndcg@10"] for r in curve)
     assert curve[-1]["ndcg@10"] < best or curve[-2]["ndcg@10"] < best  # the last `patience` evaluations did not improve
     # the saved model is the best one, not the last: it scores the validation slice at the best nDCG
-    from llmrec.training_two_tower import _validate
+    from llmrec.training.two_tower import _validate
 
     saved = TwoTower.load(tmp_path, device="cpu")
     assert _validate(saved, candidate_frame(held), split.train.items) == pytest.approx(best, abs=1e-6)

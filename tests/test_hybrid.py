@@ -14,7 +14,7 @@ from llmrec.data.contract import Dataset, SourceInfo
 from llmrec.evaluation.protocols import candidate_frame
 from llmrec.metrics import impression_metrics
 from llmrec.models.hybrid import UNKNOWN, Hybrid, HybridConfig, HybridNet
-from llmrec.training_hybrid import PAD, hold_out_last, sequence_windows, train_hybrid, user_sequences
+from llmrec.training.hybrid import PAD, hold_out_last, sequence_windows, train_hybrid, user_sequences
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -302,7 +302,7 @@ def test_validation_selects_the_weights_of_the_best_step(split, tiny_backbone, t
     best = max(curve, key=lambda r: r["ndcg_full"])
     assert f"keeping the weights of step {best['step']}" in caplog.text
     # the saved model is the best step's: scoring the held-out consumptions again, parts as trained, gives the best value
-    from llmrec.hybrid_blend import raw_parts, validation_ndcg_full
+    from llmrec.training.blend import raw_parts, validation_ndcg_full
 
     model = Hybrid.load(tmp_path, device="cpu")
     with raw_parts(model.net):
@@ -313,9 +313,9 @@ def test_validation_selects_the_weights_of_the_best_step(split, tiny_backbone, t
 def held_out_inputs(train, model, with_impressions: bool = False):
     """(Scoring, HeldOut) of the validation slice, as `fit_hybrid` builds them."""
     from llmrec.data.context import first_seen_hours
-    from llmrec.hybrid_blend import HeldOut, Scoring
     from llmrec.models.text import item_texts
-    from llmrec.training_hybrid import impression_negatives, timed_sequences, training_catalogue
+    from llmrec.training.blend import HeldOut, Scoring
+    from llmrec.training.hybrid import impression_negatives, timed_sequences, training_catalogue
 
     sequences, times = timed_sequences(train)
     catalogue, _ = training_catalogue(train, sequences, True)
@@ -334,7 +334,7 @@ def held_out_inputs(train, model, with_impressions: bool = False):
 
 def held_out_ndcg(model, train) -> dict[str, float]:
     """Validation nDCG@10 of the model as it scores (its blend) and of each of its parts alone."""
-    from llmrec.hybrid_blend import ranking_quality, raw_parts, scored_blocks
+    from llmrec.training.blend import ranking_quality, raw_parts, scored_blocks
 
     scoring, held = held_out_inputs(train, model, with_impressions=True)
     out = {"model": [], **{name: [] for name in model.net.part_columns()}}
@@ -363,8 +363,8 @@ def test_the_blend_never_ranks_the_held_out_consumptions_below_one_of_its_parts(
 
 
 def test_a_part_that_is_noise_loses_its_weight(split, tiny_backbone, tmp_path):
-    from llmrec.hybrid_blend import choose_blend
     from llmrec.models.hybrid import PARTS
+    from llmrec.training.blend import choose_blend
 
     model_params, train_params = params(tiny_backbone, ease=True, ease_max_items=100, zero_shot=False)
     train_hybrid(split.train, model_params, train_params.model_copy(update={"max_steps": 20, "eval_every": 10}), tmp_path, progress=False)
@@ -441,7 +441,7 @@ def test_a_hybrid_with_ease_trains_saves_and_loads(split, tiny_backbone, tmp_pat
 
 
 def test_each_click_is_paired_with_the_logged_non_clicks_of_its_own_impression():
-    from llmrec.training_hybrid import impression_negatives, timed_sequences, window_impressions
+    from llmrec.training.hybrid import impression_negatives, timed_sequences, window_impressions
 
     ts = pd.to_datetime(["2020-01-01", "2020-01-02", "2020-01-03"], utc=True)
     imps = pd.DataFrame({"impression_id": ["1", "2", "3"], "user_id": ["u", "u", "v"], "timestamp": ts,
@@ -467,7 +467,7 @@ def test_each_click_is_paired_with_the_logged_non_clicks_of_its_own_impression()
 
 
 def test_the_impression_loss_is_the_softmax_over_the_click_and_its_impression_only():
-    from llmrec.training_hybrid import impression_cross_entropy
+    from llmrec.training.hybrid import impression_cross_entropy
 
     logits = torch.tensor([[2.0, 0.5, -1.0, 9.0], [0.0, 1.0, 3.0, 9.0]])
     answer = torch.tensor([0, 2])
@@ -504,7 +504,7 @@ def test_a_large_catalogue_trains_with_in_batch_negatives_and_says_the_impressio
     import logging
 
     model_params, train_params = params(tiny_backbone, full_softmax_max_items=0)
-    with caplog.at_level(logging.INFO, logger="llmrec.training_hybrid"):
+    with caplog.at_level(logging.INFO, logger="llmrec.training.hybrid"):
         result = train_hybrid(split.train, model_params, train_params, tmp_path, progress=False)
     assert np.isfinite(result.losses).all() and np.mean(result.losses[-5:]) < np.mean(result.losses[:5])
     assert "in-batch (log-Q corrected)" in caplog.text and "no impression loss" in caplog.text

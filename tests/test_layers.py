@@ -14,7 +14,7 @@ LEAVES = {"errors", "config", "rank_metrics", "metrics", "params_doc", "__init__
 LAYERS = {
     "data": 1,
     "models": 2,
-    **dict.fromkeys(["train_loop", "distributed", "training", "training_two_tower", "training_hybrid", "hybrid_blend"], 3),
+    "training": 3,
     "evaluation": 4,
     **dict.fromkeys(["pipeline", "validation", "versioning", "tracking", "drift", "promotion", "batch", "serving"], 5),
     "cli": 6,

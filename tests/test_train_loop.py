@@ -12,9 +12,9 @@ from llmrec.errors import ConfigError, DataError
 from llmrec.evaluation.protocols import candidate_frame
 from llmrec.models.cross_encoder import CrossEncoder
 from llmrec.models.two_tower import TwoTower
-from llmrec.train_loop import epoch_order, resolve_precision
-from llmrec.training import train_cross_encoder
-from llmrec.training_two_tower import train_two_tower
+from llmrec.training.cross_encoder import train_cross_encoder
+from llmrec.training.loop import epoch_order, resolve_precision
+from llmrec.training.two_tower import train_two_tower
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -137,7 +137,7 @@ def test_lora_trains_adapters_only_and_saves_a_plain_merged_model(kind, split, t
 def test_max_epochs_caps_the_steps_on_a_small_set_of_examples(tmp_path):
     """train.max_epochs: a log too small for max_steps stops after that many passes (here 2 x 40 / 8 = 10 steps)."""
     from llmrec.config import TrainParams
-    from llmrec.train_loop import LoopTask, run_loop
+    from llmrec.training.loop import LoopTask, run_loop
 
     torch.manual_seed(0)
     net = torch.nn.Linear(3, 1)
@@ -155,7 +155,7 @@ def test_a_time_limit_validates_before_it_stops_so_the_last_steps_count(tmp_path
     import time
 
     from llmrec.config import TrainParams
-    from llmrec.train_loop import LoopTask, run_loop
+    from llmrec.training.loop import LoopTask, run_loop
 
     torch.manual_seed(0)
     net = torch.nn.Linear(3, 1)
@@ -179,14 +179,14 @@ def test_a_time_limit_validates_before_it_stops_so_the_last_steps_count(tmp_path
 
 
 def _result(stopped, validation, best_step, steps=38, planned=1131):
-    from llmrec.train_loop import LoopResult
+    from llmrec.training.loop import LoopResult
 
     return LoopResult(losses=[1.0] * steps, seconds=1.0, examples_per_second=1.0, pairs_per_second=1.0, validation=validation,
                       best_step=best_step, planned_steps=planned, stopped=stopped)
 
 
 def test_a_time_stop_before_validation_levels_off_is_under_trained():
-    from llmrec.train_loop import COMPLETED, EARLY_STOPPING, TIME_LIMIT, under_trained
+    from llmrec.training.loop import COMPLETED, EARLY_STOPPING, TIME_LIMIT, under_trained
 
     rising = [{"step": s, "ndcg": v} for s, v in ((10, 0.1), (20, 0.2), (30, 0.25), (38, 0.3))]
     short, note = under_trained(_result(TIME_LIMIT, rising, 38))
@@ -202,7 +202,7 @@ def test_training_stopped_by_the_clock_says_it_is_under_trained(split, tiny_back
     import logging
 
     from llmrec.config import HybridParams, TrainParams
-    from llmrec.training_hybrid import fit_hybrid
+    from llmrec.training.hybrid import fit_hybrid
 
     caplog.set_level(logging.WARNING)
     params = TrainParams(max_steps=100_000, batch_size=8, eval_every=2, max_minutes=0.002, checkpoint_every=0, device="cpu")

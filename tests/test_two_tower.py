@@ -16,7 +16,7 @@ from llmrec.evaluation.protocols import candidate_frame
 from llmrec.models import cross_encoder
 from llmrec.models.text import TextConfig
 from llmrec.models.two_tower import TOWER_PREFIX, TwoTower
-from llmrec.training_two_tower import build_click_examples, train_two_tower, two_tower_max_history
+from llmrec.training.two_tower import build_click_examples, train_two_tower, two_tower_max_history
 
 POOLINGS = ("mean", "attention")
 

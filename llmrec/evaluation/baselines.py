@@ -266,7 +266,7 @@ def sasrec_scorer(train: Dataset, items: pd.DataFrame, params: object | None = N
     import tempfile
 
     from llmrec.config import SasrecParams
-    from llmrec.training_hybrid import fit_hybrid
+    from llmrec.training.hybrid import fit_hybrid
 
     p = params if params is not None else SasrecParams()
     with tempfile.TemporaryDirectory() as out:

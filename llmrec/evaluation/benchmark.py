@@ -335,7 +335,7 @@ def fit_model(name: str, split: StandardSplit, settings: BenchmarkSettings) -> F
 
 def _fit_hybrid(split: StandardSplit, params: object, progress: bool) -> tuple[object, str]:
     """The hybrid as params.yaml (and --budget) configure it, validated on the validation items."""
-    from llmrec.training_hybrid import fit_hybrid
+    from llmrec.training.hybrid import fit_hybrid
 
     train = params.train
     if not train.validates:  # the validation items are held out in every case; without validation they would be wasted

@@ -27,7 +27,7 @@ Zero-shot     with `zero_shot`, the score adds cos(mean of the history's t_h, t_
 part          which training never sees (it would only wear the part down).
 Blend         after training, with validation, each part's weight per blend group of the item (by its
               training support) and the age offset's weight are chosen on held-out consumptions
-              (`llmrec.hybrid_blend`); training itself never applies them.
+              (`llmrec.training.blend`); training itself never applies them.
 Score         sum over parts of w_part,group(i) u_part . v_part,i / temperature + w_age a(age_i) (+ a set
               offset for items without an id, `new_item_offset`): one dot product. A text-only hybrid
               (`ids: false`) starts as exactly the zero-shot recommender (see `HybridNet`).
@@ -172,7 +172,7 @@ class HybridNet(torch.nn.Module):
         # support bucket of each id row (log2 of the item's training consumptions, 0 = no id): the text weight and the blend
         self.register_buffer("support", torch.zeros(n_ids + 1, dtype=torch.long))
         # how the parts combine when scoring (PARTS, per blend group of the item; offsets: the age offset's weight),
-        # chosen after training on held-out consumptions none of the parts trained on (`llmrec.hybrid_blend`); training
+        # chosen after training on held-out consumptions none of the parts trained on (`llmrec.training.blend`); training
         # itself never applies it
         self.register_buffer("blend", torch.ones(max(BLEND_GROUPS) + 1, len(PARTS)))
         self.register_buffer("offset_scale", torch.ones(1))

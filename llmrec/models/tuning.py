@@ -5,7 +5,7 @@ whose last one is the most recent; a collaborative filter is fitted on the rest 
 grid, ranks each held-out item against every item it knows minus the user's earlier consumptions, and
 the setting with the best mean nDCG@10 (ties resolved in expectation) wins. The baseline is then refitted
 on the whole training slice with it. SASRec's training length is chosen the same way, by early stopping
-on the same slice (`llmrec.training_hybrid.fit_hybrid`), and the hybrid's EASE part gets its l2 here too.
+on the same slice (`llmrec.training.hybrid.fit_hybrid`), and the hybrid's EASE part gets its l2 here too.
 """
 
 from __future__ import annotations

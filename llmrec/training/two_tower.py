@@ -12,7 +12,7 @@ user vector is scored against
     without replacement),
 
 and the loss is softmax cross-entropy with the example's own positive as the target. The loop
-(optimizer, schedule, accumulation, precision, DDP, checkpoints, validation) is `llmrec.train_loop`;
+(optimizer, schedule, accumulation, precision, DDP, checkpoints, validation) is `llmrec.training.loop`;
 the freshly initialised user tower learns at `USER_TOWER_LR_SCALE` (100) times `train.lr`, the
 backbone's top layers (or its LoRA adapters) at `train.lr`. With gradient accumulation or several
 processes, in-batch negatives come from the same micro-batch only. Larger
@@ -41,13 +41,14 @@ import torch
 
 from llmrec.config import ModelParams, TrainParams
 from llmrec.data.contract import Dataset
-from llmrec.distributed import Distributed
 from llmrec.errors import DataError
 from llmrec.models.backbone import resolve_backbone
 from llmrec.models.cross_encoder import pick_device
 from llmrec.models.text import TextConfig, item_texts
 from llmrec.models.two_tower import TwoTower, recent_known
-from llmrec.train_loop import (
+from llmrec.training.common import TrainResult, freeze_lower_layers, train_result
+from llmrec.training.distributed import Distributed
+from llmrec.training.loop import (
     LoopTask,
     add_lora,
     checkpoint_digest,
@@ -58,7 +59,6 @@ from llmrec.train_loop import (
     split_validation,
     validation_ndcg,
 )
-from llmrec.training import TrainResult, freeze_lower_layers, train_result
 
 __all__ = ["build_click_examples", "split_validation", "train_two_tower", "two_tower_max_history"]
 

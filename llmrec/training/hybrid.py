@@ -19,11 +19,11 @@ had not shown yet are left out of that target's softmax (no negative from the fu
 `model.hybrid.ease`, EASE's weights over the most consumed items are fitted (closed form) on the training
 consumptions before the loop. With validation (`train.eval_every` or `train.eval_every_epochs`), the last
 consumption of the most recent users (`llmrec.data.sequences.validation_size` of them) is held out of training (EASE
-included): the loop keeps the best step's weights, and `llmrec.hybrid_blend` then chooses how the parts
+included): the loop keeps the best step's weights, and `llmrec.training.blend` then chooses how the parts
 combine on it. The hybrid's own parameters learn at `HYBRID_LR_SCALE` (10) times `train.lr` (they start
 from scratch; `train.lr` is sized for fine-tuning a pretrained backbone).
 The loop itself (optimizer, schedule, accumulation, precision, DDP, checkpoints, time limit) is
-`llmrec.train_loop`.
+`llmrec.training.loop`.
 """
 
 from __future__ import annotations
@@ -42,17 +42,17 @@ from llmrec.data.contract import Dataset
 from llmrec.data.sequences import AUTO as AUTO_VALIDATION
 from llmrec.data.sequences import hold_out_last as sequences_hold_out_last
 from llmrec.data.sequences import timed_sequences
-from llmrec.distributed import Distributed
 from llmrec.errors import DataError
-from llmrec.hybrid_blend import HeldOut, Scoring, choose_blend, validation_ndcg_full
 from llmrec.models.backbone import resolve_backbone
 from llmrec.models.collaborative import ease_matrix, most_consumed, sequence_matrix
 from llmrec.models.cross_encoder import pick_device
 from llmrec.models.hybrid import SUPPORT_BUCKETS, UNKNOWN, Hybrid, HybridConfig, HybridNet
 from llmrec.models.text import TextConfig, item_texts
 from llmrec.models.tuning import Choice, ValidationSlice, choose_ease_l2
-from llmrec.train_loop import LoopTask, checkpoint_digest, remove_checkpoint, run_loop, seed_everything
-from llmrec.training import TrainResult, train_result
+from llmrec.training.blend import HeldOut, Scoring, choose_blend, validation_ndcg_full
+from llmrec.training.common import TrainResult, train_result
+from llmrec.training.distributed import Distributed
+from llmrec.training.loop import LoopTask, checkpoint_digest, remove_checkpoint, run_loop, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -295,7 +295,7 @@ def fit_hybrid(
 ) -> tuple[Hybrid, TrainResult]:
     """Train a hybrid (or, with hybrid.text false, SASRec) model; nothing is saved (see `train_hybrid`). With validation,
     the last consumption of `validation_users` users (None = all) is held out (`llmrec.data.sequences.hold_out_last`):
-    training keeps the best step's weights and the parts' blend is chosen on it (`llmrec.hybrid_blend`)."""
+    training keeps the best step's weights and the parts' blend is chosen on it (`llmrec.training.blend`)."""
     seed_everything(train_params.seed)
     dist = Distributed.from_env(pick_device(train_params.device))
     device = dist.device_for(pick_device(train_params.device))

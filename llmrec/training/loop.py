@@ -10,7 +10,7 @@ groups, and a loss over a micro-batch of example indices); `run_loop` does every
   gradient scaler on older GPUs, fp32 elsewhere (autocast on a CPU is ~5x slower, so never by default);
 - length-grouped batches (`train.group_by_length`): within windows of 50 batches, examples are sorted
   by length before being cut into batches, so each batch pads little; batch order stays random;
-- data parallel across processes started by torchrun / accelerate launch (`llmrec.distributed`):
+- data parallel across processes started by torchrun / accelerate launch (`llmrec.training.distributed`):
   every process takes its own share of each global batch and DDP averages the gradients;
 - checkpoints every `train.checkpoint_every` steps and exact resume (weights, optimizer, scheduler,
   gradient scaler, data order and cursor, every RNG), written atomically by the main process;
@@ -41,8 +41,8 @@ from tqdm.auto import tqdm
 
 from llmrec.config import ModelParams, TrainParams
 from llmrec.data.contract import Dataset
-from llmrec.distributed import Distributed
 from llmrec.errors import ConfigError, DataError, ModelError
+from llmrec.training.distributed import Distributed
 
 log = logging.getLogger(__name__)
 
