@@ -195,7 +195,12 @@ def test_a_time_stop_before_validation_levels_off_is_under_trained():
     assert under_trained(_result(TIME_LIMIT, flat, 10)) == (False, "stopped by time at step 38 of 1,131; validation had levelled off (best at step 10)")
     assert under_trained(_result(TIME_LIMIT, [], None))[0]  # nothing says it had levelled off
     assert not under_trained(_result(EARLY_STOPPING, flat, 10))[0]
-    assert not under_trained(_result(COMPLETED, [], None, steps=1131))[0]
+    assert under_trained(_result(COMPLETED, [], None, steps=1131)) == (False, "completed 1,131 steps")
+    # the planned length ran out while validation still rose: not under-trained (a budget choice), but said
+    short, note = under_trained(_result(COMPLETED, rising, 38, steps=38))
+    assert not short and note.startswith("completed 38 steps with validation still rising (best at step 38)")
+    assert "train.max_epochs" in note
+    assert under_trained(_result(COMPLETED, flat, 10, steps=38)) == (False, "completed 38 steps")
 
 
 def test_training_stopped_by_the_clock_says_it_is_under_trained(split, tiny_backbone, tmp_path, caplog):

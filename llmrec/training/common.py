@@ -83,7 +83,7 @@ def token_lengths(tokenizer: object, texts: list[str]) -> dict[str, int]:
 
 def train_result(out: str | Path, loop: LoopResult, examples: int, device: torch.device) -> TrainResult:
     short, note = under_trained(loop)
-    if short:
+    if short or "still rising" in note:
         log.warning("%s: %s", out, note)
     return TrainResult(
         model_dir=str(out),

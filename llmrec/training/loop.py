@@ -313,6 +313,11 @@ def under_trained(result: LoopResult) -> tuple[bool, str]:
     if result.stopped == EARLY_STOPPING:
         return False, f"stopped early at step {steps:,} of {result.planned_steps:,} (validation best at step {result.best_step:,})"
     if result.stopped != TIME_LIMIT:
+        recent = [r["step"] for r in result.validation[-RISING_VALIDATIONS:]]
+        if result.validation and result.best_step in recent and len(result.validation) > RISING_VALIDATIONS:
+            # the planned length ran out, not the clock: a budget choice, so a hint rather than a flag
+            return False, (f"completed {steps:,} steps with validation still rising (best at step {result.best_step:,}): "
+                           "a longer training (train.max_epochs, train.max_steps) may rank better")
         return False, f"completed {steps:,} steps"
     where = f"stopped by time at step {steps:,} of {result.planned_steps:,}"
     if not result.validation:
