@@ -374,13 +374,21 @@ def _exit_alert(alert: Any) -> None:
     raise typer.Exit(1)
 
 
+DEMO_BUDGET = "cpu-3min"
+
+
 @app.command()
 def demo(
     preset: Annotated[Optional[str], typer.Option(help="Synthetic size preset (default synthetic.preset).")] = None,
 ) -> None:
-    """The story end to end: period 1 -> bootstrap a champion; period 2 arrives -> drift -> challenger -> decision."""
+    """The story end to end: period 1 -> bootstrap a champion; period 2 arrives -> drift -> challenger -> decision.
+
+    It trains the hybrid, llmrec's best ranker, at the budget cpu-3min unless --budget names another.
+    """
     from llmrec.data.synthetic import generate as gen
 
+    if State.params().budget is None:
+        State.overrides = [f"budget={DEMO_BUDGET}", *State.overrides]  # --set still wins
     params = State.params()
     syn = params.synthetic.model_copy(update={"preset": preset} if preset else {})
     out = Path(params.data.path)

@@ -185,22 +185,14 @@ def run_train(params: Params, progress: bool = True) -> dict[str, Any]:
     """Fine-tune the ranker on the training part of the temporal split."""
     split = _split(params)
     train = split.train
-    if params.train.max_train_impressions and params.model.type != "hybrid":  # the hybrid reads whole user sequences
+    from llmrec.training import TRAINERS
+    from llmrec.training import train as train_model
+
+    if params.train.max_train_impressions and not TRAINERS[params.model.type].whole_histories:
         recent = train.impressions.sort_values("timestamp", kind="stable").tail(params.train.max_train_impressions)
         train = train.restrict(recent["impression_id"])
     train = with_context(train, split.train, params.train.negatives_per_positive, params.train.seed)
-    if params.model.type == "two-tower":
-        from llmrec.training.two_tower import train_two_tower
-
-        result = train_two_tower(train, params.model, params.train, params.train.out, progress=progress, pooling=params.model.pooling)
-    elif params.model.type == "hybrid":
-        from llmrec.training.hybrid import train_hybrid
-
-        result = train_hybrid(train, params.model, params.train, params.train.out, progress=progress)
-    else:
-        from llmrec.training.cross_encoder import train_cross_encoder
-
-        result = train_cross_encoder(train, params.model, params.train, params.train.out, progress=progress)
+    result = train_model(params.model.type, train, params.model, params.train, params.train.out, progress=progress)
     from llmrec.models.cross_encoder import fingerprint
     from llmrec.training.distributed import is_main_process
 

@@ -155,3 +155,26 @@ def test_no_stage_reads_tables_of_a_failed_ingest_or_of_a_changed_source(tmp_pat
     assert result.exit_code == 1 and "the source changed since it was ingested (behaviors.tsv)" in result.output
     with pytest.raises(DataError, match="the source changed since it was ingested"):
         pipeline.run_version(load_params("none.yaml", [f"data.path={folder}"]))
+
+
+def test_the_demo_trains_the_hybrid_at_its_budget_unless_told_otherwise(project, monkeypatch):
+    """The demo's default model (the two-tower) ranked below the zero-shot backbone it starts from."""
+    import llmrec.cli as cli
+
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def first_round():  # what the retrain flow would get, then stop before training
+        seen.append(cli.State.params())
+        raise Stop
+
+    monkeypatch.setattr(cli, "_retrain_once", first_round)
+    cases = [([], ("hybrid", "cpu-3min")), (["--budget", "cpu-10min"], ("hybrid", "cpu-10min")),
+             (["--set", "model.type=two-tower"], ("two-tower", "cpu-3min"))]
+    for args, expected in cases:
+        result = runner.invoke(app, [*args, "demo", "--preset", "tiny"])
+        assert isinstance(result.exception, Stop), result.output
+        assert (seen[-1].model.type, seen[-1].budget) == expected
+    assert seen[0].train.max_steps == 600 and seen[0].train.eval_every == 100  # the budget's length, validated

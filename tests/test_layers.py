@@ -103,3 +103,32 @@ def test_the_rule_sees_a_violation(tmp_path):
                       "def f():\n    from llmrec.evaluation import evaluate\n")
     assert imports(module) == [("llmrec.evaluation.evaluate", 5)]
     assert layer("llmrec.evaluation.evaluate") > layer("llmrec.models.ranker") > layer("llmrec.data.contract") > layer("llmrec.metrics")
+
+
+def test_every_model_type_has_one_class_and_one_trainer_and_nothing_else_switches_on_the_type():
+    """The model types live in two tables (llmrec.models.ranker.MODEL_CLASSES, llmrec.training.TRAINERS);
+    nothing else in llmrec/ compares model.type with a type name."""
+    import importlib
+    import typing
+
+    from llmrec.config import ModelParams
+    from llmrec.models.ranker import MODEL_CLASSES
+    from llmrec.training import TRAINERS
+
+    choices = set(typing.get_args(ModelParams.model_fields["type"].annotation))
+    assert set(MODEL_CLASSES) == set(TRAINERS) == choices
+    for module, name in MODEL_CLASSES.values():
+        cls = getattr(importlib.import_module(module), name)
+        assert all(callable(getattr(cls, m, None)) for m in ("load", "save", "scorer", "text_scorer", "catalogue_scorer"))
+        assert isinstance(cls.ranks_catalogue, bool)
+    for trainer in TRAINERS.values():
+        module, name = trainer.function.split(":")
+        assert callable(getattr(importlib.import_module(module), name))
+    switches = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare) and "type" in ast.unparse(node.left).split(".")[-1]:
+                values = {c.value for c in node.comparators if isinstance(c, ast.Constant)}
+                if values & choices:
+                    switches.append(f"{path.relative_to(REPO)}:{node.lineno}: {ast.unparse(node)}")
+    assert not switches, "switches on the model type outside the registry:\n" + "\n".join(switches)

@@ -47,6 +47,9 @@ def pick_device(device: str = "auto") -> torch.device:
 
 @dataclass
 class CrossEncoder:
+    """A pair scorer: [history texts] [SEP] [candidate text] -> relevance, one transformer pass per pair."""
+
+    ranks_catalogue = False  # one pass per (user, item): it re-ranks short lists
     model: torch.nn.Module
     tokenizer: object
     text: TextConfig
@@ -118,6 +121,21 @@ class CrossEncoder:
                 batch = self.encode([users[i] for i in idx], [items[i] for i in idx])
                 out[idx] = self.forward(batch).float().cpu().numpy()
         return out
+
+    def text_scorer(self, items_df=None, batch_size: int = 64):
+        """(history texts, oldest first; candidate texts) -> scores: the user text rendered as in training."""
+        from llmrec.models.text import render_user
+
+        def score(history, candidates) -> np.ndarray:
+            user = render_user(history, self.text)
+            return self.score([user] * len(candidates), list(candidates), batch_size=batch_size)
+
+        return score
+
+    def catalogue_scorer(self, items_df, batch_size: int = 64):
+        raise ModelError(
+            "a CrossEncoder scores (user, item) pairs one transformer pass each: it cannot rank a whole catalogue "
+            "for many users", fix="use a two-tower or hybrid model (model.type)")
 
     def scorer(self, items_df, batch_size: int = 64, progress: bool = False):
         """(frame with history, item_id) -> relevance scores, rendering texts exactly as in training."""

@@ -451,6 +451,8 @@ def _upgrade(meta: dict, state: dict[str, torch.Tensor], folder: Path) -> tuple[
 class Hybrid:
     """A trained hybrid model: text encoder (frozen, optional) + HybridNet + the item-id vocabulary."""
 
+    ranks_catalogue = True  # one matrix product scores every item for a user
+
     def __init__(self, net: HybridNet, vocab: Sequence[str], encoder: object | None, text: TextConfig,
                  backbone: str, max_length: int, device: torch.device = torch.device("cpu")) -> None:
         self.net = net.to(device)
@@ -606,6 +608,30 @@ class Hybrid:
         """A Scorer (frame -> scores) for evaluation and serving; item texts are rendered once."""
         texts = item_texts(items_df, self.text)
         return lambda frame: self._score_frame(frame, texts, batch_size, progress)
+
+    def text_scorer(self, items_df: pd.DataFrame | None = None, batch_size: int = 64):
+        """(history texts, oldest first; candidate texts) -> scores: `score_texts` over the catalogue's texts,
+        whose vectors are encoded now, once; a text equal to a catalogue item's is that item (ids included)."""
+        catalogue = item_texts(items_df, self.text) if items_df is not None else {}
+        if catalogue:
+            self.item_vectors(list(catalogue), catalogue, batch_size)
+        return lambda history, candidates: self.score_texts(history, candidates, catalogue, batch_size=batch_size)
+
+    def catalogue_scorer(self, items_df: pd.DataFrame, batch_size: int = 64):
+        """(histories: space-separated ids; ages in hours or None) -> users x items scores, one matrix product
+        over the item vectors, computed once (items in the rows' order of `items_df`)."""
+        ids = items_df["item_id"].astype(str).tolist()
+        texts = item_texts(items_df, self.text)
+        vectors, bias = self.item_vectors(ids, texts, batch_size)
+
+        def score(histories: Sequence[str], ages: np.ndarray | None) -> np.ndarray:
+            users = self.user_vectors(list(histories), texts, batch_size)
+            hours = np.full(len(ids), np.nan, dtype=np.float32) if ages is None else np.asarray(ages, dtype=np.float32)
+            with torch.inference_mode():
+                offsets = bias + self.net.age_bias(torch.from_numpy(hours).to(self.device))
+                return (users @ vectors.T / self.config.temperature + offsets).float().cpu().numpy()
+
+        return score
 
     def score_texts(self, history: Sequence[str], candidates: Sequence[str], catalogue: Mapping[str, str],
                     batch_size: int = 64) -> np.ndarray:

@@ -1,7 +1,11 @@
 """Load any saved ranker by the type in its `llmrec.json`, and get a Scorer for it.
 
-Training, evaluation, the MLflow pyfunc model and the REST server all go through here, so a new
-model type is one branch in each function.
+Training, evaluation, the MLflow pyfunc model and the REST server all go through here. Every model class
+offers the same interface: `load(folder, device)`, `save(folder)`, `scorer(items, batch_size, progress)`
+(frames of (history, item_id) -> scores), `text_scorer(items, batch_size)` (history texts, candidate texts ->
+scores), `catalogue_scorer(items, batch_size)` (histories -> users x items scores; a pair scorer raises) and
+`ranks_catalogue`. A new model type is one class and one line in `MODEL_CLASSES` (and its trainer in
+`llmrec.training.TRAINERS`).
 """
 
 from __future__ import annotations
@@ -27,29 +31,27 @@ def ranker_type(folder: str | Path) -> str:
     return json.loads(meta.read_text()).get("type", CROSS_ENCODER)
 
 
+MODEL_CLASSES = {  # type name in llmrec.json -> (module, class), imported when a folder of the type is loaded
+    CROSS_ENCODER: ("llmrec.models.cross_encoder", "CrossEncoder"),
+    TWO_TOWER: ("llmrec.models.two_tower", "TwoTower"),
+    HYBRID: ("llmrec.models.hybrid", "Hybrid"),
+}
+
+
 def load_ranker(folder: str | Path, device: str = "auto") -> Any:
-    """A CrossEncoder or TwoTower, whichever the folder holds."""
+    """The ranker a saved folder holds, of whichever type its llmrec.json names."""
+    import importlib
+
     kind = ranker_type(folder)
-    if kind == TWO_TOWER:
-        from llmrec.models.two_tower import TwoTower
-
-        return TwoTower.load(folder, device=device)
-    if kind == HYBRID:
-        from llmrec.models.hybrid import Hybrid
-
-        return Hybrid.load(folder, device=device)
-    if kind == CROSS_ENCODER:
-        from llmrec.models.cross_encoder import CrossEncoder
-
-        return CrossEncoder.load(folder, device=device)
-    raise ModelError(f"unknown model type {kind!r} in {folder}/llmrec.json", fix=f"expected {CROSS_ENCODER}, {TWO_TOWER} or {HYBRID}")
+    if kind not in MODEL_CLASSES:
+        raise ModelError(f"unknown model type {kind!r} in {folder}/llmrec.json", fix=f"expected one of {', '.join(MODEL_CLASSES)}")
+    module, name = MODEL_CLASSES[kind]
+    return getattr(importlib.import_module(module), name).load(folder, device=device)
 
 
 def is_pair_scorer(ranker: Any) -> bool:
     """Pair scorers cost one transformer pass per (user, item): they re-rank lists, not catalogues."""
-    from llmrec.models.cross_encoder import CrossEncoder
-
-    return isinstance(ranker, CrossEncoder)
+    return not ranker.ranks_catalogue
 
 
 def ranker_scorer(ranker: Any, items: pd.DataFrame, batch_size: int = 64, progress: bool = False):
@@ -70,33 +72,7 @@ def text_scorer(ranker: Any, items: pd.DataFrame | None = None, batch_size: int 
     encoded per call. A hybrid model recognises catalogue texts as their items (ids included); other
     texts are cold items. A cross-encoder renders the user text with `render_user`, as training did.
     """
-    from llmrec.models.hybrid import Hybrid
-    from llmrec.models.text import item_texts, render_user
-    from llmrec.models.two_tower import TwoTower
-
-    if isinstance(ranker, Hybrid):
-        catalogue = item_texts(items, ranker.text) if items is not None else {}
-        if catalogue:
-            ranker.item_vectors(list(catalogue), catalogue, batch_size)  # encode the catalogue's texts now, once
-
-        def hybrid(history: Sequence[str], candidates: Sequence[str]) -> np.ndarray:
-            return ranker.score_texts(history, candidates, catalogue, batch_size=batch_size)
-
-        return hybrid
-    if isinstance(ranker, TwoTower):
-        if items is not None:
-            ranker.item_matrix(items, batch_size=batch_size)
-
-        def two_tower(history: Sequence[str], candidates: Sequence[str]) -> np.ndarray:
-            return ranker.score_texts(history, candidates, batch_size=batch_size)
-
-        return two_tower
-
-    def cross_encoder(history: Sequence[str], candidates: Sequence[str]) -> np.ndarray:
-        user = render_user(history, ranker.text)
-        return ranker.score([user] * len(candidates), list(candidates), batch_size=batch_size)
-
-    return cross_encoder
+    return ranker.text_scorer(items, batch_size)
 
 
 CatalogueScorer = Callable[[Sequence[str], "np.ndarray | None"], np.ndarray]
@@ -106,37 +82,4 @@ def catalogue_scorer(ranker: Any, items: pd.DataFrame, batch_size: int = 64) -> 
     """(histories: space-separated ids, oldest first; each item's age in hours or None) -> scores (users x items, in
     the rows' order of `items`): what `ranker_scorer` gives every (history, item) pair, as one matrix product over
     the item vectors, computed once. Vector models only (two-tower, hybrid); a cross-encoder raises ModelError."""
-    import torch
-
-    from llmrec.models.hybrid import Hybrid
-    from llmrec.models.text import item_texts
-    from llmrec.models.two_tower import TwoTower
-
-    ids = items["item_id"].astype(str).tolist()
-    if isinstance(ranker, Hybrid):
-        texts = item_texts(items, ranker.text)
-        vectors, bias = ranker.item_vectors(ids, texts, batch_size)
-
-        def hybrid(histories: Sequence[str], ages: np.ndarray | None) -> np.ndarray:
-            users = ranker.user_vectors(list(histories), texts, batch_size)
-            hours = np.full(len(ids), np.nan, dtype=np.float32) if ages is None else np.asarray(ages, dtype=np.float32)
-            with torch.inference_mode():
-                offsets = bias + ranker.net.age_bias(torch.from_numpy(hours).to(ranker.device))
-                return (users @ vectors.T / ranker.config.temperature + offsets).float().cpu().numpy()
-
-        return hybrid
-    if isinstance(ranker, TwoTower):
-        texts = item_texts(items, ranker.text)
-        order, matrix = ranker.item_matrix(items, batch_size)
-        rows = {item: k for k, item in enumerate(order)}
-        matrix = matrix[torch.as_tensor([rows[i] for i in ids], device=matrix.device)]
-
-        def two_tower(histories: Sequence[str], ages: np.ndarray | None) -> np.ndarray:
-            users = ranker.user_vectors(list(histories), texts, batch_size)
-            with torch.inference_mode():
-                return (users @ matrix.T / ranker.temperature).float().cpu().numpy()
-
-        return two_tower
-    raise ModelError(
-        f"a {type(ranker).__name__} scores (user, item) pairs one transformer pass each: it cannot rank a whole catalogue "
-        "for many users", fix="use a two-tower or hybrid model (model.type)")
+    return ranker.catalogue_scorer(items, batch_size)

@@ -131,6 +131,8 @@ class TwoTowerNet(torch.nn.Module):
 class TwoTower:
     """Item tower (backbone) + user tower (history pooling); score = dot / temperature."""
 
+    ranks_catalogue = True  # one matrix product scores every item for a user
+
     def __init__(
         self,
         encoder: torch.nn.Module,
@@ -451,6 +453,29 @@ class TwoTower:
         order = np.argsort(-scores, kind="stable")[:k]
         order = order[np.isfinite(scores[order])]
         return pd.DataFrame({"item_id": [ids[i] for i in order], "score": scores[order], "rank": np.arange(1, len(order) + 1)})
+
+    def text_scorer(self, items_df: pd.DataFrame | None = None, batch_size: int = 64):
+        """(history texts, oldest first; candidate texts) -> scores: `score_texts`, the catalogue's vectors
+        (`items_df`) encoded now, once."""
+        if items_df is not None:
+            self.item_matrix(items_df, batch_size=batch_size)
+        return lambda history, candidates: self.score_texts(history, candidates, batch_size=batch_size)
+
+    def catalogue_scorer(self, items_df: pd.DataFrame, batch_size: int = 64):
+        """(histories: space-separated ids; ages, unused) -> users x items scores, one matrix product over the
+        item vectors, computed once (items in the rows' order of `items_df`)."""
+        ids = items_df["item_id"].astype(str).tolist()
+        texts = item_texts(items_df, self.text)
+        order, matrix = self.item_matrix(items_df, batch_size)
+        rows = {item: k for k, item in enumerate(order)}
+        matrix = matrix[torch.as_tensor([rows[i] for i in ids], device=matrix.device)]
+
+        def score(histories: Sequence[str], ages: np.ndarray | None) -> np.ndarray:
+            users = self.user_vectors(list(histories), texts, batch_size)
+            with torch.inference_mode():
+                return (users @ matrix.T / self.temperature).float().cpu().numpy()
+
+        return score
 
     def score_texts(self, history: Sequence[str], candidates: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Scores of candidate item *texts* for one user given by the texts of their history items (oldest first).

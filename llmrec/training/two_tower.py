@@ -155,9 +155,11 @@ def train_two_tower(
     out: str | Path,
     on_step: Callable[[int, float], None] | None = None,
     progress: bool = True,
-    pooling: str = "mean",
+    pooling: str | None = None,
 ) -> TrainResult:
-    """Fine-tune a two-tower model on `train` and save it to `out` (see the module docstring)."""
+    """Fine-tune a two-tower model on `train` and save it to `out` (see the module docstring); `pooling`
+    overrides model.pooling."""
+    pooling = pooling or model_params.pooling
     seed_everything(train_params.seed)
     dist = Distributed.from_env(pick_device(train_params.device))
     device = dist.device_for(pick_device(train_params.device))
