@@ -82,11 +82,13 @@ def test_text_scorer_equals_the_id_scorer(models, kind):
     candidates = ["N5", "N6", "N7", "N0", "N9"]
     by_id = ranker_scorer(ranker, ITEMS)(pd.DataFrame({"history": " ".join(history), "item_id": candidates}))
     by_text = text_scorer(ranker, ITEMS)([texts[i] for i in history], [texts[i] for i in candidates])
-    np.testing.assert_allclose(by_text, by_id, rtol=1e-5, atol=1e-9)
+    # float32 scores summed in another order (batching, torch threads) differ by about 1e-7 of the largest score
+    atol = 1e-5 * float(np.abs(by_id).max())
+    np.testing.assert_allclose(by_text, by_id, rtol=1e-5, atol=atol)
     older = text_scorer(ranker, ITEMS)([texts[i] for i in history[:3]], [texts[i] for i in candidates])
-    assert not np.allclose(older, by_id, rtol=1e-5, atol=1e-9)  # a different (newest-3) history, different scores
+    assert not np.allclose(older, by_id, rtol=1e-5, atol=atol)  # a different (newest-3) history, different scores
     empty = text_scorer(ranker, ITEMS)([], [texts[i] for i in candidates])
-    np.testing.assert_allclose(empty, ranker_scorer(ranker, ITEMS)(pd.DataFrame({"history": "", "item_id": candidates})), rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(empty, ranker_scorer(ranker, ITEMS)(pd.DataFrame({"history": "", "item_id": candidates})), rtol=1e-5, atol=atol)
 
 
 def test_two_tower_text_scoring_uses_the_catalogue_cache_and_never_grows_it(models):
