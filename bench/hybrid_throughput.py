@@ -49,7 +49,10 @@ def _one(log: str, model: str, steps: int, data_dir: str) -> dict:
     import llmrec
     from llmrec.config import SasrecParams, load_params
     from llmrec.data.ingest import load_source
-    from llmrec.training.hybrid import fit_hybrid
+    try:
+        from llmrec.training.hybrid import fit_hybrid
+    except ImportError:  # checkouts before training became a package
+        from llmrec.training_hybrid import fit_hybrid
 
     params = load_params(_params_file(), ["budget=cpu-10min"])
     train = load_source(data_dir).dataset
