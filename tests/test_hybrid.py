@@ -529,3 +529,30 @@ def test_padding_is_never_attended_so_its_amount_changes_nothing():
     short = user(4)
     torch.testing.assert_close(user(10), short)  # seven padding positions instead of one
     torch.testing.assert_close(user(10, torch.tensor([1, 2, 3, 4, 5, 6, 1, 2, 3, 4])), short)  # beside a full window
+
+
+def test_the_fitted_blend_is_judged_on_cases_it_was_not_fitted_on(monkeypatch):
+    """A blend scored on the cases it was fitted on looks better than it will on new data, and was kept over a part
+    that then ranked the test consumptions better: its quality is cross-fitted (each half scored by the other's fit)."""
+    import llmrec.training.blend as blend
+
+    gen = torch.Generator().manual_seed(0)
+    cases, candidates = 61, 30
+    answers = torch.randint(0, candidates, (cases,), generator=gen)
+    real = torch.randn(cases, candidates, generator=gen)
+    real[torch.arange(cases), answers] += 1.0
+    parts = {"real": real, "noise": 3 * torch.randn(cases, candidates, generator=gen)}
+    offsets = torch.zeros(cases, candidates)
+    offsets[:, 0] = torch.arange(cases, dtype=torch.float32)  # tags each case (the fit's offset weight is >= 0)
+    data = blend._Cases(parts, offsets, torch.ones(cases, candidates, dtype=torch.bool), answers)
+    groups = torch.randint(0, 5, (candidates,), generator=gen)
+    fitted_on, fit = [], blend._fit
+
+    def recording(subset, *args, **kwargs):
+        fitted_on.append(set(subset.offsets[:, 0].long().tolist()))
+        return fit(subset, *args, **kwargs)
+
+    monkeypatch.setattr(blend, "_fit", recording)
+    at10, full = blend._cross_fitted_quality(data, groups, 5)
+    assert len(fitted_on) == 2 and fitted_on[0].isdisjoint(fitted_on[1]) and fitted_on[0] | fitted_on[1] == set(range(cases))
+    assert at10.shape == full.shape == (cases,) and bool(((0 <= full) & (full <= 1) & (at10 <= full + 1e-9)).all())

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -31,10 +32,18 @@ def _stack(project: Path, command: str) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", "infra/local/stack.sh", command], cwd=project, env=env, capture_output=True, text=True, timeout=400)
 
 
-def api(path: str, body: dict | None = None):
+def api(path: str, body: dict | None = None, attempts: int = 6):
+    """A call to the Prefect server's REST API; 503 (its database busy on a loaded machine) is retried, as
+    Prefect's own client does."""
     request = urllib.request.Request(f"{API}{path}", data=None if body is None else json.dumps(body).encode(),
                                      headers={"content-type": "application/json"}, method="GET" if body is None else "POST")
-    return json.loads(urllib.request.urlopen(request, timeout=30).read())
+    for attempt in range(attempts):
+        try:
+            return json.loads(urllib.request.urlopen(request, timeout=30).read())
+        except urllib.error.HTTPError as error:
+            if error.code != 503 or attempt == attempts - 1:
+                raise
+            time.sleep(2 * (attempt + 1))
 
 
 def run_deployment(name: str, parameters: dict, timeout: float = 420) -> dict:

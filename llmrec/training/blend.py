@@ -10,7 +10,8 @@ by maximum likelihood on the held-out consumptions (`llmrec.data.sequences.hold_
 them, EASE included), each ranked against the training catalogue minus the user's history (on logs with
 impressions: against its own impression's logged items). The fitted blend is kept only if it ranks the held-out
 consumptions (nDCG@10, then nDCG over the whole ranking) at least as well as the model as trained and as each
-part alone; otherwise the best of those is kept. So on held-out data the hybrid never ranks below one of its
+part alone, its own quality measured by cross-fitting (each half of the cases scored by weights fitted on the
+other half, so the choice is not flattered by the fit); otherwise the best of those is kept. So on held-out data the hybrid never ranks below one of its
 parts, whatever the length of its training.
 
 Every part's score is the dot product of a slice of the user vector and of the item vector, so a blend is a
@@ -177,8 +178,10 @@ def choose_blend(net: HybridNet, scoring: Scoring, held: HeldOut) -> BlendChoice
             candidates[name] = (alone, 0.0)
     quality = {}
     for name, (w, o) in candidates.items():
-        logits = _blended(cases, w, o, groups)
-        at10, full = ranking_quality(logits, cases.allowed, cases.answers)
+        if name == "fitted":
+            at10, full = _cross_fitted_quality(cases, groups, len(set(BLEND_GROUPS)))
+        else:  # nothing of these was fitted on the held-out cases: scoring them there is honest
+            at10, full = ranking_quality(_blended(cases, w, o, groups), cases.allowed, cases.answers)
         quality[name] = (float(at10.mean()), float(full.mean()))
     best = max(candidates, key=lambda n: (quality[n], n == "fitted"))
     w, o = candidates[best]
@@ -211,6 +214,28 @@ def _collect(net: HybridNet, scoring: Scoring, held: HeldOut) -> _Cases:
     parts = {name: torch.cat([b[0][name] for b in blocks]).float() for name in blocks[0][0]}
     return _Cases(parts, torch.cat([b[1] for b in blocks]).float(), torch.cat([b[2] for b in blocks]),
                   torch.cat([b[3] for b in blocks]))
+
+
+def _subset(cases: _Cases, rows: torch.Tensor) -> _Cases:
+    return _Cases({n: v[rows] for n, v in cases.parts.items()}, cases.offsets[rows], cases.allowed[rows], cases.answers[rows])
+
+
+def _cross_fitted_quality(cases: _Cases, groups: torch.Tensor, n_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per case (nDCG@10, nDCG) of the fitted blend, each half of the cases scored by weights fitted on the other
+    half: a blend scored on the cases it was fitted on looks better than it will on new data, and was kept over
+    a part that then ranked the test consumptions better."""
+    n = len(cases.answers)
+    if n < 4:
+        weights, offset = _fit(cases, groups, n_groups)
+        return ranking_quality(_blended(cases, weights, offset, groups), cases.allowed, cases.answers)
+    folds = [torch.arange(0, n, 2), torch.arange(1, n, 2)]
+    at10, full = torch.empty(n), torch.empty(n)
+    for fit_rows, test_rows in (folds, folds[::-1]):
+        weights, offset = _fit(_subset(cases, fit_rows), groups, n_groups)
+        test = _subset(cases, test_rows)
+        a, f = ranking_quality(_blended(test, weights, offset, groups), test.allowed, test.answers)
+        at10[test_rows], full[test_rows] = a.float().cpu(), f.float().cpu()
+    return at10, full
 
 
 def _blended(cases: _Cases, weights: torch.Tensor, offset: float | torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
