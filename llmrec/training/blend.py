@@ -10,8 +10,9 @@ by maximum likelihood on the held-out consumptions (`llmrec.data.sequences.hold_
 them, EASE included), each ranked against the training catalogue minus the user's history (on logs with
 impressions: against its own impression's logged items). The fitted blend is kept only if it ranks the held-out
 consumptions (nDCG@10, then nDCG over the whole ranking) at least as well as the model as trained and as each
-part alone, its own quality measured by cross-fitting (each half of the cases scored by weights fitted on the
-other half, so the choice is not flattered by the fit); otherwise the best of those is kept. So on held-out data the hybrid never ranks below one of its
+part alone by more than one standard error of the paired difference, its own quality measured by cross-fitting
+(each half of the cases scored by weights fitted on the other half, so the choice is not flattered by the fit);
+otherwise the best of those is kept. So on held-out data the hybrid never ranks below one of its
 parts, whatever the length of its training.
 
 Every part's score is the dot product of a slice of the user vector and of the item vector, so a blend is a
@@ -67,10 +68,11 @@ class BlendChoice:
     ndcg: dict[str, float] = field(default_factory=dict)   # validation nDCG@10 of every candidate
     weights: dict[str, list[float]] = field(default_factory=dict)  # part -> weight per blend group (chosen)
     offsets: float = 1.0
+    margin: float = 0.0                # what the fitted blend had to gain over the best fixed choice
 
     def describe(self) -> str:
         tried = ", ".join(f"{name} {value:.4f}" for name, value in self.ndcg.items())
-        return f"blend: {self.chosen} (held-out nDCG@10: {tried})"
+        return f"blend: {self.chosen} (held-out nDCG@10: {tried}; the fitted blend had to gain more than {self.margin:.4f})"
 
 
 @contextlib.contextmanager
@@ -176,14 +178,20 @@ def choose_blend(net: HybridNet, scoring: Scoring, held: HeldOut) -> BlendChoice
             alone = torch.zeros_like(weights)
             alone[:, k] = 1.0
             candidates[name] = (alone, 0.0)
-    quality = {}
+    quality, per_case = {}, {}
     for name, (w, o) in candidates.items():
         if name == "fitted":
             at10, full = _cross_fitted_quality(cases, groups, len(set(BLEND_GROUPS)))
         else:  # nothing of these was fitted on the held-out cases: scoring them there is honest
             at10, full = ranking_quality(_blended(cases, w, o, groups), cases.allowed, cases.answers)
+        per_case[name] = at10.double().cpu()
         quality[name] = (float(at10.mean()), float(full.mean()))
-    best = max(candidates, key=lambda n: (quality[n], n == "fitted"))
+    simpler = max((n for n in candidates if n != "fitted"), key=lambda n: quality[n])
+    gain = per_case["fitted"] - per_case[simpler]
+    # the fitted blend's many weights must beat the best fixed choice by more than one standard error of the paired
+    # difference: a gain within noise on the held-out cases did not hold on the next consumptions
+    margin = float(gain.std() / math.sqrt(len(gain))) if len(gain) > 1 else 0.0
+    best = "fitted" if float(gain.mean()) > margin else simpler
     w, o = candidates[best]
     with torch.no_grad():
         for k, name in enumerate(names):
@@ -192,7 +200,7 @@ def choose_blend(net: HybridNet, scoring: Scoring, held: HeldOut) -> BlendChoice
             net.blend[:, PARTS.index(name)] = 0.0
         net.offset_scale.fill_(o)
     return BlendChoice(best, {n: q[0] for n, q in quality.items()},
-                       {n: [round(float(v), 4) for v in w[:, k]] for k, n in enumerate(names)}, float(o))
+                       {n: [round(float(v), 4) for v in w[:, k]] for k, n in enumerate(names)}, float(o), margin)
 
 
 @dataclass
