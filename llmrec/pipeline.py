@@ -276,13 +276,15 @@ def run_evaluate(params: Params, with_champion: bool = True, progress: bool = Tr
     training = _training_record(params)
     if training:
         report.holdout["training"] = training
-    paths = report.save(params.eval.out)
+    from llmrec.evaluation.report import save_report, to_markdown
+
+    paths = save_report(report, params.eval.out)
     _write_plot(params, "rankers.csv", report.table().rename_axis("ranker").reset_index())
     return {
         "metrics": report.metrics,
         "holdout": report.holdout,
         "comparisons": report.comparisons,
-        "markdown": report.to_markdown(),
+        "markdown": to_markdown(report),
         "report_html": str(paths["html"]),
     }
 

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,6 +12,7 @@ from llmrec.data.contract import UNLABELED, Dataset
 from llmrec.evaluation import protocols
 from llmrec.evaluation.baselines import popularity_scorer, random_scorer  # noqa: F401  (re-exported for callers)
 from llmrec.evaluation.protocols import candidate_frame  # noqa: F401  (re-exported for callers)
+from llmrec.evaluation.results import EvalReport, ProtocolResult  # noqa: F401  (re-exported for callers)
 from llmrec.models.cross_encoder import CrossEncoder
 
 Scorer = Callable[[pd.DataFrame], np.ndarray]
@@ -33,94 +30,6 @@ def sample_impressions(holdout: Dataset, max_impressions: int, seed: int) -> Dat
 def model_scorer(model: CrossEncoder, items: pd.DataFrame, batch_size: int, progress: bool = False) -> Scorer:
     """Score candidates with a cross-encoder, rendering texts exactly as in training."""
     return model.scorer(items, batch_size, progress)
-
-
-@dataclass
-class ProtocolResult:
-    """Metrics of every ranker under one protocol."""
-
-    name: str
-    description: str
-    metrics: dict[str, dict[str, float]]  # ranker -> metric -> mean
-    intervals: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
-    per_impression: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
-    skipped: int = 0
-    n_impressions: int = 0
-    n_candidates: int = 0
-
-    def to_dict(self) -> dict:
-        return {
-            "description": self.description,
-            "metrics": self.metrics,
-            "intervals": {r: {m: list(ci) for m, ci in v.items()} for r, v in self.intervals.items()},
-            "skipped": self.skipped,
-            "impressions": self.n_impressions,
-            "candidates": self.n_candidates,
-        }
-
-
-@dataclass
-class EvalReport:
-    """Everything one evaluation found: protocols, comparisons, segments and plot data."""
-
-    protocols: dict[str, ProtocolResult]
-    primary: str
-    holdout: dict[str, object] = field(default_factory=dict)
-    comparisons: dict[str, dict] = field(default_factory=dict)
-    segments: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
-    segment_protocol: str = ""
-    ndcg_curve: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
-    score_samples: pd.DataFrame | None = field(default=None, repr=False)
-    confidence: float = 0.95
-    warm_cold: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)  # protocol, segment, ranker, n, value
-    warm_cold_comparisons: list[dict] = field(default_factory=list)           # model - other within warm / cold
-    warm_cold_labels: dict[str, pd.Series] = field(default_factory=dict, repr=False)  # protocol -> impression_id -> segment
-    baselines: dict[str, str] = field(default_factory=dict)  # baseline -> its chosen setting and training length
-
-    @property
-    def main(self) -> ProtocolResult:
-        """The protocol the promotion policy reads: each impression's own candidates."""
-        return self.protocols[self.segment_protocol]
-
-    @property
-    def metrics(self) -> dict[str, dict[str, float]]:
-        return self.main.metrics
-
-    @property
-    def per_impression(self) -> dict[str, pd.DataFrame]:
-        return self.main.per_impression
-
-    def table(self) -> pd.DataFrame:
-        return pd.DataFrame(self.metrics).T
-
-    def to_markdown(self) -> str:
-        from llmrec.evaluation.report import to_markdown
-
-        return to_markdown(self)
-
-    def save(self, folder: str | Path) -> dict[str, Path]:
-        """metrics.json, per-impression Parquet, report.md, report.html and plots/ under `folder`."""
-        from llmrec.evaluation.report import write_report
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        record = {
-            "metrics": self.metrics,
-            "protocol": self.segment_protocol,
-            "protocols": {name: p.to_dict() for name, p in self.protocols.items()},
-            "comparisons": self.comparisons,
-            "segments": self.segments.to_dict(orient="records"),
-            "warm_cold": self.warm_cold.to_dict(orient="records"),
-            "warm_cold_comparisons": self.warm_cold_comparisons,
-            "holdout": self.holdout,
-            "baselines": self.baselines,
-        }
-        (folder / "metrics.json").write_text(json.dumps(record, indent=2, default=float))
-        for protocol in self.protocols.values():
-            for name, frame in protocol.per_impression.items():
-                safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
-                frame.to_parquet(folder / f"per_impression_{protocol.name}_{safe}.parquet", index=False)
-        return write_report(self, folder)
 
 
 DESCRIPTIONS = {

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import base64
 import html
+import json
+import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:  # pragma: no cover
-    from llmrec.evaluation.evaluate import EvalReport
+from llmrec.evaluation.results import EvalReport
 
 SHOWN = ["auc", "mrr", "ndcg@5", "ndcg@10", "hr@10", "coverage@10", "pop_bias@10"]
 
@@ -235,3 +235,26 @@ def write_report(report: "EvalReport", folder: str | Path) -> dict[str, Path]:
     (folder / "report.md").write_text(md)
     (folder / "report.html").write_text(to_html(report, plots))
     return {"markdown": folder / "report.md", "html": folder / "report.html", **{p.stem: p for p in plots.values()}}
+
+
+def save_report(report: EvalReport, folder: str | Path) -> dict[str, Path]:
+    """metrics.json, per-impression Parquet, report.md, report.html and plots/ under `folder`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {
+        "metrics": report.metrics,
+        "protocol": report.segment_protocol,
+        "protocols": {name: p.to_dict() for name, p in report.protocols.items()},
+        "comparisons": report.comparisons,
+        "segments": report.segments.to_dict(orient="records"),
+        "warm_cold": report.warm_cold.to_dict(orient="records"),
+        "warm_cold_comparisons": report.warm_cold_comparisons,
+        "holdout": report.holdout,
+        "baselines": report.baselines,
+    }
+    (folder / "metrics.json").write_text(json.dumps(record, indent=2, default=float))
+    for protocol in report.protocols.values():
+        for name, frame in protocol.per_impression.items():
+            safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
+            frame.to_parquet(folder / f"per_impression_{protocol.name}_{safe}.parquet", index=False)
+    return write_report(report, folder)

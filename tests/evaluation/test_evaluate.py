@@ -88,7 +88,9 @@ def test_report_has_protocols_intervals_segments_and_plots(mind_setup, tmp_path:
         table = report.warm_cold.query("protocol == @name and ranker == 'popularity'").set_index("segment")["n"]
         assert table.to_dict() == scored.value_counts().to_dict()
 
-    paths = report.save(tmp_path)
+    from llmrec.evaluation.report import save_report
+
+    paths = save_report(report, tmp_path)
     for name in ("report.md", "report.html", "metrics.json", "plots/ndcg_at_k.png", "plots/segments.png", "plots/scores.png"):
         assert (tmp_path / name).is_file(), name
     md = (tmp_path / "report.md").read_text()
