@@ -67,7 +67,7 @@ def main() -> None:
         fit = with_context(split.train.restrict(recent["impression_id"]), split.train, params.train.negatives_per_positive, params.train.seed)
 
         start = time.perf_counter()
-        train_two_tower(fit, params.model, params.train, tmp / "two_tower", progress=False, pooling=params.model.pooling)
+        train_two_tower(fit, params.model, params.train, tmp / "two_tower", progress=False, pooling=params.model.two_tower.pooling)
         timings["two_tower_train_s"] = time.perf_counter() - start
         start = time.perf_counter()
         hybrid_train = hybrid_params.train.model_copy(update={"checkpoint_every": 0})

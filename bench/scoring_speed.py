@@ -114,7 +114,7 @@ def main() -> None:
     per_phase = reset_peak_rss()
 
     # -- cross-encoder ---------------------------------------------------------------------------------------------
-    ce_text = TextConfig(max_history=params.model.max_history)
+    ce_text = TextConfig(max_history=params.model.cross_encoder.max_history)
     cross = CrossEncoder.from_backbone(backbone, ce_text, params.model.max_length, "default", args.device)
     ce_texts = item_texts(items, ce_text)
     user = user_text(history, ce_texts, ce_text)
@@ -177,7 +177,7 @@ def main() -> None:
         "backbone": "all-MiniLM-L6-v2 (bundled), untrained head / towers",
         "batch_size": batch_size,
         "max_length": params.model.max_length,
-        "cross_encoder_history_titles": params.model.max_history,
+        "cross_encoder_history_titles": params.model.cross_encoder.max_history,
         "two_tower_history_items": DEFAULT_MAX_HISTORY,
         "rows": rows,
         "two_tower_catalogue_encoding": {"items": CATALOGUE, "texts_encoded": encoded, "seconds": encode_seconds,
@@ -209,7 +209,7 @@ def main() -> None:
         f"Machine: {torch.get_num_threads()} torch thread(s) of {os.cpu_count()} shared cores, load average "
         f"{load_before[0]:.1f} before / {load_after[0]:.1f} after, {platform.platform()}, torch {torch.__version__}. "
         f"Batch size {batch_size}, max_length {params.model.max_length}; cross-encoder user text = "
-        f"{params.model.max_history} newest history titles, two-tower user = pooled vectors of {DEFAULT_MAX_HISTORY} history items.",
+        f"{params.model.cross_encoder.max_history} newest history titles, two-tower user = pooled vectors of {DEFAULT_MAX_HISTORY} history items.",
     ]
     (OUT / f"scoring_speed{args.suffix}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

@@ -200,7 +200,7 @@ def main() -> None:
         items = catalogue(CATALOGUE, params.synthetic.seed)
         items_path = root / "items.parquet"
         items.to_parquet(items_path)
-        names = register_champions(root, items_path, params.model.max_length, params.model.max_history)
+        names = register_champions(root, items_path, params.model.max_length, params.model.cross_encoder.max_history)
         ids = items["item_id"].astype(str).tolist()
         titles = dict(zip(ids, items["title"].astype(str)))
         for kind, name in names.items():
@@ -231,7 +231,7 @@ def main() -> None:
                     "note": "shared machine: other jobs ran at the same time, so read the figures as noisy"},
         "backbone": "all-MiniLM-L6-v2 (bundled), untrained head / towers",
         "catalogue_items": CATALOGUE, "history_items": HISTORY, "candidates": CANDIDATES, "k": 10,
-        "max_length": params.model.max_length, "cross_encoder_history_titles": params.model.max_history,
+        "max_length": params.model.max_length, "cross_encoder_history_titles": params.model.cross_encoder.max_history,
         "two_tower_history_items": DEFAULT_MAX_HISTORY,
         "rows": results,
     }
@@ -254,7 +254,7 @@ def main() -> None:
         f"clients in the benchmark process (httpx, keep-alive). Each request: a {HISTORY}-item history and {CANDIDATES} "
         f"candidates from a {CATALOGUE:,}-item catalogue, k = 10; {WARMUP} warm-up requests per case. Backbone: the bundled "
         f"all-MiniLM-L6-v2 (untrained head / towers), max_length {params.model.max_length}; the cross-encoder reads the "
-        f"{params.model.max_history} newest history titles, the two-tower pools {DEFAULT_MAX_HISTORY} history item vectors.",
+        f"{params.model.cross_encoder.max_history} newest history titles, the two-tower pools {DEFAULT_MAX_HISTORY} history item vectors.",
         "The server scores one request at a time per model, so with 4 clients a request waits for the others: latency grows "
         "about 4x and throughput stays that of one client. The two-tower's item vectors are encoded when the version loads "
         "(before it serves); raw history texts are encoded per request. p99 of 15-24 requests is close to the maximum.",

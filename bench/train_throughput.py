@@ -90,7 +90,7 @@ def _naive_cross_encoder(params, train, steps: int, device: str) -> dict:
     from llmrec.models.text import TextConfig, item_texts, user_text
     from llmrec.training.cross_encoder import build_groups
 
-    text = TextConfig(max_history=params.model.max_history)
+    text = TextConfig(max_history=params.model.cross_encoder.max_history)
     model = CrossEncoder.from_backbone(resolve_backbone("default"), text, params.model.max_length, "default", device)
     texts = item_texts(train.items, text)
     groups = build_groups(train, params.train.negatives_per_positive, 0, params.train.seed)
@@ -128,7 +128,7 @@ def _naive_two_tower(params, train, steps: int, device: str) -> dict:
     from llmrec.models.two_tower import TwoTower, mean_pool, recent_known
     from llmrec.training.two_tower import build_click_examples
 
-    text = TextConfig(max_history=params.model.tower_history)
+    text = TextConfig(max_history=params.model.two_tower.max_history)
     model = TwoTower.from_backbone(resolve_backbone("default"), text, params.model.max_length, "default", device)
     texts = item_texts(train.items, text)
     examples = build_click_examples(train, params.train.negatives_per_positive, 0, params.train.seed)

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from llmrec.errors import ConfigError
 
 DEFAULT_PARAMS = Path("params.yaml")
+MISSING = object()
 
 
 class _Section(BaseModel):
@@ -91,6 +92,52 @@ class DataParams(_Section):
     validation: str = "outputs/validation"
 
 
+class HybridExperimental(_Section):
+    """Research switches of the hybrid: parts and losses the project measured and kept on (their defaults), for
+    experiments and for the SASRec baseline (`text: false`). Change them to study the model, not to tune it."""
+
+    text: bool = Field(True, description="Use the backbone's item-text vectors (false = item ids only, i.e. SASRec)")
+    ids: bool = Field(True, description="Learn an embedding per item seen in training (false = text only)")
+    ease: bool = Field(
+        True, description="The id part adds EASE's score (Steck 2019: a closed-form item-item model of the training "
+        "consumptions, fitted before training and fixed; it reads the whole history) with a learned weight; the "
+        "transformers learn the rest"
+    )
+    ease_l2: float = Field(500.0, gt=0, description="EASE's L2 regularisation without validation (with it, chosen on the validation slice as the EASE baseline's)")
+    zero_shot: bool = Field(
+        True, description="Add the zero-shot text score (cosine of the backbone's item vectors as they are: the mean of the "
+        "history's and the candidate's) beside the trained text part. Not trained; with validation the blend weighs it"
+    )
+    age: Optional[bool] = Field(
+        None, description="Learn a score offset per item age (hours since the log first showed it): freshness. null (default): "
+        "on for logs with impressions, whose items go stale (news); off for positive-only logs, where it costs half a "
+        "training step and a catalogue's items do not go stale"
+    )
+    id_loss: float = Field(
+        1.0, ge=0, description="Weight of a loss on the id part alone (items with an id only), which keeps it a ranker of "
+        "warm items by itself (0 = off)"
+    )
+    text_loss: float = Field(
+        1.0, ge=0, description="Weight of a second loss on the text part alone, which keeps it a ranker for cold items (0 = off)"
+    )
+    impression_loss: float = Field(
+        0.3, ge=0, description="Logs with logged non-clicks (MIND): weight of a loss that ranks each click against its own "
+        "impression's non-clicks (at most 20), the ranking an impression asks for; the next-item softmax ranks it against "
+        "every item. Applies with the full softmax (catalogues up to full_softmax_max_items). 0 = off"
+    )
+    id_dropout: float = Field(0.3, ge=0, le=1, description="Share of items trained without their id embedding, so cold items (text only) score well")
+    cold_hours: float = Field(
+        24.0, ge=0, description="Train items younger than this (hours since the log first showed them) as unknown ones, "
+        "as items new since training are when served (0 = off; ids then drop only at random, id_dropout)"
+    )
+
+    @model_validator(mode="after")
+    def _parts(self) -> "HybridExperimental":
+        if not (self.text or self.ids):
+            raise ValueError("model.hybrid.experimental needs text, ids or both")
+        return self
+
+
 class HybridParams(_Section):
     """The hybrid recommender (`model.type: hybrid`): text + item-id item vectors, a transformer over the history."""
 
@@ -99,60 +146,39 @@ class HybridParams(_Section):
     heads: int = Field(2, ge=1, le=32, description="Attention heads per layer (dim must divide by it)")
     sequence_length: int = Field(50, ge=2, le=1024, description="Most recent history items the user encoder reads")
     dropout: float = Field(0.2, ge=0, lt=1, description="Dropout in the user encoder")
-    ease: bool = Field(
-        True, description="The id part adds EASE's score (Steck 2019: a closed-form item-item model of the training "
-        "consumptions, fitted before training and fixed; it reads the whole history) with a learned weight; the "
-        "transformers learn the rest"
-    )
-    ease_l2: float = Field(500.0, gt=0, description="EASE's L2 regularisation without validation (with it, chosen on the validation slice as the EASE baseline's)")
-    ease_max_items: int = Field(
-        5000, ge=1, le=20000, description="With `ease`: the most consumed items it models (a dense n x n matrix saved "
-        "with the model: 100 MB at 5,000); the others get no EASE score"
-    )
-    id_loss: float = Field(
-        1.0, ge=0, description="Weight of a loss on the id part alone (items with an id only), which keeps it a ranker of "
-        "warm items by itself (0 = off)"
-    )
-    impression_loss: float = Field(
-        0.3, ge=0, description="Logs with logged non-clicks (MIND): weight of a loss that ranks each click against its own "
-        "impression's non-clicks (at most 20), the ranking an impression asks for; the next-item softmax ranks it against "
-        "every item. Applies with the full softmax (catalogues up to full_softmax_max_items). 0 = off"
-    )
     new_item_offset: float = Field(
         0.0, ge=-20, le=20, description="Score offset of items without an id (new since training): a freshness boost for "
         "feeds that must surface new items, saved with the model (0 = none)"
     )
-    id_dropout: float = Field(0.3, ge=0, le=1, description="Share of items trained without their id embedding, so cold items (text only) score well")
-    text: bool = Field(True, description="Use the backbone's item-text vectors (false = item ids only, i.e. SASRec)")
-    ids: bool = Field(True, description="Learn an embedding per item seen in training (false = text only)")
-    age: Optional[bool] = Field(
-        None, description="Learn a score offset per item age (hours since the log first showed it): freshness. null (default): "
-        "on for logs with impressions, whose items go stale (news); off for positive-only logs, where it costs half a "
-        "training step and a catalogue's items do not go stale"
-    )
-    cold_hours: float = Field(
-        24.0, ge=0, description="Train items younger than this (hours since the log first showed them) as unknown ones, "
-        "as items new since training are when served (0 = off; ids then drop only at random, id_dropout)"
-    )
-    zero_shot: bool = Field(
-        True, description="Add the zero-shot text score (cosine of the backbone's item vectors as they are: the mean of the "
-        "history's and the candidate's) beside the trained text part. Not trained; with validation the blend weighs it"
-    )
-    text_loss: float = Field(
-        1.0, ge=0, description="Weight of a second loss on the text part alone, which keeps it a ranker for cold items (0 = off)"
+    ease_max_items: int = Field(
+        5000, ge=1, le=20000, description="The most consumed items EASE models (a dense n x n matrix saved "
+        "with the model: 100 MB at 5,000); the others get no EASE score"
     )
     full_softmax_max_items: int = Field(
         5_000, ge=0, description="Catalogues up to this size: softmax over every item; larger: over each batch's own targets "
         "with log-Q correction (a step then costs the batch, not the catalogue)"
     )
+    experimental: HybridExperimental = Field(default_factory=HybridExperimental)
 
     @model_validator(mode="after")
     def _shape(self) -> "HybridParams":
         if self.dim % self.heads:
             raise ValueError(f"model.hybrid.dim {self.dim} is not divisible by model.hybrid.heads {self.heads}")
-        if not (self.text or self.ids):
-            raise ValueError("model.hybrid needs text, ids or both")
         return self
+
+
+class CrossEncoderParams(_Section):
+    """The cross-encoder (`model.type: cross-encoder`): one transformer pass per (user text, candidate) pair."""
+
+    max_history: int = Field(3, ge=0, description="Most recent history titles put in front of the candidate")
+    group_by_length: bool = Field(True, description="Batch click groups of similar token length together (less padding)")
+
+
+class TwoTowerParams(_Section):
+    """The two-tower model (`model.type: two-tower`): fine-tuned text towers, scores a catalogue."""
+
+    pooling: Literal["mean", "attention"] = Field("mean", description="How the history's item vectors make the user vector")
+    max_history: int = Field(20, ge=1, le=200, description="Most recent history items pooled into the user vector")
 
 
 class ModelParams(_Section):
@@ -161,12 +187,22 @@ class ModelParams(_Section):
         description="two-tower (fine-tuned text towers, scores a catalogue), hybrid (text + item ids, sequence user encoder) "
         "or cross-encoder (pair scorer, re-ranks lists)",
     )
-    pooling: Literal["mean", "attention"] = Field("mean", description="two-tower: how history item vectors make the user vector")
-    tower_history: int = Field(20, ge=1, le=200, description="two-tower: most recent history items pooled into the user vector")
     backbone: str = Field("default", description="'default' (bundled MiniLM) or a local HF model folder")
-    max_history: int = Field(3, ge=0, description="Most recent history titles in the user text")
-    max_length: int = Field(64, ge=16, le=512, description="Max tokens per (history, candidate) pair")
+    max_length: int = Field(64, ge=16, le=512, description="Max tokens of one text the backbone reads (a pair's, for the cross-encoder)")
+    cross_encoder: CrossEncoderParams = Field(default_factory=CrossEncoderParams)
+    two_tower: TwoTowerParams = Field(default_factory=TwoTowerParams)
     hybrid: HybridParams = Field(default_factory=HybridParams)
+
+
+class LoraParams(_Section):
+    """LoRA adapters (peft) trained instead of the top layers, merged into the backbone at save."""
+
+    rank: int = Field(0, ge=0, le=256, description="Adapters of this rank instead of fine-tuning layers (0 = off)")
+    alpha: float = Field(16.0, gt=0, description="Scaling numerator (scale = alpha / rank)")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapters' input")
+    targets: list[str] = Field(
+        default_factory=list, description="Linear layers that get adapters, e.g. [query, value] (empty = peft's default for the backbone)"
+    )
 
 
 class TrainParams(_Section):
@@ -210,15 +246,7 @@ class TrainParams(_Section):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 (or fp16) autocast on a CUDA GPU, fp32 on CPU/MPS"
     )
-    group_by_length: bool = Field(
-        True, description="Cross-encoder: batch click groups of similar length together (the two-tower sorts each step's texts instead)"
-    )
-    lora_rank: int = Field(0, ge=0, le=256, description="LoRA adapters of this rank instead of fine-tuning layers (0 = off)")
-    lora_alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator (scale = alpha / rank)")
-    lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA adapters' input")
-    lora_targets: list[str] = Field(
-        default_factory=list, description="Linear layers that get adapters, e.g. [query, value] (empty = peft's default for the backbone)"
-    )
+    lora: LoraParams = Field(default_factory=LoraParams)
 
     @property
     def validates(self) -> bool:
@@ -242,8 +270,9 @@ class SasrecParams(_Section):
 
     def hybrid(self) -> "HybridParams":
         return HybridParams(dim=self.dim, layers=self.layers, heads=self.heads, sequence_length=self.sequence_length,
-                            dropout=self.dropout, id_dropout=0.0, text=False, ids=True, age=False, cold_hours=0.0,
-                            ease=False, impression_loss=0.0, zero_shot=False)
+                            dropout=self.dropout, experimental=HybridExperimental(
+                                id_dropout=0.0, text=False, ids=True, age=False, cold_hours=0.0, ease=False,
+                                impression_loss=0.0, zero_shot=False))
 
     def train(self, seed: int, device: str) -> "TrainParams":
         """The training settings: validated every epoch, early stopping, no time limit."""
@@ -381,6 +410,28 @@ class Params(_Section):
         return self
 
 
+MOVED = {  # settings that moved when the params surface was regrouped by model type: old dotted name -> new
+    "model.pooling": "model.two_tower.pooling",
+    "model.tower_history": "model.two_tower.max_history",
+    "model.max_history": "model.cross_encoder.max_history",
+    "train.group_by_length": "model.cross_encoder.group_by_length",
+    **{f"train.lora_{k}": f"train.lora.{k}" for k in ("rank", "alpha", "dropout", "targets")},
+    **{f"model.hybrid.{k}": f"model.hybrid.experimental.{k}" for k in HybridExperimental.model_fields},
+}
+
+
+def _moved_settings(raw: dict[str, Any]) -> list[str]:
+    """'old -> new' for every moved setting `raw` still sets."""
+    found = []
+    for old, new in MOVED.items():
+        node: Any = raw
+        for part in old.split("."):
+            node = node.get(part, MISSING) if isinstance(node, dict) else MISSING
+        if node is not MISSING:
+            found.append(f"{old} is now {new}")
+    return found
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply `section.key=value` strings (values parsed as YAML) to a raw params dict."""
     raw = copy.deepcopy(raw)
@@ -444,6 +495,13 @@ def load_params(path: str | Path | None = None, overrides: list[str] | None = No
         except yaml.YAMLError as exc:
             raise ConfigError(f"params file is not valid YAML: {exc}", where=str(path)) from exc
     raw = _with_budget(raw, overrides or [], str(path))
+    moved = _moved_settings(raw)
+    if moved:
+        raise ConfigError(
+            "settings moved (params are grouped by model type):\n  " + "\n  ".join(moved),
+            where=f"{path} or --set",
+            fix="rename them as shown (docs/params.md lists every setting)",
+        )
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from llmrec.config import HybridParams, ModelParams, TrainParams
+from llmrec.config import HybridExperimental, HybridParams, ModelParams, TrainParams
 from llmrec.data.contract import Dataset, SourceInfo
 from llmrec.evaluation.protocols import candidate_frame
 from llmrec.metrics import impression_metrics
@@ -20,8 +20,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def params(backbone, **hybrid):
+    """Model and train params of a small hybrid; `hybrid` sets model.hybrid's fields and its experimental ones alike."""
     settings = {"dim": 32, "heads": 2, "layers": 1, "sequence_length": 12, **hybrid}
-    model = ModelParams(backbone=str(backbone), max_length=32, hybrid=HybridParams(**settings))
+    experimental = {k: settings.pop(k) for k in list(settings) if k in HybridExperimental.model_fields}
+    model = ModelParams(backbone=str(backbone), max_length=32, hybrid=HybridParams(**settings, experimental=HybridExperimental(**experimental)))
     return model, TrainParams(max_steps=40, batch_size=16, lr=1e-3, warmup_ratio=0.05, seed=3, device="cpu")
 
 
@@ -498,7 +500,7 @@ def test_the_sasrec_baseline_is_the_published_model():
     """Item ids, full softmax, nothing of the hybrid's own (a regression: the impression loss reached it once)."""
     from llmrec.config import SasrecParams
 
-    sasrec = SasrecParams().hybrid()
+    sasrec = SasrecParams().hybrid().experimental
     assert not sasrec.text and sasrec.ids and not (sasrec.ease or sasrec.age or sasrec.zero_shot)
     assert sasrec.impression_loss == 0 and sasrec.id_dropout == 0 and sasrec.cold_hours == 0
 

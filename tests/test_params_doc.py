@@ -40,7 +40,7 @@ def test_the_page_has_one_row_per_setting_and_a_section_per_nested_model():
     rows = [s.name for section in sections() for s in section.settings if "<name>" not in s.name]
     assert rows == sorted(set(rows), key=rows.index) and set(rows) == set(_leaves())
     names = [section.name for section in sections()]
-    assert {"model.hybrid", "eval.sasrec", "serve.limits", "data.tables", "synthetic.presets.<name>"} <= set(names)
+    assert {"model.hybrid", "model.hybrid.experimental", "model.two_tower", "model.cross_encoder", "train.lora", "eval.sasrec", "serve.limits", "data.tables", "synthetic.presets.<name>"} <= set(names)
     page = render(PARAMS_YAML)
     assert all(f"| `{name}` |" in page for name in rows)
 
@@ -50,3 +50,22 @@ def test_a_value_params_yaml_sets_differently_shows_beside_the_default(tmp_path)
     (tmp_path / "params.yaml").write_text("train:\n  max_steps: 7\n")
     assert "| `train.max_steps` | `120` (params.yaml: `7`) |" in render(tmp_path / "params.yaml")
     assert "| `train.max_steps` | `120` |" in render(tmp_path / "absent.yaml")
+
+
+def test_a_moved_setting_is_an_error_that_names_its_new_place(tmp_path):
+    """A params file or --set from before the regrouping fails with where each setting went, not a bare 'unknown key'."""
+    import pytest
+
+    from llmrec.config import MOVED, load_params
+    from llmrec.errors import ConfigError
+
+    (tmp_path / "params.yaml").write_text("model:\n  pooling: attention\n  hybrid:\n    zero_shot: false\n")
+    with pytest.raises(ConfigError) as caught:
+        load_params(tmp_path / "params.yaml", ["train.lora_rank=4"])
+    message = str(caught.value)
+    for old in ("model.pooling", "model.hybrid.zero_shot", "train.lora_rank"):
+        assert f"{old} is now {MOVED[old]}" in message
+    assert "model.max_history" not in message  # only what the file and the overrides set
+    moved = load_params(tmp_path / "absent.yaml", [f"{MOVED[old]}={value}" for old, value in
+                                                   (("model.pooling", "attention"), ("model.hybrid.zero_shot", "false"), ("train.lora_rank", "4"))])
+    assert (moved.model.two_tower.pooling, moved.model.hybrid.experimental.zero_shot, moved.train.lora.rank) == ("attention", False, 4)

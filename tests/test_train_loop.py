@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from llmrec.config import ModelParams, TrainParams
+from llmrec.config import CrossEncoderParams, LoraParams, ModelParams, TrainParams
 from llmrec.errors import ConfigError, DataError
 from llmrec.evaluation.protocols import candidate_frame
 from llmrec.models.cross_encoder import CrossEncoder
@@ -19,10 +19,11 @@ from llmrec.training.two_tower import train_two_tower
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def params(backbone, **train):
+def params(backbone, group_by_length=True, **train):
     settings = {"max_steps": 6, "batch_size": 4, "lr": 1e-3, "trainable_layers": 0, "warmup_ratio": 0.0,
                 "seed": 13, "device": "cpu", "negatives_per_positive": 2, **train}
-    return ModelParams(backbone=str(backbone), max_length=48), TrainParams(**settings)
+    model = ModelParams(backbone=str(backbone), max_length=48, cross_encoder=CrossEncoderParams(group_by_length=group_by_length))
+    return model, TrainParams(**settings)
 
 
 def weights(folder) -> dict[str, torch.Tensor]:
@@ -115,7 +116,7 @@ def test_bf16_autocast_trains(split, tiny_backbone, tmp_path):
 # -- LoRA ----------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["cross-encoder", "two-tower"])
 def test_lora_trains_adapters_only_and_saves_a_plain_merged_model(kind, split, tiny_backbone, tmp_path):
-    model_params, train_params = params(tiny_backbone, lora_rank=4, lora_alpha=8, max_steps=8, lr=5e-3)
+    model_params, train_params = params(tiny_backbone, lora=LoraParams(rank=4, alpha=8), max_steps=8, lr=5e-3)
     train = train_cross_encoder if kind == "cross-encoder" else train_two_tower
     result = train(split.train, model_params, train_params, tmp_path, progress=False)
     assert np.isfinite(result.losses).all()
@@ -206,12 +207,13 @@ def test_a_time_stop_before_validation_levels_off_is_under_trained():
 def test_training_stopped_by_the_clock_says_it_is_under_trained(split, tiny_backbone, tmp_path, caplog):
     import logging
 
-    from llmrec.config import HybridParams, TrainParams
+    from llmrec.config import HybridExperimental, HybridParams, TrainParams
     from llmrec.training.hybrid import fit_hybrid
 
     caplog.set_level(logging.WARNING)
     params = TrainParams(max_steps=100_000, batch_size=8, eval_every=2, max_minutes=0.002, checkpoint_every=0, device="cpu")
-    _, result = fit_hybrid(split.train, HybridParams(dim=16, layers=1, heads=1, sequence_length=8, zero_shot=False, ease=False),
+    _, result = fit_hybrid(split.train, HybridParams(dim=16, layers=1, heads=1, sequence_length=8,
+                                                        experimental=HybridExperimental(zero_shot=False, ease=False)),
                            params, tmp_path, backbone=str(tiny_backbone), progress=False)
     assert result.stopped == "time limit" and result.steps < result.planned_steps
     assert result.under_trained == (result.best_step in [r["step"] for r in result.validation[-2:]])

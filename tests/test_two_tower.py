@@ -16,7 +16,7 @@ from llmrec.evaluation.protocols import candidate_frame
 from llmrec.models import cross_encoder
 from llmrec.models.text import TextConfig
 from llmrec.models.two_tower import TOWER_PREFIX, TwoTower
-from llmrec.training.two_tower import build_click_examples, train_two_tower, two_tower_max_history
+from llmrec.training.two_tower import build_click_examples, train_two_tower
 
 POOLINGS = ("mean", "attention")
 
@@ -78,7 +78,7 @@ def test_training_lowers_loss_and_reload_gives_the_same_scores(trained, split, f
     assert result.examples == int((split.train.interactions["label"] == 1).sum())
     meta = json.loads((folder / "llmrec.json").read_text())
     assert meta["type"] == "two-tower" and meta["pooling"] == pooling and meta["temperature"] == 0.05
-    assert meta["text"]["max_history"] == 20  # the two-tower default when model.max_history is not set
+    assert meta["text"]["max_history"] == 20  # model.two_tower.max_history by default
 
     reloaded = TwoTower.load(folder, device="cpu")
     assert reloaded.pooling == pooling and reloaded.version > 0
@@ -206,5 +206,3 @@ def test_examples_and_history_length(split):
     labels = split.train.interactions.set_index(["impression_id", "item_id"])["label"]
     assert all(labels[(i, p)] == 1 for i, p in zip(examples["impression_id"], examples["positive"]))
     assert all(labels[(i, n)] == 0 for i, negs in zip(examples["impression_id"], examples["negatives"]) for n in negs)
-    assert two_tower_max_history(ModelParams()) == 20
-    assert two_tower_max_history(ModelParams(max_history=3, tower_history=7)) == 7  # max_history is the cross-encoder's

@@ -103,7 +103,9 @@ class HybridConfig:
     @classmethod
     def from_params(cls, params: object) -> "HybridConfig":
         names = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in params.model_dump().items() if k in names})  # type: ignore[attr-defined]
+        settings = params.model_dump()  # type: ignore[attr-defined]
+        settings.update(settings.pop("experimental"))
+        return cls(**{k: v for k, v in settings.items() if k in names})
 
 
 class HybridNet(torch.nn.Module):

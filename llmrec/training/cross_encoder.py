@@ -89,7 +89,7 @@ def train_cross_encoder(
     """Fine-tune a cross-encoder on `train` and save it to `out` (the main process saves)."""
     seed_everything(train_params.seed)
     dist = Distributed.from_env(pick_device(train_params.device))
-    text = TextConfig(max_history=model_params.max_history, with_text=False)  # the pair shares its tokens with the history
+    text = TextConfig(max_history=model_params.cross_encoder.max_history, with_text=False)  # the pair shares its tokens with the history
     folder = resolve_backbone(model_params.backbone)
     device = dist.device_for(pick_device(train_params.device))
     model = CrossEncoder.from_backbone(folder, text, model_params.max_length, model_params.backbone, str(device))
@@ -107,7 +107,7 @@ def train_cross_encoder(
     if dist.is_main:
         log.info("training on %d click groups from %d impressions", len(groups), groups["impression_id"].nunique())
 
-    if train_params.lora_rank:
+    if train_params.lora.rank:
         model.model = add_lora(model.model, train_params, keep_trainable=("classifier", "pooler"))
     else:
         freeze_lower_layers(model.model, train_params.trainable_layers)
@@ -125,7 +125,7 @@ def train_cross_encoder(
         n_examples=len(groups),
         loss=loss,
         digest=checkpoint_digest(model_params, train_params, groups, model="cross-encoder"),
-        lengths=_pair_lengths(model.tokenizer, users, candidates, model_params.max_length) if train_params.group_by_length else None,
+        lengths=_pair_lengths(model.tokenizer, users, candidates, model_params.max_length) if model_params.cross_encoder.group_by_length else None,
         validate=validate,
         pairs_per_example=group_size,
         desc="training cross-encoder",

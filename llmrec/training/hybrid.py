@@ -7,7 +7,7 @@ predicts every next item from the items before it (every consumption is a target
 user's first from an empty history).
 `train.batch_size` counts windows. The catalogue the softmax runs over is every item consumed in the
 training slice; each of them gets an id embedding. On logs with logged non-clicks (MIND), a click also
-ranks against its own impression's non-clicks (`model.hybrid.impression_loss`): the next-item softmax
+ranks against its own impression's non-clicks (`model.hybrid.experimental.impression_loss`): the next-item softmax
 learns which item of the whole catalogue a user consumes next, much of which is which items were shown
 at all; an impression asks which of the shown ones.
 
@@ -16,7 +16,7 @@ catalogue's text vectors and a small transformer over the windows, which is why 
 thousands of steps on a CPU in minutes. Each target's time and each catalogue item's first appearance
 in the log give the item's age at that moment (the model learns a freshness offset), and items the log
 had not shown yet are left out of that target's softmax (no negative from the future). With
-`model.hybrid.ease`, EASE's weights over the most consumed items are fitted (closed form) on the training
+`model.hybrid.experimental.ease`, EASE's weights over the most consumed items are fitted (closed form) on the training
 consumptions before the loop. With validation (`train.eval_every` or `train.eval_every_epochs`), the last
 consumption of the most recent users (`llmrec.data.sequences.validation_size` of them) is held out of training (EASE
 included): the loop keeps the best step's weights, and `llmrec.training.blend` then chooses how the parts
@@ -179,11 +179,11 @@ def ease_weights(ex: "_Examples", hybrid: HybridParams) -> tuple[np.ndarray, np.
     validation slice (`llmrec.models.tuning`), or `ease_l2` without validation."""
     index = pd.Index(ex.catalogue)
     fit = sequence_matrix(ex.sequences, index)
-    choice = Choice(hybrid.ease_l2)
+    choice = Choice(hybrid.experimental.ease_l2)
     if ex.held is not None:
         position = {u: k for k, u in enumerate(ex.sequences.index)}
         part = ValidationSlice(fit, index, np.asarray([position[u] for u in ex.held_users], dtype=np.int64), ex.held.answer)
-        choice = choose_ease_l2(part, hybrid.ease_l2, hybrid.ease_max_items)
+        choice = choose_ease_l2(part, hybrid.experimental.ease_l2, hybrid.ease_max_items)
     top = most_consumed(fit, hybrid.ease_max_items)
     return top, ease_matrix(fit[:, top], choice.value), choice.describe("l2")
 
@@ -236,7 +236,7 @@ def _examples(train: Dataset, config: HybridConfig, hybrid: HybridParams, train_
     first_seen = torch.tensor(first_seen_hours(train).reindex(catalogue).to_numpy(dtype=np.float64) - hours_base,
                               dtype=torch.float32, device=device)
     impressions = None
-    if hybrid.impression_loss and config.ids and len(catalogue) <= hybrid.full_softmax_max_items:
+    if hybrid.experimental.impression_loss and config.ids and len(catalogue) <= hybrid.full_softmax_max_items:
         negatives = impression_negatives(train, row, train_params.seed)  # in-batch softmax: non-clicks are no candidates
         if negatives:
             groups, table = window_impressions(sequences, times, row, config.sequence_length, negatives)
@@ -293,14 +293,14 @@ def fit_hybrid(
     lr_scale: float = HYBRID_LR_SCALE,
     validation_users: int | str | None = AUTO_VALIDATION,
 ) -> tuple[Hybrid, TrainResult]:
-    """Train a hybrid (or, with hybrid.text false, SASRec) model; nothing is saved (see `train_hybrid`). With validation,
+    """Train a hybrid (or, with hybrid.experimental.text false, SASRec) model; nothing is saved (see `train_hybrid`). With validation,
     the last consumption of `validation_users` users (None = all) is held out (`llmrec.data.sequences.hold_out_last`):
     training keeps the best step's weights and the parts' blend is chosen on it (`llmrec.training.blend`)."""
     seed_everything(train_params.seed)
     dist = Distributed.from_env(pick_device(train_params.device))
     device = dist.device_for(pick_device(train_params.device))
     config = HybridConfig.from_params(hybrid)
-    if hybrid.age is None:  # freshness matters where items go stale: logs with impressions (news)
+    if hybrid.experimental.age is None:  # freshness matters where items go stale: logs with impressions (news)
         config = replace(config, age=train.source.logged_negatives)
     ex = _examples(train, config, hybrid, train_params, validation_users, device)
     model, text = _build(train, ex, config, hybrid, backbone, max_length, train_params.seed, device, progress and dist.is_main)
@@ -342,8 +342,8 @@ def _log_setup(desc: str, ex: _Examples, model: Hybrid, hybrid: HybridParams, tr
         log.info("%s: EASE weights of the %d most consumed items", desc, model.net.ease_items)
     if ex.impressions is not None:
         log.info("%s: impression loss (weight %g) on %d clicks, each against its impression's logged non-clicks",
-                 desc, hybrid.impression_loss, int((ex.impressions[0] >= 0).sum()))
-    elif hybrid.impression_loss and model.config.ids and train.source.logged_negatives and not full:
+                 desc, hybrid.experimental.impression_loss, int((ex.impressions[0] >= 0).sum()))
+    elif hybrid.experimental.impression_loss and model.config.ids and train.source.logged_negatives and not full:
         log.info("%s: no impression loss: the catalogue (%d items) is above model.hybrid.full_softmax_max_items, so the "
                  "softmax runs over in-batch negatives that do not include the impressions' non-clicks", desc, len(ex.catalogue))
     log.info("%s: %d sequences -> %d windows of %d, %d targets; catalogue %d items (%d with ids), %s softmax",
@@ -387,7 +387,7 @@ def _loss(model: Hybrid, ex: _Examples, text: torch.Tensor | None, ids: torch.Te
             group = torch.from_numpy(groups[idx][:, 1:][ex.windows[idx][:, 1:] >= 0]).to(device)
             logged = group >= 0
             if logged.any():
-                value = value + hybrid.impression_loss * impression_cross_entropy(logits[logged], answer[logged], table[group[logged]])
+                value = value + hybrid.experimental.impression_loss * impression_cross_entropy(logits[logged], answer[logged], table[group[logged]])
         if text_logits is not None:
             value = value + config.text_loss * torch.nn.functional.cross_entropy(text_logits.float(), answer)
         if id_logits is not None:  # targets whose id is dropped this step have no id-only answer

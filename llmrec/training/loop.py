@@ -8,7 +8,7 @@ groups, and a loss over a micro-batch of example indices); `run_loop` does every
   optimizer step (per process), with the loss scaled so the step equals one big batch;
 - precision (`train.precision`): `auto` is bf16 autocast on a CUDA GPU that supports it, fp16 with a
   gradient scaler on older GPUs, fp32 elsewhere (autocast on a CPU is ~5x slower, so never by default);
-- length-grouped batches (`train.group_by_length`): within windows of 50 batches, examples are sorted
+- length-grouped batches (`model.cross_encoder.group_by_length`): within windows of 50 batches, examples are sorted
   by length before being cut into batches, so each batch pads little; batch order stays random;
 - data parallel across processes started by torchrun / accelerate launch (`llmrec.training.distributed`):
   every process takes its own share of each global batch and DDP averages the gradients;
@@ -138,17 +138,17 @@ def validation_ndcg(scorer: Callable[[pd.DataFrame], np.ndarray], frame: pd.Data
 
 # -- LoRA ----------------------------------------------------------------------------------------------------------
 def add_lora(model: torch.nn.Module, params: TrainParams, keep_trainable: tuple[str, ...] = ()) -> torch.nn.Module:
-    """Freeze `model` and add LoRA adapters (peft) of rank `train.lora_rank` to its attention projections.
+    """Freeze `model` and add LoRA adapters (peft) of rank `train.lora.rank` to its attention projections.
 
     `keep_trainable`: names of sub-modules trained in full beside the adapters (e.g. a new scoring head).
     """
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(
-        r=params.lora_rank,
-        lora_alpha=params.lora_alpha,
-        lora_dropout=params.lora_dropout,
-        target_modules=params.lora_targets or None,  # None: peft's default for the architecture (query, value for BERT)
+        r=params.lora.rank,
+        lora_alpha=params.lora.alpha,
+        lora_dropout=params.lora.dropout,
+        target_modules=params.lora.targets or None,  # None: peft's default for the architecture (query, value for BERT)
         modules_to_save=list(keep_trainable) or None,
     )
     try:
@@ -156,12 +156,12 @@ def add_lora(model: torch.nn.Module, params: TrainParams, keep_trainable: tuple[
     except ValueError as exc:
         raise ConfigError(
             f"cannot add LoRA adapters to this backbone: {exc}",
-            where="train.lora_targets",
+            where="train.lora.targets",
             fix="name the backbone's linear layers to adapt, e.g. [query, value] for BERT-like models",
         ) from exc
     trainable = sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
     total = sum(p.numel() for p in wrapped.parameters())
-    log.info("LoRA rank %d: training %d of %d parameters (%.2f%%)", params.lora_rank, trainable, total, 100 * trainable / total)
+    log.info("LoRA rank %d: training %d of %d parameters (%.2f%%)", params.lora.rank, trainable, total, 100 * trainable / total)
     return wrapped
 
 

@@ -60,7 +60,7 @@ from llmrec.training.loop import (
     validation_ndcg,
 )
 
-__all__ = ["build_click_examples", "split_validation", "train_two_tower", "two_tower_max_history"]
+__all__ = ["build_click_examples", "split_validation", "train_two_tower"]
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +69,6 @@ log = logging.getLogger(__name__)
 # 120 steps move the attention query by ~0.01 in norm, so attention pooling would stay mean pooling.
 USER_TOWER_LR_SCALE = 100.0
 ENCODE_CHUNK = 64   # texts per encoder call within a step, sorted by length
-
-
-def two_tower_max_history(model_params: ModelParams) -> int:
-    """History items pooled by the user tower (`model.tower_history`; `model.max_history` is the
-    cross-encoder's, which must fit history titles into one token window)."""
-    return model_params.tower_history
 
 
 def build_click_examples(train: Dataset, negatives: int, max_impressions: int, seed: int) -> pd.DataFrame:
@@ -158,12 +152,12 @@ def train_two_tower(
     pooling: str | None = None,
 ) -> TrainResult:
     """Fine-tune a two-tower model on `train` and save it to `out` (see the module docstring); `pooling`
-    overrides model.pooling."""
-    pooling = pooling or model_params.pooling
+    overrides model.two_tower.pooling."""
+    pooling = pooling or model_params.two_tower.pooling
     seed_everything(train_params.seed)
     dist = Distributed.from_env(pick_device(train_params.device))
     device = dist.device_for(pick_device(train_params.device))
-    text = TextConfig(max_history=two_tower_max_history(model_params))
+    text = TextConfig(max_history=model_params.two_tower.max_history)
     folder = resolve_backbone(model_params.backbone)
     model = TwoTower.from_backbone(folder, text, model_params.max_length, model_params.backbone, str(device), pooling)
     texts = item_texts(train.items, text)
@@ -183,7 +177,7 @@ def train_two_tower(
     if dist.is_main:
         log.info("training a two-tower model on %d clicks from %d impressions", len(examples), examples["impression_id"].nunique())
 
-    if train_params.lora_rank:
+    if train_params.lora.rank:
         model.replace_encoder(add_lora(model.encoder, train_params))
     else:
         freeze_lower_layers(model.encoder, train_params.trainable_layers)
@@ -216,7 +210,7 @@ def train_two_tower(
         desc="training two-tower",
     )
     result = run_loop(task, train_params, out, device, dist, on_step=on_step, progress=progress)
-    if train_params.lora_rank:
+    if train_params.lora.rank:
         model.replace_encoder(merge_lora(model.encoder))
     if dist.is_main:
         model.save(out)
