@@ -2,7 +2,7 @@
 
 The bundled generator writes a larger world (period 1 = the reference, about 100k logged
 interactions; period 2 = the current batch, about 130k: it shows more candidates). The timed
-call is `llmrec.pipeline.drift_between`, what `llmrec drift` and `llmrec monitor` run:
+call is `llmrec.monitoring.drift_between`, what `llmrec drift` and `llmrec monitor` run:
 
   * interaction features of every impression on both sides (Evidently DataDriftPreset, 10 columns
     + the unseen user/item shares) and drift.html;
@@ -34,7 +34,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from llmrec import pipeline
+from llmrec import monitoring
 from llmrec.config import SyntheticSize, load_params
 from llmrec.data.ingest import load_source
 from llmrec.data.split import time_slice
@@ -59,10 +59,10 @@ def phases(params, reference, current, log, champion: Path, out: Path) -> dict[s
     times["features (both sides) + unseen shares"] = time.perf_counter() - start
     items = log.items
     start = time.perf_counter()
-    embedding = pipeline._embedding_signal(params, reference, current, items, out)
+    embedding = monitoring._embedding_signal(params, reference, current, items, out)
     times["embedding drift (encode + MMD + HTML)"] = time.perf_counter() - start
     start = time.perf_counter()
-    prediction = pipeline._prediction_signal(params, reference, current, log, items, champion, out)
+    prediction = monitoring._prediction_signal(params, reference, current, log, items, champion, out)
     times["prediction drift (load champion + score + Evidently + HTML)"] = time.perf_counter() - start
     start = time.perf_counter()
     drift_report(ref, cur, out, params.drift.share_threshold, extra=unseen, embedding=embedding,
@@ -91,7 +91,7 @@ def main() -> None:
                                           params.model.max_length, "default", "cpu").save(tmp / "champion")
 
         def run(i: int) -> dict:
-            return pipeline.drift_between(params, reference, current, log, tmp / f"out{i}", champion)
+            return monitoring.drift_between(params, reference, current, log, tmp / f"out{i}", champion)
 
         verdict = run(0)  # warm-up: imports, file cache
         totals = []
@@ -124,7 +124,7 @@ def main() -> None:
     (OUT / "drift_speed.json").write_text(json.dumps(result, indent=2, default=str))
     d = params.drift
     md = [
-        f"Full drift report (`pipeline.drift_between`): reference {len(reference.interactions):,} interactions "
+        f"Full drift report (`monitoring.drift_between`): reference {len(reference.interactions):,} interactions "
         f"({len(reference.impressions):,} impressions), current {len(current.interactions):,} "
         f"({len(current.impressions):,} impressions).",
         "",

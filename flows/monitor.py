@@ -1,6 +1,6 @@
 """The `monitor` flow: new batch -> validate -> drift vs the champion's data -> decision -> `retrain` when needed.
 
-Thin wiring over `llmrec.pipeline.run_monitor` (ingest + validate the batch, Evidently drift against
+Thin wiring over `llmrec.monitoring.run_monitor` (ingest + validate the batch, Evidently drift against
 the champion's training data, the monitoring decision) and `add_batch`.
 
 `retrain` runs as a subflow, not through `run_deployment`: the batch is added to data.path on this
@@ -19,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows import artifacts
 from flows.retrain import MINUTE, SERVICE, retrain
-from llmrec import pipeline
+from llmrec import monitoring
 from llmrec.config import Params, load_params
 from llmrec.errors import DataError, ValidationFailed
 
@@ -63,12 +63,12 @@ def find_batch(batch: str, params_file: str, overrides: list[str]) -> str | None
 
 @task(name="judge-batch", cache_policy=NO_CACHE, timeout_seconds=60 * MINUTE, **SERVICE)
 def judge_batch(batch: str, params_file: str, overrides: list[str]) -> dict[str, Any]:
-    return pipeline.run_monitor(load_params(params_file, overrides), batch)
+    return monitoring.run_monitor(load_params(params_file, overrides), batch)
 
 
 @task(name="add-batch", cache_policy=NO_CACHE, timeout_seconds=30 * MINUTE)
 def add_batch(batch: str, params_file: str, overrides: list[str]) -> str:
-    return str(pipeline.add_batch(load_params(params_file, overrides), batch))
+    return str(monitoring.add_batch(load_params(params_file, overrides), batch))
 
 
 @flow(name="monitor", log_prints=True)

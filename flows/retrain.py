@@ -29,7 +29,7 @@ from prefect.tasks import exponential_backoff
 from flows import artifacts
 from flows.caching import RESULTS, digest, run_cached, stage_cache
 from flows.settings import RetrainSettings, to_overrides
-from llmrec import pipeline
+from llmrec import monitoring, pipeline
 from llmrec.config import Params, load_params
 from llmrec.errors import ConfigError, DataError, ModelError, PromotionAlert, ValidationFailed
 
@@ -104,7 +104,7 @@ def evaluate(params_file: str, overrides: list[str], data_md5: str, model_sha: s
 )
 def drift(params_file: str, overrides: list[str], data_md5: str, champion_version: str | None) -> dict[str, Any]:
     params = _params(params_file, overrides)
-    result = pipeline.run_drift(params)
+    result = monitoring.run_drift(params)
     return {"result": result, "files": digest([params.drift.out, Path(params.eval.out).parent / "drift_verdict.json"])}
 
 

@@ -1,4 +1,8 @@
-"""`llmrec` command line: one subcommand per pipeline stage, plus `retrain` and `demo`."""
+"""`llmrec` command line: one subcommand per pipeline stage, plus `retrain` and `demo`.
+
+Why one module this long: one function per command of one Typer app, so `llmrec --help` and every command read
+in one place; each body is a call into the pipeline.
+"""
 
 from __future__ import annotations
 
@@ -255,9 +259,9 @@ def register() -> None:
 @app.command()
 def drift() -> None:
     """Evidently drift report: data newer than the champion's vs the data it was trained on."""
-    from llmrec import pipeline
+    from llmrec import monitoring
 
-    info = _run(pipeline.run_drift, State.params())
+    info = _run(monitoring.run_drift, State.params())
     typer.echo(info.get("summary") or info.get("skipped"))
 
 
@@ -292,10 +296,10 @@ def monitor(
     Prints the drift verdict and the decision: "no action" or "retrain needed". An invalid batch
     stops with the validation report and exit 1; nothing is added or promoted.
     """
-    from llmrec import pipeline
+    from llmrec import monitoring
 
     params = State.params()
-    info = _run(pipeline.run_monitor, params, batch)
+    info = _run(monitoring.run_monitor, params, batch)
     if as_json:
         _echo_json(info)
     else:
@@ -306,7 +310,7 @@ def monitor(
         typer.echo(info["decision"]["summary"])
     if not (retrain and info["retrain_needed"]):
         return
-    added = _run(pipeline.add_batch, params, batch)
+    added = _run(monitoring.add_batch, params, batch)
     typer.secho(f"\n=== retraining with {added} ===", bold=True)
     summary, alert = _retrain_once()
     typer.echo(format_summary(summary))

@@ -1,4 +1,8 @@
-"""Typed parameters: params.yaml is loaded once into `Params`, shared by CLI, DVC and flows."""
+"""Typed parameters: params.yaml is loaded once into `Params`, shared by CLI, DVC and flows.
+
+Why one module this long: every setting's type, default and description in one place, from which
+docs/params.md is generated and params.yaml is checked.
+"""
 
 from __future__ import annotations
 

@@ -22,6 +22,9 @@ statistical tests whose score is a p-value (drift when p < threshold, e.g. 0.05)
 uses distances (drift when distance >= threshold, e.g. 0.1). The per-column `drifted` flag is
 read from Evidently's own test for that column (matched by metric id, never by position), and
 `method` records which kind of score `score` is.
+
+Why one module this long: the only module importing Evidently (one module per outside system,
+docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 Stages hand over through files under outputs/ (paths in params.yaml), never through memory,
 so each one can run alone, be cached by DVC, or run as a Prefect task.
+
+Why one module this long: every stage function (ingest to promote, the drift stage aside) in one module, so
+the stages' order and hand-off files read in one place; each stage is short.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from llmrec.data.split import make_split
 log = logging.getLogger(__name__)
 
 
-def _write_json(path: str | Path, data: dict) -> Path:
+def write_json(path: str | Path, data: dict) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, default=str))
@@ -89,14 +92,14 @@ def run_ingest(params: Params) -> dict[str, Any]:
     prepared = Path(params.data.prepared)
     record = {"source": params.data.path, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if prepared.exists():  # tables of an earlier ingest may be there: fence them off until this one succeeds
-        _write_json(prepared / INGEST_RECORD, {**record, "status": "running"})
+        write_json(prepared / INGEST_RECORD, {**record, "status": "running"})
         (prepared / "data_version.json").unlink(missing_ok=True)  # described the tables being replaced
     try:
         fingerprint = source_fingerprint(params.data.path)
         result = ingest(params.data.path, params.data.prepared, params.data)
     except BaseException as exc:
         if prepared.exists():
-            _write_json(prepared / INGEST_RECORD, {**record, "status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+            write_json(prepared / INGEST_RECORD, {**record, "status": "failed", "error": f"{type(exc).__name__}: {exc}"})
         raise
     d = result.dataset
     info = {
@@ -112,7 +115,7 @@ def run_ingest(params: Params) -> dict[str, Any]:
         "end": d.impressions["timestamp"].max().isoformat(),
         "bad_rows": result.bad_rows(),
     }
-    _write_json(prepared / INGEST_RECORD, {**info, "status": "ok", "started": record["started"], "fingerprint": fingerprint})
+    write_json(prepared / INGEST_RECORD, {**info, "status": "ok", "started": record["started"], "fingerprint": fingerprint})
     return info
 
 
@@ -173,7 +176,7 @@ def run_version(params: Params, root: str | Path = ".") -> dict[str, Any]:
 
     check_prepared(params, same_source=True)  # the version must describe the data the tables were made from
     version = version_data(params.data.path, root=root).to_dict()
-    _write_json(Path(params.data.prepared) / "data_version.json", version)
+    write_json(Path(params.data.prepared) / "data_version.json", version)
     return version
 
 
@@ -199,7 +202,7 @@ def run_train(params: Params, progress: bool = True) -> dict[str, Any]:
     info = {**result.to_dict(), "split": split.describe(), "model_sha": fingerprint(params.train.out)}
     if not is_main_process():  # torchrun / accelerate launch: rank 0 writes the records
         return {k: v for k, v in info.items() if k != "losses"}
-    _write_json(Path(params.train.out) / "train.json", info)
+    write_json(Path(params.train.out) / "train.json", info)
     _write_plot(params, "train_loss.csv", pd.DataFrame({"step": range(1, len(result.losses) + 1), "loss": result.losses}))
     return {k: v for k, v in info.items() if k != "losses"}
 
@@ -347,242 +350,8 @@ def run_register(params: Params, run_name: str = "retrain") -> dict[str, Any]:
     )
     tracking.set_alias(params.tracking.model_name, tracking.CHALLENGER, registered.version)
     record = {**registered.to_dict(), "model_sha": current["model_sha"]}
-    _write_json(_outputs(params) / "registered.json", record)
+    write_json(outputs_dir(params) / "registered.json", record)
     return record
-
-
-def run_drift(params: Params) -> dict[str, Any]:
-    """Evidently drift of the data that arrived after the champion's data vs what it was trained on."""
-    result = _drift_verdict(params)
-    _write_json(_outputs(params) / "drift_verdict.json", result)
-    return result
-
-
-def _drift_verdict(params: Params) -> dict[str, Any]:
-    tracking = _tracking(params)
-    from llmrec.data.split import time_slice
-
-    champion = tracking.get_version(params.tracking.model_name, alias=tracking.CHAMPION)
-    if champion is None:
-        return {"skipped": "no champion yet: nothing to compare against", "drift_detected": False, "n_current": 0}
-    dataset = load_prepared(params)
-    reference = _champion_reference(params, champion, dataset)
-    current = time_slice(dataset, start=pd.Timestamp(champion.tags["data.end"]))
-    if current.impressions.empty:
-        return {"skipped": f"no data newer than the champion's ({champion.tags['data.end']})", "drift_detected": False, "n_current": 0}
-    folder = champion_model_dir(params, Path(params.drift.out) / "champion")[1] if params.drift.prediction else None
-    verdict = drift_between(params, reference, current, dataset, params.drift.out, folder)
-    return {**verdict, "champion_version": champion.version}
-
-
-def _champion_reference(params: Params, champion: Any, dataset: Dataset) -> Dataset:
-    """The impressions the champion was trained on (up to its data.train_end tag) in the prepared tables."""
-    from llmrec.data.split import time_slice
-    from llmrec.errors import DataError, TrackingError
-
-    if not {"data.train_end", "data.end"} <= set(champion.tags):
-        raise TrackingError(
-            f"champion v{champion.version} has no data.train_end / data.end tags, so its reference data is unknown",
-            fix="promote a version registered by llmrec (see `llmrec models list`)",
-        )
-    reference = time_slice(dataset, end=pd.Timestamp(champion.tags["data.train_end"]), inclusive_end=True)
-    if reference.impressions.empty:
-        raise DataError(
-            f"the prepared tables hold none of champion v{champion.version}'s training data "
-            f"(up to {champion.tags['data.train_end']})",
-            where=params.data.prepared,
-            fix=f"ingest the data the champion was trained on ({champion.tags.get('data.path', 'data.path')}) with `llmrec ingest`",
-        )
-    return reference
-
-
-def drift_between(
-    params: Params,
-    reference: Dataset,
-    current: Dataset,
-    log: Dataset,
-    out_dir: str | Path,
-    champion_dir: str | Path | None = None,
-) -> dict[str, Any]:
-    """The drift verdict of `current` vs `reference` (both slices of `log`): features, item-text embeddings
-    (params.model.backbone) and, with a champion folder, its score distribution. Reports go to out_dir."""
-    from llmrec.drift import drift_report, impression_features, unseen_shares
-
-    drift = params.drift
-    ref = impression_features(reference, log, drift.lookback_hours)
-    cur = impression_features(current, log, drift.lookback_hours)
-    items = pd.concat([log.items, current.items]).drop_duplicates("item_id", keep="last")
-    embedding = _embedding_signal(params, reference, current, items, out_dir) if drift.embedding else None
-    prediction = None
-    if drift.prediction and champion_dir is not None:
-        prediction = _prediction_signal(params, reference, current, log, items, Path(champion_dir), out_dir)
-    verdict = drift_report(
-        ref, cur, out_dir, drift.share_threshold, extra=unseen_shares(reference, current, drift.unseen_margin),
-        embedding=embedding, prediction=prediction, decide_on=drift.decide_on, ignore=drift.ignore,
-    )
-    return {**verdict.to_dict(), "summary": verdict.summary()}
-
-
-def _sample_ids(ids: pd.Index, n: int, rng: Any) -> pd.Index:
-    import numpy as np
-
-    ids = ids.sort_values()
-    return ids if len(ids) <= n else ids[np.sort(rng.choice(len(ids), n, replace=False))]
-
-
-def _embedding_signal(
-    params: Params, reference: Dataset, current: Dataset, items: pd.DataFrame, out_dir: str | Path
-) -> dict[str, Any]:
-    """Backbone embeddings (the zero-shot baseline's encoder) of items new in `current` vs the reference's items."""
-    import numpy as np
-
-    from llmrec.drift import embedding_drift
-
-    drift = params.drift
-    known = pd.Index(reference.interactions["item_id"].unique())
-    new = pd.Index(current.interactions["item_id"].unique()).difference(known)
-    rng = np.random.default_rng(drift.seed)
-    ref_ids, new_ids = _sample_ids(known, drift.embedding_sample, rng), _sample_ids(new, drift.embedding_sample, rng)
-    kwargs = {"method": drift.embedding_method, "threshold": drift.embedding_threshold, "html": drift.embedding_html}
-    if min(len(ref_ids), len(new_ids)) < MIN_EMBEDDED_ITEMS:  # too few to test: embedding_drift says so, nothing encoded
-        empty = (np.zeros((len(ref_ids), 1)), np.zeros((len(new_ids), 1)))
-        return embedding_drift(*empty, min_items=MIN_EMBEDDED_ITEMS, **kwargs)
-    from llmrec.evaluation.baselines import item_embeddings
-
-    table = items.set_index("item_id").loc[ref_ids.append(new_ids)].rename_axis("item_id").reset_index()
-    _, vectors = item_embeddings(table, params.model.backbone, params.eval.batch_size, params.train.device)
-    ref, new = vectors[: len(ref_ids)], vectors[len(ref_ids) :]
-    return embedding_drift(ref, new, out_dir, min_items=MIN_EMBEDDED_ITEMS, **kwargs)
-
-
-MIN_EMBEDDED_ITEMS = 20
-
-
-def _prediction_signal(
-    params: Params, reference: Dataset, current: Dataset, log: Dataset, items: pd.DataFrame, folder: Path, out_dir: str | Path
-) -> dict[str, Any]:
-    """The champion's scores on one seeded candidate of each of up to drift.prediction_sample impressions per side.
-
-    One candidate per impression: an impression's candidates share its user, so their scores move
-    together, and a test over all of them would count one user's taste many times.
-    """
-    from llmrec.drift import prediction_drift
-    from llmrec.models.ranker import load_ranker, ranker_scorer
-
-    score = ranker_scorer(load_ranker(folder, device=params.train.device), items, params.eval.batch_size)
-    n, seed = params.drift.prediction_sample, params.drift.seed
-    ref, cur = (score(_candidates(part, log, n, seed)) for part in (reference, current))
-    return prediction_drift(ref, cur, out_dir)
-
-
-def _candidates(part: Dataset, log: Dataset, n: int, seed: int) -> pd.DataFrame:
-    """history + item_id of one random candidate of each of up to n random impressions (seeded)."""
-    imps = part.impressions.sort_values("impression_id", kind="stable")
-    imps = imps.sample(n=min(n, len(imps)), random_state=seed)
-    sub = with_context(part.restrict(imps["impression_id"]), log, 0, seed)  # derived histories where the source has none
-    inter = sub.interactions.sort_values(["impression_id", "item_id"], kind="stable")
-    one = inter.sample(frac=1.0, random_state=seed).drop_duplicates("impression_id")
-    histories = sub.impressions[["impression_id", "history"]]
-    frame = one[["impression_id", "item_id"]].merge(histories, on="impression_id")
-    return frame[["history", "item_id"]]
-
-
-def run_monitor(params: Params, batch: str | Path) -> dict[str, Any]:
-    """A new batch arrived: ingest + validate it, compare it with the champion's data, decide.
-
-    Returns {"batch", "ingest", "validation", "champion_version", "drift", "decision", "retrain_needed"}:
-    decision "no action" (no drift) or "retrain needed" (drift, or no champion yet). A batch that
-    fails to load or validate raises (DataError / ValidationFailed): no decision, nothing moves.
-    The record goes to outputs/monitor/monitor.json and, with a champion, onto its MLflow run.
-    Retraining is the caller's step (`llmrec monitor --retrain`, a flow): see `add_batch`.
-    """
-    import time
-
-    tracking = _tracking(params)
-    from llmrec.data.split import time_slice
-    from llmrec.promotion import monitor_decision
-    from llmrec.validation import validate_dataset
-
-    out = _outputs(params) / "monitor"
-    loaded = ingest(batch, out / "prepared", params.data)
-    validation = validate_dataset(loaded.dataset, out / "validation", bad_rows=loaded.bad_rows())
-    validation.raise_for_errors()
-    current = loaded.dataset
-    stamps = current.impressions["timestamp"]
-    record: dict[str, Any] = {
-        "batch": str(batch),
-        "ingest": {"format": loaded.format, "impressions": len(current.impressions),
-                   "interactions": len(current.interactions), "start": stamps.min().isoformat(), "end": stamps.max().isoformat()},
-        "validation": {"success": validation.success, "n_warnings": len(validation.warnings),
-                       "docs_path": validation.docs_path},
-    }
-    champion = tracking.get_version(params.tracking.model_name, alias=tracking.CHAMPION)
-    verdict = None
-    if champion is not None:
-        prepared = load_prepared(params)
-        reference = _champion_reference(params, champion, prepared)
-        if _source_kind(reference) != _source_kind(current):
-            from llmrec.errors import DataError
-
-            raise DataError.at(
-                f"the batch is {loaded.format} data, unlike the {reference.source.format} data champion v{champion.version} "
-                "was trained on, so their features cannot be compared",
-                batch,
-                fix="monitor batches of the champion's own source format",
-            )
-        folder = champion_model_dir(params, out / "champion")[1] if params.drift.prediction else None
-        # the log: everything known before the batch (popularity, item age, histories look back into it)
-        before = time_slice(prepared, end=stamps.min())
-        verdict = drift_between(params, reference, current, _union(before, current), out / "drift", folder)
-        verdict["champion_version"] = champion.version
-    decision = monitor_decision(verdict, champion.version if champion else None, params.drift)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    record.update({"champion_version": champion.version if champion else None, "drift": verdict, "decision": decision,
-                   "retrain_needed": decision["retrain_needed"], "at": stamp})
-    _write_json(out / "monitor.json", record)
-    if champion is not None:
-        tracking.log_run_dict(champion.run_id, record, f"monitor-{stamp}.json")
-        last = {"monitor.last": f"{stamp} {decision['action']}"}
-        tracking.set_version_tags(params.tracking.model_name, champion.version, last)
-    return record
-
-
-def _source_kind(dataset: Dataset) -> tuple[bool, bool]:
-    return dataset.source.explicit_history, dataset.source.logged_negatives
-
-
-def _union(known: Dataset, batch: Dataset) -> Dataset:
-    """One log of the known data and a separately ingested batch (rows in both are kept once)."""
-    items = pd.concat([known.items, batch.items]).drop_duplicates("item_id", keep="last")
-    imps = pd.concat([known.impressions, batch.impressions]).drop_duplicates("impression_id", keep="first")
-    inter = pd.concat([known.interactions, batch.interactions])
-    inter = inter.drop_duplicates(["impression_id", "item_id"], keep="first")
-    imps = imps.sort_values("timestamp", kind="stable").reset_index(drop=True)
-    return Dataset(items.reset_index(drop=True), imps, inter.reset_index(drop=True), known.source)
-
-
-def add_batch(params: Params, batch: str | Path) -> Path:
-    """Put a new batch folder into data.path (a folder of batch folders) so the next retrain trains on it."""
-    import shutil
-
-    from llmrec.data.ingest import detect_format
-    from llmrec.errors import DataError
-
-    batch, root = Path(batch).resolve(), Path(params.data.path).resolve()
-    if root in batch.parents:
-        return batch
-    if root.is_dir() and detect_format(root, params.data):
-        raise DataError.at(
-            "data.path is one dataset folder, not a folder of batch folders, so a new batch cannot be added to it",
-            root,
-            fix=f"move its files into a subfolder (e.g. {root}/batch1) so data.path holds batch folders",
-        )
-    target = root / batch.name
-    if target.exists():
-        raise DataError.at(f"data.path already holds a batch named {batch.name!r}", target,
-                           fix="rename the new batch folder (batch folders are read in name order)")
-    shutil.copytree(batch, target)
-    return target
 
 
 def run_promote(params: Params, registered: dict[str, Any] | None = None, drift: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -590,8 +359,8 @@ def run_promote(params: Params, registered: dict[str, Any] | None = None, drift:
     tracking = _tracking(params)
     from llmrec.promotion import PROMOTE, decide
 
-    registered = registered or _read_json(_outputs(params) / "registered.json")
-    drift = drift if drift is not None else _read_json(_outputs(params) / "drift_verdict.json")
+    registered = registered or _read_json(outputs_dir(params) / "registered.json")
+    drift = drift if drift is not None else _read_json(outputs_dir(params) / "drift_verdict.json")
     evaluation = _read_json(Path(params.eval.out) / "metrics.json")
     _check_same_model(registered, {"model_sha": evaluation["holdout"].get("model_sha")})
     champion = tracking.get_version(params.tracking.model_name, alias=tracking.CHAMPION)
@@ -618,7 +387,7 @@ def run_promote(params: Params, registered: dict[str, Any] | None = None, drift:
     )
     decision.thresholds["drift"] = params.drift.model_dump(exclude={"out"})
     record = decision.to_dict()
-    _write_json(_outputs(params) / "decision.json", record)
+    write_json(outputs_dir(params) / "decision.json", record)
     try:
         _record_decision(params, registered, record, drift, decision.action == PROMOTE)
     except Exception:
@@ -656,12 +425,12 @@ def _record_decision(params: Params, registered: dict, record: dict, drift: dict
 
 def _write_plot(params: Params, name: str, frame: pd.DataFrame) -> None:
     """Data for `dvc plots show` (declared in dvc.yaml): outputs/plots/<name>."""
-    folder = _outputs(params) / "plots"
+    folder = outputs_dir(params) / "plots"
     folder.mkdir(parents=True, exist_ok=True)
     frame.to_csv(folder / name, index=False)
 
 
-def _outputs(params: Params) -> Path:
+def outputs_dir(params: Params) -> Path:
     """Folder for the small records of the latest run (registered version, drift verdict, decision)."""
     return Path(params.eval.out).parent
 

@@ -1,4 +1,8 @@
-"""MLflow: runs, the model registry, aliases and lineage tags. The only module importing mlflow."""
+"""MLflow: runs, the model registry, aliases and lineage tags. The only module importing mlflow.
+
+Why one module this long: the only module importing mlflow (one module per outside system,
+docs/architecture.md).
+"""
 
 from __future__ import annotations
 

@@ -14,6 +14,9 @@ of dangling values with `expect_column_values_to_be_null`, and the failure is re
 `expect_column_values_to_be_in_set` on the original table and column. Passing the id set to
 GX's own in-set expectation was ~4x slower overall (GX re-serialises the value set hundreds of
 times per run).
+
+Why one module this long: the only module importing Great Expectations (one module per outside system,
+docs/architecture.md).
 """
 
 from __future__ import annotations

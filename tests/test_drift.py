@@ -280,7 +280,7 @@ def mid_world(tmp_path_factory) -> Path:
 
 def test_item_text_embeddings_drift_when_esports_appears(mid_world: Path, tiny_backbone: Path, tmp_path: Path, one_thread) -> None:
     """Through the pipeline's drift step, with the zero-shot encoder of the tiny BERT (no champion: no prediction drift)."""
-    from llmrec import pipeline
+    from llmrec import monitoring
     from llmrec.config import load_params
     from llmrec.data.ingest import load_source
     from llmrec.data.split import temporal_split, time_slice
@@ -292,15 +292,15 @@ def test_item_text_embeddings_drift_when_esports_appears(mid_world: Path, tiny_b
     train = time_slice(log, end=split.cutoff)
     holdout, period2 = time_slice(log, start=split.cutoff, end=end, inclusive_end=True), time_slice(log, start=end)
     quick = params.model_copy(update={"drift": params.drift.model_copy(update={"embedding_html": False})})
-    same = pipeline.drift_between(quick, train, holdout, log, tmp_path / "same")
-    shifted = pipeline.drift_between(params, train, period2, log, tmp_path / "shifted")
+    same = monitoring.drift_between(quick, train, holdout, log, tmp_path / "same")
+    shifted = monitoring.drift_between(params, train, period2, log, tmp_path / "shifted")
     assert same["embedding"]["n_current"] < 1000 and shifted["embedding"]["n_current"] == 1000  # new items, sampled
     assert not same["embedding"]["drifted"] and not same["signals"]["embedding"], same["summary"]
     assert shifted["embedding"]["drifted"] and shifted["signals"]["embedding"], shifted["summary"]
     assert shifted["embedding"]["score"] > same["embedding"]["score"]
     assert "item-text embeddings drifted" in " ".join(shifted["reasons"])
     assert shifted["prediction"] is None and Path(shifted["embedding"]["html_path"]).stat().st_size > 10_000
-    again = pipeline._embedding_signal(quick, train, period2, log.items, tmp_path / "again")
+    again = monitoring._embedding_signal(quick, train, period2, log.items, tmp_path / "again")
     assert again["score"] == shifted["embedding"]["score"]  # a seeded sample of items, seeded methods
 
 

@@ -17,7 +17,7 @@ import pytest
 from conftest import init_project
 from typer.testing import CliRunner
 
-from llmrec import pipeline, tracking
+from llmrec import monitoring, pipeline, tracking
 from llmrec.config import Params, load_params
 from llmrec.errors import DataError, ValidationFailed
 
@@ -56,7 +56,7 @@ def retrain_stages(params: Params) -> dict:
     pipeline.run_version(params)
     pipeline.run_train(params, progress=False)
     evaluation = pipeline.run_evaluate(params, progress=False)
-    drift = pipeline.run_drift(params)
+    drift = monitoring.run_drift(params)
     registered = pipeline.run_register(params)
     decision = pipeline.run_promote(params, registered, drift)
     return {"evaluation": evaluation, "drift": drift, "registered": registered, "decision": decision}
@@ -93,7 +93,7 @@ def champion_version() -> str | None:
 def test_same_distribution_batch_means_no_action(story) -> None:
     # the champion learnt from period 1 up to its last day; that last day (its holdout) arrives as a batch
     batch = write_days(story.world / "period1", story.tmp / "same" / "day4", story.days[-1:])
-    record = pipeline.run_monitor(story.params, batch)
+    record = monitoring.run_monitor(story.params, batch)
     drift = record["drift"]
     assert not drift["drift_detected"], drift["summary"]
     assert drift["share_drifted"] < 0.5 and not drift["signals"]["embedding"], drift["summary"]
@@ -110,7 +110,7 @@ def test_same_distribution_batch_means_no_action(story) -> None:
 
 
 def test_shifted_period_means_retrain_needed(story) -> None:
-    record = pipeline.run_monitor(story.params, story.world / "period2")
+    record = monitoring.run_monitor(story.params, story.world / "period2")
     drift = record["drift"]
     assert drift["drift_detected"] and drift["signals"]["features"], drift["summary"]
     # what the generator shifts in period 2: more candidates per impression, a new topic and moved
@@ -143,7 +143,7 @@ def test_invalid_batch_moves_nothing(story, fault: str) -> None:
     monitor_json = Path("outputs/monitor/monitor.json")
     stamp = monitor_json.stat().st_mtime_ns
     with pytest.raises(error, match=words):
-        pipeline.run_monitor(story.params, batch)
+        monitoring.run_monitor(story.params, batch)
     from llmrec.cli import app
 
     result = CliRunner().invoke(app, ["monitor", "--batch", str(batch), "--retrain"])

@@ -21,12 +21,17 @@ Generative model (the whole world is built from the seed, then the requested per
     category (`esports`) is published and liked by many users, weather/news items are published
     more, clicks lean a bit more on popularity and impressions show more candidates. Users and
     items carry over (returning users, items published late in period 1 or "evergreen").
+The items' words and news.tsv rows are written by `synthetic_text`; the sequence structure of `sequential`
+(series, follow-ups) is `synthetic_sequence`'s, its taste drift is here.
+
+Why one module this long: the world the seed builds (catalogue, users, their drift, every impression) and its
+two writers (MIND, MovieLens) share one random-stream order, which keeps a seed's data byte-identical; its
+text and sequence structure are separate modules.
 """
 
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,13 +40,14 @@ from typing import Sequence
 import numpy as np
 
 from llmrec.config import SyntheticSize
+from llmrec.data.synthetic_sequence import RECENT, Transitions, join_latent, name_series, release_ages, transitions
+from llmrec.data.synthetic_text import EMERGING, TOPICS, entities, news_rows
 from llmrec.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 N_PERIODS = 2
 MAX_HISTORY = 50
-EMERGING = "esports"                   # the category that appears in period 2
 EMERGING_SUPPLY = 0.15                 # its share of the items published in period 2
 EMERGING_BOOST = 0.4                   # added to its items' log-popularity
 MOVERS, MOVE_WEIGHT = 0.6, 0.9         # share of users whose period-2 preferences move, weight of the new ones
@@ -52,119 +58,13 @@ ARCHIVE, EMPTY_WARMUP = 0.3, 0.1       # share of items published before period 
 LATENT_DIM = 8                         # latent (text-invisible) factors per user and item
 TEXT_AFFINITY = (-3.36, 0.9)           # mean and spread (within an impression) of the text affinity of candidates:
                                        # the mix keeps both, so `collaborative` is the latent share of the variance
-# sequence signal (`sequential`, 0..1; all of it is absent at 0): series, hidden follow-ups, taste drift
-SERIES_START = 0.12                    # chance that an item not yet in a series starts one
-SERIES_LENGTH = (2, 5)                 # instalments per series
-SERIES_GAP_DAYS = 1.5                  # news: the next instalment is published within this many days
-SERIES_LIKENESS = 0.8                  # correlation of an instalment's latent factors and popularity with the first one's
-FOLLOW_UPS, SAME_CATEGORY = 3, 2.0     # hidden follow-ups per item; log-odds of one being of the item's category
-FOLLOW_WINDOW_DAYS = (1.0, 3.0)        # news: follow-ups are published at most this long before / after the item
-RECENT, RECENCY = 5, 0.5               # consumptions that steer the next, and the weight of each step back
-SEQUEL_PULL, FOLLOW_PULL = 4.0, 2.5    # click-logit boost of a recent item's next instalment / follow-up (at 1)
-SEQUEL_ALONE = 3.0                     # click-logit penalty of an instalment whose predecessor the user never consumed
-SHOWN_SHARE = 0.3                      # candidate mass given to what recent consumptions pull (at 1)
+
+# taste drift of `sequential` (0..1; absent at 0)
 DRIFT_DAYS = 6.0                       # correlation time of a user's taste (at 1; longer below)
 CATEGORY_DRIFT = 0.8                   # stationary spread of the drift of a user's log category preferences
 WARMUP_DAYS = 4.0                      # the pre-log history drifts over this many days
-SEQUEL_NAMES = (("{stem} {k}",), ("{stem} Part {r}",), ("{stem}: Chapter {k}",),
-                ("{stem} Returns", "{stem} Forever", "{stem}: Resurrection", "{stem}: Legacy"))
-FOLLOW_UP_NAMES = (("{stem}: update {j}",), ("{stem}, day {k}",), ("{stem}: what we know now", "{stem}: the latest",
-                   "{stem}: what happened next", "{stem}: the aftermath"))
-ROMAN = ("I", "II", "III", "IV", "V", "VI")
 
-# category: (share of supply in period 1, org-name suffixes, category words, {subcategory: words})
-TOPICS: dict[str, tuple[float, str, str, dict[str, str]]] = {
-    "news": (0.20, "University,Institute,Police Department,Council",
-        "report officials state city police court law government public community county school", {
-            "newsus": "governor residents town sheriff highway district mayor neighborhood",
-            "newspolitics": "president senate congress democrats republicans vote campaign impeachment",
-            "newsworld": "minister protests border embassy foreign summit refugees treaty",
-            "newscrime": "arrested suspect murder shooting charged robbery prison trial",
-            "newsscienceandtechnology": "scientists researchers space nasa discovery robot technology software"}),
-    "sports": (0.14, "Hawks,Bears,Tigers,Rangers,Comets,Wolves",
-        "game season team coach win victory player fans league playoff score championship", {
-            "football_nfl": "quarterback touchdown nfl sack yards kickoff receiver linebacker",
-            "basketball_nba": "nba dunk rebounds assists guard buzzer basketball court",
-            "baseball_mlb": "mlb pitcher inning homer bullpen baseball slugger dugout",
-            "soccer": "soccer goal striker midfielder penalty premier cup goalkeeper",
-            "golf": "golf birdie putt masters fairway caddie bogey clubhouse"}),
-    "finance": (0.08, "Capital,Bank,Holdings,Financial",
-        "money market stocks investors company economy billion shares profit earnings price", {
-            "finance-companies": "ceo layoffs merger acquisition startup revenue quarterly retailer",
-            "markets": "dow nasdaq wall street rally selloff bonds index",
-            "personalfinance": "retirement savings taxes budget credit debt mortgage paycheck",
-            "realestate": "homes housing buyers rent apartment realtor listing property"}),
-    "lifestyle": (0.08, "Boutique,Foundation,Living",
-        "life family style people home holiday gift trends ideas", {
-            "lifestylebuzz": "viral photo internet wedding mom dad kids surprise",
-            "lifestyleroyals": "royal prince princess duchess queen palace duke crown",
-            "shop-holidays": "shopping deals black friday gifts sale christmas thanksgiving",
-            "pets": "dog puppy cat rescue pet shelter adoption kitten"}),
-    "health": (0.07, "Medical Center,Clinic,Health,Pharma",
-        "health doctors patients study risk disease hospital care body", {
-            "wellness": "sleep stress meditation mental anxiety habits mindfulness relaxation",
-            "medical": "cancer surgery treatment vaccine diagnosis flu symptoms therapy",
-            "nutrition": "diet protein sugar vitamins calories weight eating fiber",
-            "fitness": "workout exercise running gym muscles cardio strength training"}),
-    "entertainment": (0.08, "Studios,Pictures,Entertainment",
-        "star hollywood celebrity fans film actress actor famous", {
-            "celebrity": "gossip divorce dating instagram couple paparazzi engagement carpet",
-            "movienews": "movie box office trailer director sequel premiere cinema oscar",
-            "entertainment-books": "novel author book bestseller memoir chapter publisher reading"}),
-    "travel": (0.06, "Airlines,Resorts,Cruises",
-        "travel trip vacation destination tourists flight hotel visit", {
-            "traveltrends": "bucket list beaches islands cities guide places wanderlust",
-            "travelnews": "airport airline passengers delays tsa cruise luggage boarding",
-            "adventuretravel": "hiking camping mountains national park trail kayak wilderness"}),
-    "foodanddrink": (0.06, "Kitchen,Bistro,Winery,Bakery",
-        "food recipe dinner restaurant chef cooking meal taste kitchen", {
-            "recipes": "casserole soup pasta chicken baked slowcooker sauce roast",
-            "restaurants": "menu diner burger pizza chain fastfood brunch waiter",
-            "wine": "wine vineyard bottle beer cocktail brewery whiskey sommelier",
-            "baking": "cake cookies pie bread dessert chocolate pumpkin frosting"}),
-    "autos": (0.05, "Motors,Automotive,Cars",
-        "car cars vehicle driver road truck engine auto", {
-            "autosnews": "recall dealership sales automakers factory suv pickup lineup",
-            "autosenthusiasts": "horsepower muscle sportscar racing convertible classic coupe v8",
-            "autoselectric": "electric battery charging tesla range hybrid ev charger"}),
-    "weather": (0.05, "Valley,County,Coast",
-        "weather forecast storm temperatures rain snow winds cold", {
-            "weathertopstories": "winter blizzard freezing frost ice chill degrees snowfall",
-            "storms": "hurricane tornado flooding thunderstorm lightning damage evacuation hail",
-            "climate": "climate warming drought wildfire emissions heatwave glaciers environment"}),
-    "tv": (0.05, "Network,TV,Channel",
-        "tv episode series season finale viewers network show", {
-            "tvnews": "ratings renewed canceled streaming netflix host anchor lineup",
-            "realitytv": "reality contestant bachelor eliminated judges dancing competition voted",
-            "tv-celebrity": "sitcom cast reunion character spinoff drama comedy actors"}),
-    "music": (0.05, "Records,Band,Orchestra",
-        "music song album singer band tour concert fans", {
-            "musicnews": "grammy charts billboard single release lyrics video awards",
-            "hiphop": "rapper hiphop rap beat mixtape verse producer feature",
-            "country": "country nashville guitar cowboy ballad fiddle opry banjo",
-            "concerts": "stage festival tickets arena setlist encore crowd livestream"}),
-    EMERGING: (0.0, "Gaming,Esports,Squad,Clan",
-        "esports gamers gaming tournament stream players team league console", {
-            "esports_tournaments": "bracket finals prize pool clutch champions qualifier lan",
-            "esports_streaming": "twitch streamer viewers subscribers chat clips creator followers",
-            "esports_games": "patch meta shooter moba battle royale fortnite controller"}),
-}
-VERBS = "reveals faces wins makes shares says plans gets takes announces returns slams joins warns explains".split()
-ADJS = "new big best latest surprising huge top major first simple shocking rare".split()
-FILLER = "today week year time people day way thing world things know need after could still now more here".split()
-FIRST = ("James Mary Robert Linda Michael Sarah David Karen Daniel Lisa Mark Emily Steven Laura Paul Anna Kevin "
-         "Nicole Jason Rachel Ryan Megan Eric Olivia Tyler").split()
-LAST = ("Walker Brooks Hayes Porter Ellis Warren Grant Fisher Reed Holt Marsh Dalton Pierce Carver Lowe Barrett "
-        "Quinn Sutton Keller Monroe Vaughn Hale Mercer Rowe").split()
-PLACE_A = "North Blue Silver Red Iron Green Lake Stone Bright Summit Oak River Eagle Star Harbor".split()
-PLACE_B = "field ridge wood bay gate point crest view dale ford".split()
-TITLE_E = ["{E} {v} {a} {s} {c}", "{E} {v} the {s} {c} {g}", "Why {E} {v} {a} {s}", "{E}: {a} {s} {c} {g}"]
-TITLE_0 = ["{a} {s} {c}: what to know", "{n} {a} {s} {c} {g} {g}", "How the {s} {c} {v} {a} {c}",
-           "The {a} {c} {s} everyone is talking about", "{s} {c} {v} {a} {g} {g}"]
-ABSTRACT = ["{E} {v} the {a} {s} {c} this {g}.", "The {c} {s} {v} {a} {g} {g} {c}.",
-            "{a} {s} and {c} {g} as {g} {c} {v} {s}.", "Here is what {g} {g} about the {s} {c}."]
-URL_CHARS = list("ABCDEFGHJKLMNPQRSTUVWXYZ0123456789")
-Entity = tuple[str, str, str, int]     # label, MIND type, Wikidata id, category index
+
 # period, user, time (days since start), history, candidates, click labels
 Impression = tuple[int, int, float, tuple[int, ...], np.ndarray, np.ndarray]
 
@@ -182,69 +82,6 @@ class World:
                                               # then listed in the order they were consumed
 
 
-@dataclass
-class Transitions:
-    """The hidden sequence structure of `sequential`: series of instalments (sequels, follow-up stories) and every
-    item's follow-ups (what people move on to next; partly of its category, mostly not). What a user consumed
-    last pulls these into the next impression and raises their click logit; older consumptions pull less."""
-
-    strength: float        # `sequential`, 0..1
-    next: np.ndarray       # each item's next instalment (-1: none)
-    prev: np.ndarray       # each item's previous instalment (-1: none)
-    position: np.ndarray   # instalment number in its series (0: not in a series, 1: the first)
-    follow: np.ndarray     # items x FOLLOW_UPS follow-up items
-    weight: np.ndarray     # items x FOLLOW_UPS strength of each follow-up, 0..1
-
-    def pull(self, recent: Sequence[int]) -> np.ndarray:
-        """Click-logit pull (before `strength`) of every item by the last RECENT consumptions (most recent last):
-        next instalments and follow-ups, each step back weighing RECENCY times less."""
-        last = list(recent[-RECENT:])
-        return self.pulls(np.array([[-1] * (RECENT - len(last)) + last]))[0]
-
-    def pulls(self, recent: np.ndarray) -> np.ndarray:
-        """`pull` of many users at once: recent is users x RECENT item rows, most recent last, -1 = none."""
-        out = np.zeros((len(recent), len(self.next)))
-        rows = np.arange(len(recent))
-        for back in range(RECENT):
-            item = recent[:, RECENT - 1 - back]
-            has = item >= 0
-            w = RECENCY ** back
-            sequel = has & (self.next[np.maximum(item, 0)] >= 0)
-            np.add.at(out, (rows[sequel], self.next[item[sequel]]), w * SEQUEL_PULL)
-            np.add.at(out, (np.repeat(rows[has], FOLLOW_UPS), self.follow[item[has]].ravel()),
-                      w * FOLLOW_PULL * self.weight[item[has]].ravel())
-        return out
-
-    def show(self, mix: np.ndarray, pool: np.ndarray, pull: np.ndarray) -> np.ndarray:
-        """Candidate-draw weights over `pool` with SHOWN_SHARE x strength of the mass moved to the pulled items
-        (a feed shows the sequel of what you just watched)."""
-        pulled = pull[pool]
-        if not pulled.any():
-            return mix
-        share = SHOWN_SHARE * self.strength
-        return (1 - share) * mix + share * pulled / pulled.sum()
-
-    def bonus(self, cands: np.ndarray, pull: np.ndarray, seen: np.ndarray) -> np.ndarray:
-        """Click-logit terms of candidates: their pull, minus SEQUEL_ALONE for an instalment whose predecessor
-        the user has not consumed (`seen`: a boolean row over items)."""
-        prev = self.prev[cands]
-        alone = (prev >= 0) & ~seen[..., np.maximum(prev, 0)]  # one user's rows, or users x items
-        return self.strength * (pull[..., cands] - SEQUEL_ALONE * alone)
-
-    def order(self, rng: np.random.Generator, clicked: np.ndarray, recent: Sequence[int]) -> np.ndarray:
-        """The order in which a user consumes one impression's clicks: each next one drawn by how strongly the
-        consumptions so far pull it (never an instalment before its predecessor among them)."""
-        history, left, out = list(recent), [int(i) for i in clicked], []
-        while left:
-            ready = [i for i in left if self.prev[i] not in left]
-            logw = self.strength * self.pull(history)[ready]
-            pick = ready[int(np.argmax(logw + rng.gumbel(size=len(ready))))]
-            out.append(pick)
-            history.append(pick)
-            left.remove(pick)
-        return np.array(out, dtype=clicked.dtype)
-
-
 def _fixed_width_ids(rng: np.random.Generator, prefix: str, n: int) -> list[str]:
     """n distinct ids like N12345 with equal digit counts (so text order == numeric order)."""
     base = 10 ** max(4, len(str(n)))
@@ -255,73 +92,6 @@ def _zipf(k: int) -> np.ndarray:
     """Zipf weights 1/rank over k ranks, normalised."""
     w = 1.0 / np.arange(1, k + 1)
     return w / w.sum()
-
-
-def _entities(rng: np.random.Generator, cats: list[str], per_cat: int = 12) -> list[Entity]:
-    """Synthetic but plausible people and organisations (places for weather) of every category."""
-    out: list[Entity] = []
-    seen: set[str] = set()
-    for c, cat in enumerate(cats):
-        suffixes = TOPICS[cat][1].split(",")
-        while len(out) < (c + 1) * per_cat:
-            if rng.random() < 0.5:
-                label, kind = f"{rng.choice(FIRST)} {rng.choice(LAST)}", "P"
-            else:
-                place = f"{rng.choice(PLACE_A)}{rng.choice(PLACE_B)}"
-                label, kind = f"{place} {rng.choice(suffixes)}", "G" if cat == "weather" else "O"
-            if label not in seen:
-                seen.add(label)
-                out.append((label, kind, f"Q{int(rng.integers(1000, 9_999_999))}", c))
-    return out
-
-
-def _fill(rng: np.random.Generator, template: str, cat: str, sub: str, entity: str) -> str:
-    """Fill a template with category/subcategory words (some from other topics), fillers and the entity."""
-    cwords, swords = TOPICS[cat][2].split(), TOPICS[cat][3][sub].split()
-    others = [k for k in TOPICS if k not in (cat, EMERGING)]
-
-    def word(kind: str) -> str:
-        if kind == "c" and rng.random() < 0.15:
-            return str(rng.choice(TOPICS[str(rng.choice(others))][2].split()))
-        if kind == "n":
-            return str(rng.integers(3, 26))
-        pool = {"c": cwords, "s": swords if rng.random() < 0.8 else cwords, "g": FILLER, "v": VERBS, "a": ADJS}[kind]
-        return str(rng.choice(pool))
-
-    text = template.replace("{E}", entity)
-    for kind in "csgvan":
-        while "{" + kind + "}" in text:
-            text = text.replace("{" + kind + "}", word(kind), 1)
-    return text[0].upper() + text[1:]
-
-
-def _entity_json(rng: np.random.Generator, text: str, entity: Entity | None) -> str:
-    """MIND entity column: the entity, when it occurs in `text`, with its offset."""
-    if entity is None or entity[0] not in text:
-        return "[]"
-    row = {"Label": entity[0], "Type": entity[1], "WikidataId": entity[2],
-           "Confidence": round(float(rng.uniform(0.9, 1.0)), 3),
-           "OccurrenceOffsets": [text.find(entity[0])], "SurfaceForms": [entity[0]]}
-    return json.dumps([row])
-
-
-def _news_rows(rng: np.random.Generator, cats: list[str], subs: list[str], items: dict,
-               entities: list[Entity]) -> list[str]:
-    """Category, subcategory, title, abstract, url and entity columns of every item."""
-    rows = []
-    for c, s, e in zip(items["cat"], items["sub"], items["ent"]):
-        ent = entities[e] if e < len(entities) else None
-        label = ent[0] if ent else ""
-        title = _fill(rng, str(rng.choice(TITLE_E if ent else TITLE_0)), cats[c], subs[s], label)
-        sentences = [t for t in ABSTRACT if ent or "{E}" not in t]
-        picks = rng.choice(len(sentences), size=int(rng.integers(2, 4)), replace=False)
-        abstract = " ".join(_fill(rng, sentences[i], cats[c], subs[s], label) for i in picks)
-        if rng.random() < 0.05:
-            abstract = ""
-        url = f"https://assets.msn.com/labs/mind/AA{''.join(rng.choice(URL_CHARS, 6))}.html"
-        cols = [cats[c], subs[s], title, abstract, url, _entity_json(rng, title, ent), _entity_json(rng, abstract, ent)]
-        rows.append("\t".join(x.replace("\t", " ").replace("\n", " ") for x in cols))
-    return rows
 
 
 def _items(rng: np.random.Generator, size: SyntheticSize, cats: list[str], sub_cat: np.ndarray,
@@ -386,111 +156,6 @@ def _latent(rng: np.random.Generator, users: dict, items: dict, collaborative: f
     users["latent"] = rng.normal(0, 1, (users["sub"].shape[0], LATENT_DIM)) / LATENT_DIM ** 0.25
     items["latent"] = rng.normal(0, 1, (len(items["pub"]), LATENT_DIM)) / LATENT_DIM ** 0.25
     users["collaborative"] = collaborative
-
-
-def _transitions(rng: np.random.Generator, items: dict, catalogue: bool, strength: float) -> Transitions:
-    """Series and follow-ups of the catalogue; instalments take their series' category, subcategory and entity
-    and a popularity correlated with the one before (`items` changes in place)."""
-    if not 0.0 < strength <= 1.0:
-        raise ConfigError(f"synthetic.sequential must be in [0, 1], got {strength}", fix="e.g. 0.5")
-    nxt, prev, position = _series(rng, items["pub"], catalogue)
-    for j in np.argsort(position, kind="stable"):  # first instalments first, so each copies a finished one
-        i = prev[j]
-        if i >= 0:
-            for key in ("cat", "sub", "ent"):
-                items[key][j] = items[key][i]
-            items["logpop"][j] = _alike(items["logpop"][i], items["logpop"][j])
-    follow, weight = _follow_ups(rng, items, catalogue)
-    return Transitions(strength, nxt, prev, position, follow, weight)
-
-
-def _alike(previous: np.ndarray | float, own: np.ndarray | float) -> np.ndarray | float:
-    """A value correlated SERIES_LIKENESS with the previous instalment's, with the same spread."""
-    return SERIES_LIKENESS * previous + np.sqrt(1 - SERIES_LIKENESS ** 2) * own
-
-
-def _series(rng: np.random.Generator, pub: np.ndarray, catalogue: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(next, previous, instalment number) of series of SERIES_LENGTH items in publish order; news instalments
-    follow each other within SERIES_GAP_DAYS."""
-    n = len(pub)
-    order = np.argsort(pub, kind="stable")
-    nxt, prev, position = np.full(n, -1), np.full(n, -1), np.zeros(n, dtype=int)
-    gap = np.inf if catalogue else SERIES_GAP_DAYS
-    for p, first in enumerate(order):
-        if position[first] or rng.random() >= SERIES_START:
-            continue
-        length, last, q = int(rng.integers(SERIES_LENGTH[0], SERIES_LENGTH[1] + 1)), first, p
-        position[first] = 1
-        while position[last] < length:
-            q += int(rng.geometric(0.05))
-            while q < n and position[order[q]]:
-                q += 1
-            if q >= n or pub[order[q]] - pub[last] > gap:
-                break
-            j = order[q]
-            nxt[last], prev[j], position[j], last = j, last, position[last] + 1, j
-        if last == first:  # nothing followed: not a series
-            position[first] = 0
-    return nxt, prev, position
-
-
-def _follow_ups(rng: np.random.Generator, items: dict, catalogue: bool) -> tuple[np.ndarray, np.ndarray]:
-    """FOLLOW_UPS hidden follow-ups of every item and their strengths (0: none found): drawn from the catalogue
-    (news: items published around the item) leaning to the item's category and to popular items."""
-    pub, cat, logpop = items["pub"], items["cat"], items["logpop"]
-    n, draws = len(pub), 4 * FOLLOW_UPS
-    order = np.argsort(pub, kind="stable")
-    if catalogue:
-        lo, hi = np.zeros(n, dtype=int), np.full(n, n)
-    else:
-        before, after = FOLLOW_WINDOW_DAYS
-        lo = np.searchsorted(pub[order], pub - before, side="left")
-        hi = np.searchsorted(pub[order], pub + after, side="right")
-    cand = order[lo[:, None] + (rng.random((n, draws)) * (hi - lo)[:, None]).astype(int)]
-    keys = SAME_CATEGORY * (cat[cand] == cat[:, None]) + 0.5 * logpop[cand] + rng.gumbel(size=cand.shape)
-    by_id = np.argsort(cand, axis=1, kind="stable")
-    sorted_cand = np.take_along_axis(cand, by_id, axis=1)
-    repeat = np.zeros_like(sorted_cand, dtype=bool)
-    repeat[:, 1:] = sorted_cand[:, 1:] == sorted_cand[:, :-1]
-    np.put_along_axis(keys, by_id, np.where(repeat, -np.inf, np.take_along_axis(keys, by_id, axis=1)), axis=1)
-    keys[cand == np.arange(n)[:, None]] = -np.inf
-    top = np.argsort(-keys, axis=1, kind="stable")[:, :FOLLOW_UPS]
-    follow = np.take_along_axis(cand, top, axis=1)
-    weight = rng.uniform(0.3, 1.0, follow.shape) * np.isfinite(np.take_along_axis(keys, top, axis=1))
-    return follow, weight
-
-
-def _join_latent(items: dict, trans: Transitions) -> None:
-    """Instalments' latent factors correlated with the previous instalment's (the same audience)."""
-    for j in np.argsort(trans.position, kind="stable"):
-        if trans.prev[j] >= 0:
-            items["latent"][j] = _alike(items["latent"][trans.prev[j]], items["latent"][j])
-
-
-def _name_series(rng: np.random.Generator, rows: list[str], trans: Transitions, catalogue: bool) -> None:
-    """Titles of later instalments: the first one's title and a sequel (or follow-up story) suffix, in one style
-    per series, so text models can see the series as readers do (`rows` changes in place)."""
-    styles = SEQUEL_NAMES if catalogue else FOLLOW_UP_NAMES
-    for first in np.flatnonzero(trans.position == 1):
-        cols = rows[first].split("\t")
-        names = styles[int(rng.integers(len(styles)))]
-        j = trans.next[first]
-        while j >= 0:
-            k = int(trans.position[j])
-            name = names[min(k - 2, len(names) - 1)].format(stem=cols[2], k=k, j=k - 1, r=ROMAN[k - 1])
-            own = rows[j].split("\t")
-            own[2], own[5] = name, cols[5]  # the title's entity is the first title's, at the same offset
-            rows[j] = "\t".join(own)
-            j = trans.next[j]
-
-
-def _release_ages(rng: np.random.Generator, trans: Transitions) -> np.ndarray:
-    """Years before the log each item came out: 0-29, a later instalment 1-3 years after the one before it."""
-    age = rng.integers(0, 30, len(trans.prev))
-    for j in np.argsort(trans.position, kind="stable"):
-        if trans.prev[j] >= 0:
-            age[j] = max(0, age[trans.prev[j]] - int(rng.integers(1, 4)))
-    return age
 
 
 def _drift(rng: np.random.Generator, users: dict, us: np.ndarray, days: np.ndarray, strength: float) -> None:
@@ -676,24 +341,24 @@ def build_world(size: SyntheticSize, seed: int, collaborative: float = 0.0, cata
     cats = list(TOPICS)
     subs = [s for c in cats for s in TOPICS[c][3]]
     sub_cat = np.array([cats.index(c) for c in cats for _ in TOPICS[c][3]])
-    entities = _entities(r_ent, cats)
-    ent_cat = np.array([e[3] for e in entities])
+    named = entities(r_ent, cats)
+    ent_cat = np.array([e[3] for e in named])
     items = _items(r_items, size, cats, sub_cat, ent_cat, catalogue)
-    trans = _transitions(r_seq, items, catalogue, sequential) if sequential else None
-    rows = _news_rows(r_text, cats, subs, items, entities)
+    trans = transitions(r_seq, items, catalogue, sequential) if sequential else None
+    rows = news_rows(r_text, cats, subs, items, named)
     users = _users(r_users, size.n_users, cats, sub_cat, ent_cat)
     if collaborative:
         _latent(r_latent, users, items, collaborative)
     if trans is None:
         impressions = _simulate(r_sim, size, users, items, _warmup(r_warm, users, items))
     else:
-        _name_series(r_seq, rows, trans, catalogue)
+        name_series(r_seq, rows, trans, catalogue)
         if collaborative:
-            _join_latent(items, trans)
+            join_latent(items, trans)
         users["category_shift"] = np.zeros((size.n_users, len(cats)))
         impressions = _simulate(r_sim, size, users, items, _sequential_warmup(r_warm, users, items, trans), trans)
     news_ids, user_ids = _fixed_width_ids(r_ids, "N", size.n_items), _fixed_width_ids(r_ids, "U", size.n_users)
-    ages = _release_ages(r_seq, trans) if trans is not None else None
+    ages = release_ages(r_seq, trans) if trans is not None else None
     return World(news_ids, rows, user_ids, impressions, ages, trans)
 
 

@@ -23,6 +23,9 @@ paired differences.
 How it differs from `llmrec evaluate`: `evaluate` scores what production faces (a temporal holdout of
 logged impressions, negatives only among items known at the time, the champion side by side) and feeds
 the promotion policy; this protocol ignores time across users and exists to put llmrec next to papers.
+
+Why one module this long: the standard protocol, its models and its leaderboard are one page a user reads to
+know what `llmrec benchmark` measured.
 """
 
 from __future__ import annotations

@@ -41,6 +41,9 @@ baseline of the evaluation; with `ids: false` a text-only sequence model.
 A saved folder is the backbone's own files plus the hybrid weights in the same model.safetensors
 under the prefix "llmrec.hybrid." (so `fingerprint` covers them) with the item-id vocabulary in
 its metadata, and llmrec.json ({"type": "hybrid", ...}). Nothing is pickled.
+
+Why one module this long: the network and the saved model class share the score's layout (part columns, blend
+groups, offsets); one module keeps them in step.
 """
 
 from __future__ import annotations

@@ -23,6 +23,9 @@ A saved folder is a plain Hugging Face folder (config.json, tokenizer files, mod
 plus llmrec.json ({"type": "two-tower", ...}). The user-tower parameters live in the same
 model.safetensors under the key prefix "llmrec.user_tower.", so `fingerprint` (the sha256 of that
 file, shared with the cross-encoder) covers every weight of the model. Nothing is pickled.
+
+Why one module this long: the model, its user tower and its catalogue-vector cache change together (the saved
+layout, the fingerprint, the scoring paths).
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ groups, and a loss over a micro-batch of example indices); `run_loop` does every
 - a validation nDCG@10 curve every `train.eval_every` steps with early stopping and best weights;
 - a time limit (`train.max_minutes`): training stops after the step that crosses it and keeps the model;
 - a progress bar (main process only) with the loss and throughput.
+
+Why one module this long: the loop's steps (batches, accumulation, precision, validation, early stopping,
+checkpoints, the time cap) read and write one training state; apart, each would need all of it.
 """
 
 from __future__ import annotations

@@ -208,7 +208,7 @@ def test_the_collaborative_knob_is_the_latent_share_of_the_affinity(tmp_path: Pa
     rng = np.random.default_rng(0)
     cats = list(S.TOPICS)
     sub_cat = np.array([cats.index(c) for c in cats for _ in S.TOPICS[c][3]])
-    ent_cat = np.array([e[3] for e in S._entities(rng, cats)])
+    ent_cat = np.array([e[3] for e in S.entities(rng, cats)])
     items = S._items(rng, TINY, cats, sub_cat, ent_cat)
     users = S._users(rng, 300, cats, sub_cat, ent_cat)
     text = np.concatenate([S._affinity(users, items, 0, u, np.arange(400)) for u in range(300)])
