@@ -7,7 +7,7 @@ models (`model.hybrid`, `eval.sasrec`, `serve.limits`, ...) get their own sectio
 
     python -m llmrec.params_doc > docs/params.md
 
-`tests/test_params_doc.py` fails when docs/params.md differs from what this prints.
+`tests/unit/test_params_doc.py` fails when docs/params.md differs from what this prints.
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""Shared fixtures: offline, quiet environment; tiny data and a tiny random BERT built locally."""
+"""Shared fixtures: offline, quiet environment; tiny data and a tiny random BERT built locally.
+
+The folders mirror how much a test runs: `unit/<package>/` (one module, the package's layout), `integration/`
+(stages and real Prefect/MLflow/DVC/GX pieces together, in-process or as subprocesses), `e2e/` (flows, servers,
+stacks and torchrun, started the way a user starts them). Each test gets the marker of its folder, so
+`pytest -m "not e2e"` is the quick loop and `pytest -m unit` the quickest."""
 
 from __future__ import annotations
 
@@ -23,6 +28,17 @@ for key, value in {
     os.environ.setdefault(key, value)
 
 REPO = Path(__file__).resolve().parents[1]
+KINDS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its folder's kind (unit, integration, e2e)."""
+    tests = Path(__file__).resolve().parent
+    for item in items:
+        kind = Path(item.fspath).resolve().relative_to(tests).parts[0]
+        if kind not in KINDS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live under tests/unit, tests/integration or tests/e2e")
+        item.add_marker(getattr(pytest.mark, kind))
 TINY = {"n_items": 400, "n_users": 150, "days_per_period": 4, "impressions_per_day": 120}
 
 

@@ -18,10 +18,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
-import pytest
 from conftest import REPO, dvc, git
 
-pytestmark = pytest.mark.e2e
 PORTS = {"PG_PORT": "8851", "S3_PORT": "8852", "MLFLOW_PORT": "8853", "PREFECT_PORT": "8854"}
 BIN = Path(sys.executable).parent
 

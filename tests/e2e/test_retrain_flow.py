@@ -12,8 +12,6 @@ from conftest import REPO, dvc
 
 from llmrec.errors import PromotionAlert
 
-pytestmark = pytest.mark.e2e
-
 
 @pytest.fixture(scope="module", autouse=True)
 def prefect_server(tmp_path_factory):

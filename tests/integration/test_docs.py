@@ -121,6 +121,26 @@ def test_every_make_target_of_the_pages_exists():
         assert set(goals) <= targets, f"`make {' '.join(args)}`: no such target"
 
 
+def test_every_pytest_command_of_the_pages_selects_tests_as_printed():
+    """`.venv/bin/python -m pytest -m "not e2e"` and the like: their markers exist and they select some tests, not all."""
+    import subprocess
+    import sys
+
+    commands = [args[2:] for args in page_commands("python") if args[:2] == ["-m", "pytest"]]
+    assert commands, "the README names no quick pytest loop"
+    markers = {line.split(":")[0].strip().strip('"') for line in
+               __import__("tomllib").loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["markers"]}
+    for args in commands:
+        expression = args[args.index("-m") + 1] if "-m" in args else ""
+        words = set(re.findall(r"[a-z_0-9]+", expression)) - {"and", "or", "not"}
+        assert words <= markers, f"`pytest {' '.join(args)}`: unknown markers {sorted(words - markers)}"
+        out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", *args], cwd=REPO,
+                             capture_output=True, text=True, timeout=300).stdout
+        selected = re.search(r"(\d+)(?:/(\d+))? tests? collected", out)
+        assert selected, out[-2000:]
+        assert 0 < int(selected[1]) < int(selected[2] or 0), f"`pytest {' '.join(args)}` selects {selected[0]}"
+
+
 def test_every_docs_page_is_linked_from_the_readme():
     linked = {(REPO / target).resolve() for target in re.findall(r"\]\(([^)#\s]+)", README.read_text())}
     missing = [_name(page) for page in DOCS if page.resolve() not in linked]

@@ -17,10 +17,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import pytest
 from conftest import REPO
 
-pytestmark = pytest.mark.e2e
 PREFECT_PORT, MLFLOW_PORT = 8941, 8942
 API = f"http://127.0.0.1:{PREFECT_PORT}/api"
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}

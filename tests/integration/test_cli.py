@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 from typer.testing import CliRunner
 
 from llmrec.cli import app
@@ -56,7 +57,7 @@ def test_every_page_or_section_an_error_names_exists():
     point to docs pages, which must exist too."""
     import re
 
-    root = Path(__file__).resolve().parents[1]
+    root = REPO
     readme = (root / "README.md").read_text()
     headings = set(re.findall(r"^#+ (.+?)\s*$", readme, flags=re.M))
     source = "\n".join(p.read_text() for p in (root / "llmrec").rglob("*.py"))
