@@ -196,7 +196,7 @@ def run_train(params: Params, progress: bool = True) -> dict[str, Any]:
         train = train.restrict(recent["impression_id"])
     train = with_context(train, split.train, params.train.negatives_per_positive, params.train.seed)
     result = train_model(params.model.type, train, params.model, params.train, params.train.out, progress=progress)
-    from llmrec.models.cross_encoder import fingerprint
+    from llmrec.models.io import fingerprint
     from llmrec.training.distributed import is_main_process
 
     info = {**result.to_dict(), "split": split.describe(), "model_sha": fingerprint(params.train.out)}
@@ -222,7 +222,7 @@ def run_evaluate(params: Params, with_champion: bool = True, progress: bool = Tr
     from llmrec.evaluation.baselines import fit_baselines
     from llmrec.evaluation.evaluate import evaluate, sample_impressions
     from llmrec.models.backbone import resolve_backbone
-    from llmrec.models.cross_encoder import fingerprint
+    from llmrec.models.io import fingerprint
     from llmrec.models.ranker import is_pair_scorer, load_ranker, ranker_scorer
 
     dataset = load_prepared(params)
@@ -302,7 +302,7 @@ def run_register(params: Params, run_name: str = "retrain") -> dict[str, Any]:
     version = _read_json(Path(params.data.prepared) / "data_version.json")
     ingest_info = _read_json(Path(params.data.prepared) / "ingest.json")
     validation = Path(params.data.validation) / "validation.json"
-    from llmrec.models.cross_encoder import fingerprint
+    from llmrec.models.io import fingerprint
 
     current = {"model_sha": fingerprint(params.train.out)}
     _check_same_model(train_info, {"model_sha": evaluation["holdout"].get("model_sha")}, current)

@@ -167,7 +167,7 @@ class _ItemEncoder:
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
-        from llmrec.models.cross_encoder import pick_device
+        from llmrec.models.io import pick_device
 
         hf_logging.set_verbosity_error()
         try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,37 +11,10 @@ import torch
 from tqdm.auto import tqdm
 
 from llmrec.errors import ModelError
+from llmrec.models.io import pick_device, read_meta, write_meta
 from llmrec.models.text import TextConfig
 
 log = logging.getLogger(__name__)
-META_FILE = "llmrec.json"
-
-
-def fingerprint(folder: str | Path) -> str:
-    """sha256 of a saved model's weights: ties metrics and registry entries to the exact model."""
-    import hashlib
-
-    path = Path(folder) / "model.safetensors"
-    if not path.is_file():
-        raise ModelError("no model.safetensors in the model folder", where=str(folder), fix="run `llmrec train`")
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    """CUDA, then Apple MPS, then CPU; or the one asked for."""
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ModelError("train.device is 'cuda' but no CUDA device is available", fix="use device=auto or cpu")
-    return torch.device(device)
 
 
 @dataclass
@@ -78,10 +50,7 @@ class CrossEncoder:
     def load(cls, folder: str | Path, device: str = "auto") -> "CrossEncoder":
         """Load a model folder written by `save`."""
         folder = Path(folder)
-        meta_path = folder / META_FILE
-        if not meta_path.is_file():
-            raise ModelError("not an llmrec model folder (no llmrec.json)", where=str(folder), fix="run `llmrec train`")
-        meta = json.loads(meta_path.read_text())
+        meta = read_meta(folder, expect="cross-encoder")
         return cls.from_backbone(folder, TextConfig.from_dict(meta["text"]), meta["max_length"], meta["backbone"], device)
 
     def save(self, folder: str | Path) -> Path:
@@ -91,7 +60,7 @@ class CrossEncoder:
         self.model.save_pretrained(folder, safe_serialization=True)
         self.tokenizer.save_pretrained(folder)
         meta = {"type": "cross-encoder", "text": self.text.to_dict(), "max_length": self.max_length, "backbone": self.backbone}
-        (folder / META_FILE).write_text(json.dumps(meta, indent=2))
+        write_meta(folder, meta)
         return folder
 
     def encode(self, users: list[str], items: list[str]) -> dict[str, torch.Tensor]:

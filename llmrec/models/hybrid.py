@@ -63,14 +63,13 @@ import torch
 from llmrec.data.context import AGE_TOLERANCE_HOURS
 from llmrec.data.contract import history_list
 from llmrec.errors import ModelError
-from llmrec.models.cross_encoder import META_FILE
-from llmrec.models.cross_encoder import fingerprint as _fingerprint
+from llmrec.models.io import WEIGHTS_FILE, pick_device, read_meta, write_meta
+from llmrec.models.io import fingerprint as _fingerprint
 from llmrec.models.text import TextConfig, item_texts
 
 log = logging.getLogger(__name__)
 
 MODEL_TYPE = "hybrid"
-WEIGHTS_FILE = "model.safetensors"
 PREFIX = "llmrec.hybrid."
 VOCAB_KEY = "llmrec.hybrid.vocab"
 UNKNOWN = 0
@@ -493,7 +492,7 @@ class Hybrid:
         save_file(state, str(weights), metadata={"format": "pt", VOCAB_KEY: json.dumps(self.vocab)})
         meta = {"type": MODEL_TYPE, "config": asdict(self.config), "text": self.text.to_dict(), "max_length": self.max_length,
                 "backbone": self.backbone, "text_dim": self._text_dim(), "items_with_ids": len(self.vocab)}  # text_dim: the backbone's
-        (folder / META_FILE).write_text(json.dumps(meta, indent=2))
+        write_meta(folder, meta)
         return folder
 
     def _text_dim(self) -> int:
@@ -503,16 +502,10 @@ class Hybrid:
     def load(cls, folder: str | Path, device: str = "auto") -> "Hybrid":
         from safetensors import safe_open
 
-        from llmrec.models.cross_encoder import pick_device
         from llmrec.models.text_encoder import FrozenTextEncoder
 
         folder = Path(folder)
-        meta_path = folder / META_FILE
-        if not meta_path.is_file():
-            raise ModelError("not an llmrec model folder (no llmrec.json)", where=str(folder), fix="run `llmrec train`")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("type") != MODEL_TYPE:
-            raise ModelError(f"the folder holds a {meta.get('type')!r} model, not a hybrid one", where=str(meta_path))
+        meta = read_meta(folder, expect=MODEL_TYPE)
         with safe_open(str(folder / WEIGHTS_FILE), framework="pt") as fh:
             vocab = json.loads((fh.metadata() or {}).get(VOCAB_KEY, "null") or "null")
             state = {k[len(PREFIX):]: fh.get_tensor(k) for k in fh.keys() if k.startswith(PREFIX)}

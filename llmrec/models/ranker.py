@@ -10,7 +10,6 @@ scores), `catalogue_scorer(items, batch_size)` (histories -> users x items score
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,16 +18,14 @@ import numpy as np
 import pandas as pd
 
 from llmrec.errors import ModelError
+from llmrec.models.io import read_meta
 
 CROSS_ENCODER, TWO_TOWER, HYBRID = "cross-encoder", "two-tower", "hybrid"
 
 
 def ranker_type(folder: str | Path) -> str:
     """The model type a saved ranker folder holds (folders from before types existed are cross-encoders)."""
-    meta = Path(folder) / "llmrec.json"
-    if not meta.is_file():
-        raise ModelError(f"{folder} is not a saved llmrec model (no llmrec.json)", fix="train one with `llmrec train`")
-    return json.loads(meta.read_text()).get("type", CROSS_ENCODER)
+    return read_meta(folder)["type"]
 
 
 MODEL_CLASSES = {  # type name in llmrec.json -> (module, class), imported when a folder of the type is loaded

@@ -24,7 +24,7 @@ class FrozenTextEncoder:
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
-        from llmrec.models.cross_encoder import pick_device
+        from llmrec.models.io import pick_device
 
         hf_logging.set_verbosity_error()  # hides load reports (e.g. llmrec's own extra keys in a saved folder)
         try:

@@ -30,7 +30,6 @@ layout, the fingerprint, the scoring paths).
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -43,14 +42,12 @@ from tqdm.auto import tqdm
 
 from llmrec.data.contract import history_list
 from llmrec.errors import ModelError
-from llmrec.models.cross_encoder import META_FILE, pick_device
-from llmrec.models.cross_encoder import fingerprint as _fingerprint
+from llmrec.models.io import WEIGHTS_FILE, fingerprint, pick_device, read_meta, write_meta
 from llmrec.models.text import TextConfig, item_texts
 
 log = logging.getLogger(__name__)
 
 MODEL_TYPE = "two-tower"
-WEIGHTS_FILE = "model.safetensors"
 TOWER_PREFIX = "llmrec.user_tower."
 DEFAULT_TEMPERATURE = 0.05
 DEFAULT_MAX_HISTORY = 20   # history items pooled by the user tower when the config does not say otherwise
@@ -59,11 +56,6 @@ ROW_BLOCK = 1 << 16        # (user, item) rows dotted at once in score_frame
 USER_BLOCK = 1024          # histories pooled at once
 
 Scorer = Callable[[pd.DataFrame], np.ndarray]  # = llmrec.evaluation.evaluate.Scorer
-
-
-def fingerprint(folder: str | Path) -> str:
-    """sha256 (16 hex) of model.safetensors: the same function as the cross-encoder's, and it covers the user tower too."""
-    return _fingerprint(folder)
 
 
 def recent_known(history: str | Sequence[str], known: Mapping[str, object], max_history: int) -> list[str]:
@@ -200,18 +192,7 @@ class TwoTower:
 
     @staticmethod
     def read_meta(folder: str | Path) -> dict:
-        folder = Path(folder)
-        meta_path = folder / META_FILE
-        if not meta_path.is_file():
-            raise ModelError("not an llmrec model folder (no llmrec.json)", where=str(folder), fix="run `llmrec train`")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("type") != MODEL_TYPE:
-            raise ModelError(
-                f"the folder holds a {meta.get('type', 'cross-encoder')!r} model, not a two-tower one",
-                where=str(meta_path),
-                fix="load it with the class of its type (llmrec.models.cross_encoder.CrossEncoder for cross-encoders)",
-            )
-        return meta
+        return read_meta(folder, expect=MODEL_TYPE)
 
     @classmethod
     def load(cls, folder: str | Path, device: str = "auto") -> "TwoTower":
@@ -278,7 +259,7 @@ class TwoTower:
             "temperature": self.temperature,
             "hidden_size": self.hidden_size,
         }
-        (folder / META_FILE).write_text(json.dumps(meta, indent=2))
+        write_meta(folder, meta)
         return folder
 
     fingerprint = staticmethod(fingerprint)

@@ -19,7 +19,8 @@ from llmrec.config import ModelParams, TrainParams
 from llmrec.data.contract import Dataset, history_list
 from llmrec.errors import DataError
 from llmrec.models.backbone import resolve_backbone
-from llmrec.models.cross_encoder import CrossEncoder, pick_device
+from llmrec.models.cross_encoder import CrossEncoder
+from llmrec.models.io import pick_device
 from llmrec.models.text import TextConfig, item_texts, user_text
 from llmrec.training.common import TrainResult, freeze_lower_layers, token_lengths, train_result
 from llmrec.training.distributed import Distributed

@@ -45,8 +45,8 @@ from llmrec.data.sequences import timed_sequences
 from llmrec.errors import DataError
 from llmrec.models.backbone import resolve_backbone
 from llmrec.models.collaborative import ease_matrix, most_consumed, sequence_matrix
-from llmrec.models.cross_encoder import pick_device
 from llmrec.models.hybrid import SUPPORT_BUCKETS, UNKNOWN, Hybrid, HybridConfig, HybridNet
+from llmrec.models.io import pick_device
 from llmrec.models.text import TextConfig, item_texts
 from llmrec.models.tuning import Choice, ValidationSlice, choose_ease_l2
 from llmrec.training.blend import HeldOut, Scoring, choose_blend, validation_ndcg_full

@@ -43,7 +43,7 @@ from llmrec.config import ModelParams, TrainParams
 from llmrec.data.contract import Dataset
 from llmrec.errors import DataError
 from llmrec.models.backbone import resolve_backbone
-from llmrec.models.cross_encoder import pick_device
+from llmrec.models.io import pick_device
 from llmrec.models.text import TextConfig, item_texts
 from llmrec.models.two_tower import TwoTower, recent_known
 from llmrec.training.common import TrainResult, freeze_lower_layers, train_result

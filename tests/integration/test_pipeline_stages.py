@@ -36,7 +36,7 @@ def test_the_registered_run_counts_the_rows_left_out_and_keeps_their_file(tmp_pa
 
     from mlflow import MlflowClient
 
-    from llmrec.models.cross_encoder import fingerprint
+    from llmrec.models.io import fingerprint
     from llmrec.models.text import TextConfig
     from llmrec.models.two_tower import TwoTower
 
