@@ -66,6 +66,7 @@ from llmrec.errors import ModelError
 from llmrec.models.io import WEIGHTS_FILE, pick_device, read_meta, write_meta
 from llmrec.models.io import fingerprint as _fingerprint
 from llmrec.models.text import TextConfig, item_texts
+from llmrec.models.vector import VectorRanker
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +80,6 @@ SUPPORT_BUCKETS = 12  # text weights: no id, then log2 buckets of an item's trai
 PARTS = ("text", "zero_shot", "ids", "ease")  # the dot-product parts of a score, which the blend weighs
 BLEND_GROUPS = (0, 1, 1, 2, 2, 3, 3, 4, 4, 4, 4, 4)  # support bucket -> blend group: no id, 1-3, 4-15, 16-63, 64+ consumptions
 EASE_SCALE = 0.5  # start of the EASE score's weight (x 1/temperature: 10 logits per unit of EASE score)
-ROW_BLOCK = 1 << 16  # frame rows scored at a time, for vectors of ROW_WIDTH (about 64k x 512 x 2 floats: 256 MB)
-ROW_WIDTH = 512
 USER_BLOCK = 512
 
 
@@ -452,10 +451,9 @@ def _upgrade(meta: dict, state: dict[str, torch.Tensor], folder: Path) -> tuple[
     return config, state
 
 
-class Hybrid:
+class Hybrid(VectorRanker):
     """A trained hybrid model: text encoder (frozen, optional) + HybridNet + the item-id vocabulary."""
 
-    ranks_catalogue = True  # one matrix product scores every item for a user
 
     def __init__(self, net: HybridNet, vocab: Sequence[str], encoder: object | None, text: TextConfig,
                  backbone: str, max_length: int, device: torch.device = torch.device("cpu")) -> None:
@@ -578,35 +576,6 @@ class Hybrid:
         return torch.cat(out) if out else torch.empty(0, self.net.width, device=self.device)
 
     # -- scoring -----------------------------------------------------------------------------------------------
-    def _score_frame(self, frame: pd.DataFrame, texts: Mapping[str, str], batch_size: int, progress: bool) -> np.ndarray:
-        if len(frame) == 0:
-            return np.empty(0, dtype=np.float32)
-        hist_codes, uniques = pd.factorize(frame["history"].fillna("").astype(str).to_numpy(dtype=object))
-        cand_codes, cands = pd.factorize(frame["item_id"].astype(str).to_numpy(dtype=object))
-        items, bias = self.item_vectors(list(cands), texts, batch_size, progress)
-        users = self.user_vectors(list(uniques), texts, batch_size)
-        out = np.empty(len(frame), dtype=np.float32)
-        h_all = torch.from_numpy(hist_codes.astype(np.int64)).to(self.device)
-        c_all = torch.from_numpy(cand_codes.astype(np.int64)).to(self.device)
-        ages = frame["age_hours"].to_numpy(dtype=np.float32) if "age_hours" in frame else np.full(len(frame), np.nan, np.float32)
-        a_all = torch.from_numpy(ages).to(self.device)
-        with torch.inference_mode():
-            step = max(1, ROW_BLOCK * ROW_WIDTH // max(1, self.net.width))  # wide (EASE) vectors: fewer rows at a time
-            for start in range(0, len(frame), step):
-                h, c = h_all[start : start + step], c_all[start : start + step]
-                score = (users[h] * items[c]).sum(-1) / self.config.temperature + bias[c] + self.net.age_bias(a_all[start : start + step])
-                out[start : start + step] = score.float().cpu().numpy()
-        return out
-
-    def score_frame(self, frame: pd.DataFrame, items_df: pd.DataFrame, batch_size: int = 64, progress: bool = False) -> np.ndarray:
-        """Scores of the frame's rows (columns history, item_id, optional age_hours), higher = better, in row order."""
-        return self._score_frame(frame, item_texts(items_df, self.text), batch_size, progress)
-
-    def scorer(self, items_df: pd.DataFrame, batch_size: int = 64, progress: bool = False):
-        """A Scorer (frame -> scores) for evaluation and serving; item texts are rendered once."""
-        texts = item_texts(items_df, self.text)
-        return lambda frame: self._score_frame(frame, texts, batch_size, progress)
-
     def text_scorer(self, items_df: pd.DataFrame | None = None, batch_size: int = 64):
         """(history texts, oldest first; candidate texts) -> scores: `score_texts` over the catalogue's texts,
         whose vectors are encoded now, once; a text equal to a catalogue item's is that item (ids included)."""
@@ -614,22 +583,6 @@ class Hybrid:
         if catalogue:
             self.item_vectors(list(catalogue), catalogue, batch_size)
         return lambda history, candidates: self.score_texts(history, candidates, catalogue, batch_size=batch_size)
-
-    def catalogue_scorer(self, items_df: pd.DataFrame, batch_size: int = 64):
-        """(histories: space-separated ids; ages in hours or None) -> users x items scores, one matrix product
-        over the item vectors, computed once (items in the rows' order of `items_df`)."""
-        ids = items_df["item_id"].astype(str).tolist()
-        texts = item_texts(items_df, self.text)
-        vectors, bias = self.item_vectors(ids, texts, batch_size)
-
-        def score(histories: Sequence[str], ages: np.ndarray | None) -> np.ndarray:
-            users = self.user_vectors(list(histories), texts, batch_size)
-            hours = np.full(len(ids), np.nan, dtype=np.float32) if ages is None else np.asarray(ages, dtype=np.float32)
-            with torch.inference_mode():
-                offsets = bias + self.net.age_bias(torch.from_numpy(hours).to(self.device))
-                return (users @ vectors.T / self.config.temperature + offsets).float().cpu().numpy()
-
-        return score
 
     def score_texts(self, history: Sequence[str], candidates: Sequence[str], catalogue: Mapping[str, str],
                     batch_size: int = 64) -> np.ndarray:
@@ -648,22 +601,14 @@ class Hybrid:
         with torch.inference_mode():
             return ((vectors @ user[0]) / self.config.temperature + bias + self._unknown_age()).float().cpu().numpy()
 
+    @property
+    def temperature(self) -> float:
+        return self.config.temperature
+
+    def age_offsets(self, hours: torch.Tensor) -> torch.Tensor:
+        return self.net.age_bias(hours)
+
     def _unknown_age(self) -> torch.Tensor:
         """The age offset of an item whose age the caller does not give (serving, `recommend`)."""
         return self.net.age_bias(torch.tensor([float("nan")], device=self.device))[0]
 
-    def recommend(self, history: str | Sequence[str], items_df: pd.DataFrame, k: int = 10, exclude_history: bool = True,
-                  batch_size: int = 64) -> pd.DataFrame:
-        """The top `k` catalogue items for one history (oldest first): item_id, score, rank (1 = best)."""
-        texts = item_texts(items_df, self.text)
-        ids = list(texts)
-        vectors, bias = self.item_vectors(ids, texts, batch_size)
-        user = self.user_vectors([history], texts, batch_size)[0]
-        with torch.inference_mode():
-            scores = (vectors @ user / self.config.temperature + bias + self._unknown_age()).float().cpu().numpy()
-        if exclude_history:
-            seen = set(history_list(history) if isinstance(history, str) else history)
-            scores = np.where([i in seen for i in ids], -np.inf, scores)
-        order = np.argsort(-scores, kind="stable")[:k]
-        order = order[np.isfinite(scores[order])]
-        return pd.DataFrame({"item_id": [ids[i] for i in order], "score": scores[order], "rank": np.arange(1, len(order) + 1)})

@@ -22,17 +22,15 @@ the in-place version counters of the backbone's parameters are checked as a safe
 A saved folder is a plain Hugging Face folder (config.json, tokenizer files, model.safetensors)
 plus llmrec.json ({"type": "two-tower", ...}). The user-tower parameters live in the same
 model.safetensors under the key prefix "llmrec.user_tower.", so `fingerprint` (the sha256 of that
-file, shared with the cross-encoder) covers every weight of the model. Nothing is pickled.
-
-Why one module this long: the model, its user tower and its catalogue-vector cache change together (the saved
-layout, the fingerprint, the scoring paths).
+file, `llmrec.models.io`) covers every weight of the model. Nothing is pickled. Scoring frames, catalogues
+and top-k lists is `llmrec.models.vector.VectorRanker`'s, shared with the hybrid.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +42,7 @@ from llmrec.data.contract import history_list
 from llmrec.errors import ModelError
 from llmrec.models.io import WEIGHTS_FILE, fingerprint, pick_device, read_meta, write_meta
 from llmrec.models.text import TextConfig, item_texts
+from llmrec.models.vector import VectorRanker
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +51,8 @@ TOWER_PREFIX = "llmrec.user_tower."
 DEFAULT_TEMPERATURE = 0.05
 DEFAULT_MAX_HISTORY = 20   # history items pooled by the user tower when the config does not say otherwise
 POOLINGS = ("mean", "attention")
-ROW_BLOCK = 1 << 16        # (user, item) rows dotted at once in score_frame
 USER_BLOCK = 1024          # histories pooled at once
 
-Scorer = Callable[[pd.DataFrame], np.ndarray]  # = llmrec.evaluation.evaluate.Scorer
 
 
 def recent_known(history: str | Sequence[str], known: Mapping[str, object], max_history: int) -> list[str]:
@@ -123,10 +120,9 @@ class TwoTowerNet(torch.nn.Module):
         return vectors, self.user_tower(vectors[hist_index], hist_mask)
 
 
-class TwoTower:
+class TwoTower(VectorRanker):
     """Item tower (backbone) + user tower (history pooling); score = dot / temperature."""
 
-    ranks_catalogue = True  # one matrix product scores every item for a user
 
     def __init__(
         self,
@@ -376,90 +372,12 @@ class TwoTower:
     def _texts(self, items_df: pd.DataFrame) -> dict[str, str]:
         return item_texts(items_df, self.text)
 
-    def _score_frame(self, frame: pd.DataFrame, texts: Mapping[str, str], batch_size: int, progress: bool) -> np.ndarray:
-        if len(frame) == 0:
-            return np.empty(0, dtype=np.float32)
-        hist_codes, uniques = pd.factorize(frame["history"].fillna("").astype(str).to_numpy(dtype=object))
-        cand_codes, cands = pd.factorize(frame["item_id"].astype(str).to_numpy(dtype=object))
-        # every item the frame needs, encoded in one pass over full batches (a no-op when cached)
-        recent = [recent_known(h, texts, self.text.max_history) for h in uniques]
-        self.encode_items(list(dict.fromkeys([*cands, *(i for h in recent for i in h)])), texts, batch_size, progress)
-        items = self.encode_items(list(cands), texts, batch_size)
-        users = self.user_vectors(list(uniques), texts, batch_size)
-        out = np.empty(len(frame), dtype=np.float32)
-        hist_codes_t = torch.from_numpy(hist_codes.astype(np.int64)).to(self.device)
-        cand_codes_t = torch.from_numpy(cand_codes.astype(np.int64)).to(self.device)
-        with torch.inference_mode():
-            for start in range(0, len(frame), ROW_BLOCK):
-                h = hist_codes_t[start : start + ROW_BLOCK]
-                c = cand_codes_t[start : start + ROW_BLOCK]
-                dots = (users[h] * items[c]).sum(-1) / self.temperature
-                out[start : start + ROW_BLOCK] = dots.float().cpu().numpy()
-        return out
-
-    def score_frame(self, frame: pd.DataFrame, items_df: pd.DataFrame, batch_size: int = 64, progress: bool = False) -> np.ndarray:
-        """Scores of the frame's rows (columns history, item_id), higher = better, in row order.
-
-        Unique histories become user vectors once; candidates come from the item cache.
-        """
-        return self._score_frame(frame, self._texts(items_df), batch_size, progress)
-
-    def scorer(self, items_df: pd.DataFrame, batch_size: int = 64, progress: bool = False) -> Scorer:
-        """A `Scorer` (frame -> scores) for evaluation and serving; item texts are rendered once."""
-        texts = self._texts(items_df)
-
-        def score(frame: pd.DataFrame) -> np.ndarray:
-            return self._score_frame(frame, texts, batch_size, progress)
-
-        return score
-
-    def recommend(
-        self,
-        history: str | Sequence[str],
-        items_df: pd.DataFrame,
-        k: int = 10,
-        exclude_history: bool = True,
-        batch_size: int = 64,
-    ) -> pd.DataFrame:
-        """The top `k` catalogue items for one history (oldest first): item_id, score, rank (1 = best).
-
-        The whole catalogue is scored as one matrix-vector product on cached item vectors; ties keep
-        catalogue order. With `exclude_history`, items of the whole history are never recommended.
-        """
-        texts = self._texts(items_df)
-        ids, matrix = self._matrix(texts, batch_size)
-        user = self.user_vectors([history], texts, batch_size)[0]
-        with torch.inference_mode():
-            scores = (matrix @ user / self.temperature).float().cpu().numpy()
-        if exclude_history:
-            seen = set(history_list(history) if isinstance(history, str) else history)
-            scores = np.where([i in seen for i in ids], -np.inf, scores)
-        order = np.argsort(-scores, kind="stable")[:k]
-        order = order[np.isfinite(scores[order])]
-        return pd.DataFrame({"item_id": [ids[i] for i in order], "score": scores[order], "rank": np.arange(1, len(order) + 1)})
-
     def text_scorer(self, items_df: pd.DataFrame | None = None, batch_size: int = 64):
         """(history texts, oldest first; candidate texts) -> scores: `score_texts`, the catalogue's vectors
         (`items_df`) encoded now, once."""
         if items_df is not None:
             self.item_matrix(items_df, batch_size=batch_size)
         return lambda history, candidates: self.score_texts(history, candidates, batch_size=batch_size)
-
-    def catalogue_scorer(self, items_df: pd.DataFrame, batch_size: int = 64):
-        """(histories: space-separated ids; ages, unused) -> users x items scores, one matrix product over the
-        item vectors, computed once (items in the rows' order of `items_df`)."""
-        ids = items_df["item_id"].astype(str).tolist()
-        texts = item_texts(items_df, self.text)
-        order, matrix = self.item_matrix(items_df, batch_size)
-        rows = {item: k for k, item in enumerate(order)}
-        matrix = matrix[torch.as_tensor([rows[i] for i in ids], device=matrix.device)]
-
-        def score(histories: Sequence[str], ages: np.ndarray | None) -> np.ndarray:
-            users = self.user_vectors(list(histories), texts, batch_size)
-            with torch.inference_mode():
-                return (users @ matrix.T / self.temperature).float().cpu().numpy()
-
-        return score
 
     def score_texts(self, history: Sequence[str], candidates: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Scores of candidate item *texts* for one user given by the texts of their history items (oldest first).
@@ -492,6 +410,17 @@ class TwoTower:
                 scores = (user.unsqueeze(0) * vectors[len(recent) :]).sum(-1) / self.temperature
             self.net.train(was_training)
         return scores.float().cpu().numpy()
+
+    def item_vectors(self, item_ids: Sequence[str], texts: Mapping[str, str], batch_size: int = 64,
+                     progress: bool = False) -> tuple[torch.Tensor, None]:
+        """(unit vectors (n, hidden), no offsets) of the items, from the cache where possible."""
+        return self.encode_items(item_ids, texts, batch_size, progress), None
+
+    def _prepare_frame(self, items: Sequence[str], histories: Sequence[str], texts: Mapping[str, str], batch_size: int,
+                       progress: bool) -> None:
+        """Every item the frame needs (candidates and history items) encoded in one pass over full batches."""
+        recent = [recent_known(h, texts, self.text.max_history) for h in histories]
+        self.encode_items(list(dict.fromkeys([*items, *(i for h in recent for i in h)])), texts, batch_size, progress)
 
     def _matrix(self, texts: Mapping[str, str], batch_size: int = 64, progress: bool = False) -> tuple[list[str], torch.Tensor]:
         ids = list(texts)
