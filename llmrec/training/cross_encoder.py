@@ -22,14 +22,13 @@ from llmrec.models.backbone import resolve_backbone
 from llmrec.models.cross_encoder import CrossEncoder
 from llmrec.models.io import pick_device
 from llmrec.models.text import TextConfig, item_texts, user_text
+from llmrec.training.checkpoint import checkpoint_digest, remove_checkpoint
 from llmrec.training.common import TrainResult, freeze_lower_layers, token_lengths, train_result
 from llmrec.training.distributed import Distributed
 from llmrec.training.loop import (
     LoopTask,
     add_lora,
-    checkpoint_digest,
     merge_lora,
-    remove_checkpoint,
     run_loop,
     seed_everything,
     split_validation,

@@ -50,9 +50,10 @@ from llmrec.models.io import pick_device
 from llmrec.models.text import TextConfig, item_texts
 from llmrec.models.tuning import Choice, ValidationSlice, choose_ease_l2
 from llmrec.training.blend import HeldOut, Scoring, choose_blend, validation_ndcg_full
+from llmrec.training.checkpoint import checkpoint_digest, remove_checkpoint
 from llmrec.training.common import TrainResult, train_result
 from llmrec.training.distributed import Distributed
-from llmrec.training.loop import LoopTask, checkpoint_digest, remove_checkpoint, run_loop, seed_everything
+from llmrec.training.loop import LoopTask, run_loop, seed_everything
 
 log = logging.getLogger(__name__)
 

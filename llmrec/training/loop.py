@@ -1,7 +1,8 @@
-"""The training loop every model type shares (cross-encoder, two-tower).
+"""The training loop every model type shares (cross-encoder, two-tower, hybrid).
 
 A model type describes one training step as a `LoopTask` (the module to train, its optimizer
-groups, and a loss over a micro-batch of example indices); `run_loop` does everything else:
+groups, and a loss over a micro-batch of example indices); `run_loop` does everything else, as named steps
+over one `LoopState` (open or resume, train a step, validate, checkpoint, close):
 
 - AdamW with linear warm-up and decay, gradient clipping at 1.0;
 - gradient accumulation: `train.grad_accum_steps` micro-batches of `train.batch_size` examples per
@@ -25,13 +26,9 @@ checkpoints, the time cap) read and write one training state; apart, each would 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import math
-import os
 import random
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -42,20 +39,22 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from llmrec.config import ModelParams, TrainParams
+from llmrec.config import TrainParams
 from llmrec.data.contract import Dataset
 from llmrec.errors import ConfigError, DataError, ModelError
+from llmrec.training.checkpoint import (
+    CHECKPOINT_WEIGHTS,
+    find_checkpoint,
+    load_trainer_state,
+    rng_states,
+    save_checkpoint,
+    set_rng_states,
+)
 from llmrec.training.distributed import Distributed
 
 log = logging.getLogger(__name__)
 
 LENGTH_GROUP_WINDOW = 50        # batches sorted together by length (as in transformers' LengthGroupedSampler)
-CHECKPOINT_DIR = "checkpoint"   # <out>/checkpoint/: the files below
-CHECKPOINT_META = "checkpoint.json"   # {"step": N, "digest": ...}: read first, to decide whether to resume
-CHECKPOINT_WEIGHTS = "weights.safetensors"   # the trained module's state (LoRA adapters and user tower included)
-TRAINER_STATE = "trainer_state.pt"    # optimizer, scheduler, scaler, RNG states, data order/cursor, losses
-# Params that never change what training computes: a checkpoint written under other values still applies.
-_NOT_HASHED = {"checkpoint_every", "resume", "out", "device", "max_minutes"}
 
 
 def seed_everything(seed: int) -> None:
@@ -173,99 +172,6 @@ def merge_lora(model: torch.nn.Module) -> torch.nn.Module:
     return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
 
 
-# -- checkpoints ---------------------------------------------------------------------------------------------------
-def checkpoint_digest(model_params: ModelParams, train_params: TrainParams, data: pd.DataFrame, **extra: object) -> str:
-    """sha256 (16 hex) of everything that shapes the training trajectory: model and train params (but
-    not checkpoint_every/resume/out/device), the training examples and `extra` (e.g. the model type)."""
-    train = {k: v for k, v in train_params.model_dump().items() if k not in _NOT_HASHED}
-    h = hashlib.sha256(json.dumps({"model": model_params.model_dump(), "train": train, "extra": extra}, sort_keys=True, default=str).encode())
-    h.update(data.to_json(orient="values", default_handler=str).encode())
-    return h.hexdigest()[:16]
-
-
-def rng_states() -> dict:
-    """The global RNG states (torch, numpy's legacy global, python `random`) as tensors and plain types."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
-        "python": random.getstate(),
-    }
-
-
-def set_rng_states(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-
-
-def save_checkpoint(out: str | Path, step: int, digest: str, module: torch.nn.Module, state: dict) -> Path:
-    """Write <out>/checkpoint/ atomically: into a temporary sibling folder, then renamed into place
-    (the previous checkpoint is renamed aside first and removed last, so one complete checkpoint
-    exists at every moment; `find_checkpoint` also accepts the aside copy)."""
-    from safetensors.torch import save_model
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    final, aside = out / CHECKPOINT_DIR, out / f"{CHECKPOINT_DIR}.old"
-    tmp = out / f"{CHECKPOINT_DIR}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_model(module, str(tmp / CHECKPOINT_WEIGHTS))
-    torch.save(state, tmp / TRAINER_STATE)
-    (tmp / CHECKPOINT_META).write_text(json.dumps({"step": step, "digest": digest}))
-    if final.exists():
-        shutil.rmtree(aside, ignore_errors=True)
-        final.rename(aside)
-    tmp.rename(final)
-    shutil.rmtree(aside, ignore_errors=True)
-    log.debug("checkpoint at step %d written to %s", step, final)
-    return final
-
-
-def find_checkpoint(out: str | Path, digest: str, resume: bool) -> Path | None:
-    """The checkpoint folder to resume from, or None (no checkpoint, resume off, or other params/data: logged)."""
-    out = Path(out)
-    for folder in (out / CHECKPOINT_DIR, out / f"{CHECKPOINT_DIR}.old"):
-        meta_path = folder / CHECKPOINT_META
-        if not meta_path.is_file():
-            continue
-        if not resume:
-            log.info("ignoring the checkpoint in %s (train.resume is off): starting fresh", folder)
-            return None
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError) as exc:
-            log.warning("ignoring an unreadable checkpoint in %s (%s): starting fresh", folder, exc)
-            return None
-        if meta.get("digest") != digest:
-            log.warning("ignoring the checkpoint in %s: it was written with other params or data; starting fresh", folder)
-            return None
-        if not (folder / CHECKPOINT_WEIGHTS).is_file():
-            log.warning("ignoring the checkpoint in %s: it has no %s (older format); starting fresh", folder, CHECKPOINT_WEIGHTS)
-            return None
-        return folder
-    return None
-
-
-def load_trainer_state(folder: Path) -> dict:
-    """The trainer state of a checkpoint. `torch.load` unpickles, which is why it runs with
-    `weights_only=True` (tensors, dicts, lists and plain numbers/strings only, no arbitrary objects);
-    and it only ever reads our own file, written by `save_checkpoint` into our own output folder."""
-    return torch.load(folder / TRAINER_STATE, map_location="cpu", weights_only=True)
-
-
-def remove_checkpoint(out: str | Path) -> None:
-    out = Path(out)
-    for folder in (out / CHECKPOINT_DIR, out / f"{CHECKPOINT_DIR}.old", *out.glob(f"{CHECKPOINT_DIR}.tmp-*")):
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 # -- the loop ------------------------------------------------------------------------------------------------------
 COMPLETED, EARLY_STOPPING, TIME_LIMIT = "completed", "early stopping", "time limit"  # why training ended
 
@@ -348,6 +254,160 @@ def _micro_batches(params: TrainParams, dist: Distributed, task: LoopTask, rng: 
         cursor += size
 
 
+@dataclass
+class LoopState:
+    """What a training run carries from one optimizer step to the next; a checkpoint is this state on disk."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    rng: np.random.Generator           # the data order's
+    order: np.ndarray                  # this epoch's example order
+    planned_steps: int
+    eval_every: int                    # optimizer steps between validations (0 = none)
+    step: int = 0                      # optimizer steps done
+    cursor: int = 0                    # position in `order`
+    losses: list[float] = field(default_factory=list)
+    seen: int = 0                      # examples trained on, all processes
+    curve: list[dict] = field(default_factory=list)
+    best: float = -math.inf
+    best_step: int | None = None
+    best_state: dict | None = None     # the best validation's weights (CPU)
+    bad_evals: int = 0                 # validations since the best
+    stopped: str = COMPLETED
+
+    def checkpoint(self, rngs: list[dict]) -> dict:
+        return {"step": self.step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(), "data_rng": self.rng.bit_generator.state,
+                "order": torch.from_numpy(np.asarray(self.order, dtype=np.int64)), "cursor": self.cursor,
+                "losses": self.losses, "seen": self.seen, "rng": rngs, "validation": self.curve, "best": self.best,
+                "best_step": self.best_step, "best_state": self.best_state, "bad_evals": self.bad_evals}
+
+    def restore(self, saved: dict, rank: int) -> None:
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.scaler.load_state_dict(saved["scaler"])
+        self.rng.bit_generator.state = saved["data_rng"]
+        self.order, self.cursor, self.step = saved["order"].numpy(), int(saved["cursor"]), int(saved["step"])
+        self.losses, self.seen = list(saved["losses"]), int(saved["seen"])
+        rngs = saved["rng"]
+        set_rng_states(rngs[rank] if rank < len(rngs) else rngs[0])
+        self.curve, self.best, self.bad_evals = list(saved["validation"]), float(saved["best"]), int(saved["bad_evals"])
+        self.best_step, self.best_state = saved["best_step"], saved["best_state"]
+
+
+def _planned_steps(task: LoopTask, params: TrainParams, dist: Distributed) -> int:
+    """train.max_steps, or fewer when train.max_epochs passes over the examples take fewer."""
+    steps = params.max_steps
+    if params.max_epochs:
+        per_step = params.batch_size * params.grad_accum_steps * dist.world_size
+        steps = min(steps, max(1, math.ceil(params.max_epochs * task.n_examples / per_step)))
+        if steps < params.max_steps and dist.is_main:
+            log.info("%s: %d steps (train.max_epochs %g of %d examples), not %d", task.desc, steps, params.max_epochs,
+                     task.n_examples, params.max_steps)
+    return steps
+
+
+def _open(task: LoopTask, params: TrainParams, dist: Distributed, device: torch.device, precision: str) -> LoopState:
+    """A fresh state: AdamW, the warm-up/decay schedule, the gradient scaler and the first epoch's order."""
+    steps = _planned_steps(task, params, dist)
+    optimizer = torch.optim.AdamW(task.param_groups, lr=params.lr, weight_decay=params.weight_decay)
+    scheduler = linear_schedule(optimizer, int(steps * params.warmup_ratio), steps)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    rng = np.random.default_rng(params.seed)
+    order = epoch_order(rng, task.n_examples, params.batch_size * dist.world_size, task.lengths)
+    eval_every = params.eval_every
+    if params.eval_every_epochs:
+        eval_every = max(1, round(params.eval_every_epochs * task.n_examples / (params.batch_size * params.grad_accum_steps * dist.world_size)))
+    return LoopState(optimizer, scheduler, scaler, rng, order, steps, eval_every)
+
+
+def _resume(state: LoopState, task: LoopTask, params: TrainParams, out: str | Path, device: torch.device, dist: Distributed) -> None:
+    """Continue from <out>/checkpoint/ when it was written for the same task (train.resume)."""
+    resume_from = find_checkpoint(out, task.digest, params.resume) if params.checkpoint_every else None
+    if resume_from is None:
+        return
+    from safetensors.torch import load_model
+
+    saved = load_trainer_state(resume_from)
+    load_model(task.module, str(resume_from / CHECKPOINT_WEIGHTS), strict=True, device=str(device))
+    state.restore(saved, dist.rank)
+    task.after_update()
+    if dist.is_main:
+        log.info("resuming from step %d (checkpoint %s)", state.step, resume_from)
+
+
+def _train_step(state: LoopState, module: torch.nn.Module, task: LoopTask, params: TrainParams, dist: Distributed,
+                precision: str, device: torch.device, trainable: list[torch.Tensor]) -> float:
+    """One optimizer step over grad_accum_steps micro-batches; the loss averaged over processes."""
+    total = 0.0
+    micro = list(_micro_batches(params, dist, task, state.rng, state.order, state.cursor))
+    for k, (idx, state.order, state.cursor) in enumerate(micro):
+        last = k == len(micro) - 1
+        sync = contextlib.nullcontext() if last or not dist.enabled else module.no_sync()
+        with sync:
+            with autocast(precision, device):
+                loss = task.loss(module, idx)
+            state.scaler.scale(loss.float() / len(micro)).backward()
+        total += loss.item() / len(micro)
+        state.seen += len(idx) * dist.world_size
+    loss_value = dist.mean(total)
+    if not math.isfinite(loss_value):
+        raise ModelError(f"training diverged at step {state.step + 1} (loss is not finite)", fix="lower train.lr")
+    state.scaler.unscale_(state.optimizer)
+    torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    state.scheduler.step()
+    state.optimizer.zero_grad(set_to_none=True)
+    task.after_update()
+    state.losses.append(loss_value)
+    state.step += 1
+    return loss_value
+
+
+def _validate(state: LoopState, module: torch.nn.Module, task: LoopTask, params: TrainParams, dist: Distributed) -> bool:
+    """Validate, keep the best weights; whether early stopping says stop."""
+    module.eval()
+    with torch.no_grad():
+        value = dist.broadcast(task.validate() if dist.is_main else None)
+    module.train()
+    state.curve.append({"step": state.step, task.metric: value})
+    if value > state.best:
+        state.best, state.best_step, state.bad_evals = value, state.step, 0
+        state.best_state = {k: v.detach().to("cpu", copy=True) for k, v in task.module.state_dict().items()}
+    else:
+        state.bad_evals += 1
+    if dist.is_main:
+        log.info("step %d: validation %s %.4f (best %.4f)", state.step, task.metric, value, state.best)
+    if params.early_stopping_patience and state.bad_evals >= params.early_stopping_patience:
+        if dist.is_main:
+            log.info("early stopping at step %d: no improvement in %d validations", state.step, state.bad_evals)
+        state.stopped = EARLY_STOPPING
+        return True
+    return False
+
+
+def _close(state: LoopState, module: torch.nn.Module, task: LoopTask, params: TrainParams, dist: Distributed, precision: str,
+           seconds: float, seen_before: int) -> LoopResult:
+    """Eval mode, the best validation's weights, and what happened."""
+    if not state.losses or not math.isfinite(float(np.mean(state.losses[-20:]))):
+        raise ModelError("training diverged (loss is not finite)", fix="lower train.lr")
+    module.eval()
+    if state.best_state is not None:  # eval_every: the weights of the best validation, not the last step's
+        task.module.load_state_dict(state.best_state)
+        task.after_update()
+        if dist.is_main:
+            log.info("keeping the weights of step %d (validation %s %.4f)", state.best_step, task.metric, state.best)
+    per_second = (state.seen - seen_before) / max(seconds, 1e-9)
+    return LoopResult(
+        losses=state.losses, seconds=seconds, examples_per_second=per_second, pairs_per_second=per_second * task.pairs_per_example,
+        validation=state.curve, best_step=state.best_step, world_size=dist.world_size,
+        effective_batch=params.batch_size * params.grad_accum_steps * dist.world_size, precision=precision,
+        planned_steps=state.planned_steps, stopped=state.stopped, examples=task.n_examples,
+    )
+
+
 def run_loop(
     task: LoopTask,
     params: TrainParams,
@@ -357,129 +417,39 @@ def run_loop(
     on_step: Callable[[int, float], None] | None = None,
     progress: bool = True,
 ) -> LoopResult:
-    """Train `task.module` for `params.max_steps` optimizer steps (see the module docstring)."""
+    """Train `task.module` for the planned optimizer steps (see the module docstring): open or resume the state, then
+    per step train, validate, stop on time, checkpoint; close with the best weights."""
     dist = dist or Distributed()
     precision = resolve_precision(params.precision, device)
     torch.manual_seed(params.seed + dist.rank)  # dropout differs between processes; the model was built before
     module = dist.wrap(task.module, task.find_unused_parameters)
     trainable = [p for group in task.param_groups for p in group["params"]]
-    optimizer = torch.optim.AdamW(task.param_groups, lr=params.lr, weight_decay=params.weight_decay)
-    steps = params.max_steps
-    if params.max_epochs:
-        per_step = params.batch_size * params.grad_accum_steps * dist.world_size
-        steps = min(steps, max(1, math.ceil(params.max_epochs * task.n_examples / per_step)))
-        if steps < params.max_steps and dist.is_main:
-            log.info("%s: %d steps (train.max_epochs %g of %d examples), not %d", task.desc, steps, params.max_epochs,
-                     task.n_examples, params.max_steps)
-    scheduler = linear_schedule(optimizer, int(steps * params.warmup_ratio), steps)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    rng = np.random.default_rng(params.seed)
-    order = epoch_order(rng, task.n_examples, params.batch_size * dist.world_size, task.lengths)
-    cursor, first, losses, seen = 0, 0, [], 0
-    curve, best, best_step, best_state, bad_evals = [], -math.inf, None, None, 0
-    stopped = COMPLETED
-    eval_every = params.eval_every
-    if params.eval_every_epochs:
-        eval_every = max(1, round(params.eval_every_epochs * task.n_examples / (params.batch_size * params.grad_accum_steps * dist.world_size)))
-    resume_from = find_checkpoint(out, task.digest, params.resume) if params.checkpoint_every else None
-    if resume_from is not None:
-        from safetensors.torch import load_model
-
-        state = load_trainer_state(resume_from)
-        load_model(task.module, str(resume_from / CHECKPOINT_WEIGHTS), strict=True, device=str(device))
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        rng.bit_generator.state = state["data_rng"]
-        order, cursor, first = state["order"].numpy(), int(state["cursor"]), int(state["step"])
-        losses, seen = list(state["losses"]), int(state["seen"])
-        rngs = state["rng"]
-        set_rng_states(rngs[dist.rank] if dist.rank < len(rngs) else rngs[0])
-        curve, best, bad_evals = list(state["validation"]), float(state["best"]), int(state["bad_evals"])
-        best_step, best_state = state["best_step"], state["best_state"]
-        task.after_update()
-        if dist.is_main:
-            log.info("resuming from step %d (checkpoint %s)", first, resume_from)
-    seen_before = seen
+    state = _open(task, params, dist, device, precision)
+    _resume(state, task, params, out, device, dist)
+    seen_before = state.seen
     module.train()
     started = time.perf_counter()
-    bar = tqdm(range(first, steps), desc=task.desc, unit="step", disable=not (progress and dist.is_main), initial=first, total=steps)
-    for step in bar:
-        total = 0.0
-        micro = list(_micro_batches(params, dist, task, rng, order, cursor))
-        for k, (idx, order, cursor) in enumerate(micro):
-            last = k == len(micro) - 1
-            sync = contextlib.nullcontext() if last or not dist.enabled else module.no_sync()
-            with sync:
-                with autocast(precision, device):
-                    loss = task.loss(module, idx)
-                scaler.scale(loss.float() / len(micro)).backward()
-            total += loss.item() / len(micro)
-            seen += len(idx) * dist.world_size
-        loss_value = dist.mean(total)
-        if not math.isfinite(loss_value):
-            raise ModelError(f"training diverged at step {step + 1} (loss is not finite)", fix="lower train.lr")
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        task.after_update()
-        losses.append(loss_value)
-        rate = (seen - seen_before) / max(time.perf_counter() - started, 1e-9)
-        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", ex_s=f"{rate:.1f}", refresh=False)  # refresh: tqdm's own pace (TQDM_MININTERVAL)
-        stop = False
+    bar = tqdm(range(state.step, state.planned_steps), desc=task.desc, unit="step", disable=not (progress and dist.is_main),
+               initial=state.step, total=state.planned_steps)
+    for _ in bar:
+        _train_step(state, module, task, params, dist, precision, device, trainable)
+        rate = (state.seen - seen_before) / max(time.perf_counter() - started, 1e-9)
+        bar.set_postfix(loss=f"{np.mean(state.losses[-20:]):.3f}", ex_s=f"{rate:.1f}", refresh=False)  # refresh: tqdm's own pace (TQDM_MININTERVAL)
+        step, stop = state.step, False
         out_of_time = bool(params.max_minutes) and dist.broadcast(time.perf_counter() - started > 60 * params.max_minutes)
-        if task.validate is not None and eval_every and ((step + 1) % eval_every == 0 or step + 1 == steps or out_of_time):
-            module.eval()
-            with torch.no_grad():
-                value = dist.broadcast(task.validate() if dist.is_main else None)
-            module.train()
-            curve.append({"step": step + 1, task.metric: value})
-            if value > best:
-                best, best_step, bad_evals = value, step + 1, 0
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in task.module.state_dict().items()}
-            else:
-                bad_evals += 1
-            if dist.is_main:
-                log.info("step %d: validation %s %.4f (best %.4f)", step + 1, task.metric, value, best)
-            if params.early_stopping_patience and bad_evals >= params.early_stopping_patience:
-                if dist.is_main:
-                    log.info("early stopping at step %d: no improvement in %d validations", step + 1, bad_evals)
-                stop, stopped = True, EARLY_STOPPING
+        if task.validate is not None and state.eval_every and (step % state.eval_every == 0 or step == state.planned_steps or out_of_time):
+            stop = _validate(state, module, task, params, dist)
         if out_of_time and not stop:  # validated above, so the steps since the last validation are not lost
             if dist.is_main:
-                log.info("time limit: stopping after step %d of %d (train.max_minutes %g)", step + 1, steps, params.max_minutes)
-            stop, stopped = True, TIME_LIMIT
-        if params.checkpoint_every and (step + 1) % params.checkpoint_every == 0 and step + 1 < steps and not stop:
+                log.info("time limit: stopping after step %d of %d (train.max_minutes %g)", step, state.planned_steps, params.max_minutes)
+            stop, state.stopped = True, TIME_LIMIT
+        if params.checkpoint_every and step % params.checkpoint_every == 0 and step < state.planned_steps and not stop:
             rngs = dist.gather(rng_states())
             if dist.is_main:
-                save_checkpoint(out, step + 1, task.digest, task.module, {
-                    "step": step + 1, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(), "data_rng": rng.bit_generator.state,
-                    "order": torch.from_numpy(np.asarray(order, dtype=np.int64)), "cursor": cursor,
-                    "losses": losses, "seen": seen, "rng": rngs, "validation": curve, "best": best,
-                    "best_step": best_step, "best_state": best_state, "bad_evals": bad_evals,
-                })
+                save_checkpoint(out, step, task.digest, task.module, state.checkpoint(rngs))
             dist.barrier()
         if on_step is not None:
-            on_step(step, losses[-1])
+            on_step(step - 1, state.losses[-1])
         if stop:
             break
-    seconds = time.perf_counter() - started
-    if not losses or not math.isfinite(float(np.mean(losses[-20:]))):
-        raise ModelError("training diverged (loss is not finite)", fix="lower train.lr")
-    module.eval()
-    if best_state is not None:  # eval_every: the weights of the best validation, not the last step's
-        task.module.load_state_dict(best_state)
-        task.after_update()
-        if dist.is_main:
-            log.info("keeping the weights of step %d (validation %s %.4f)", best_step, task.metric, best)
-    per_second = (seen - seen_before) / max(seconds, 1e-9)
-    return LoopResult(
-        losses=losses, seconds=seconds, examples_per_second=per_second, pairs_per_second=per_second * task.pairs_per_example,
-        validation=curve, best_step=best_step, world_size=dist.world_size,
-        effective_batch=params.batch_size * params.grad_accum_steps * dist.world_size, precision=precision,
-        planned_steps=steps, stopped=stopped, examples=task.n_examples,
-    )
+    return _close(state, module, task, params, dist, precision, time.perf_counter() - started, seen_before)

@@ -12,7 +12,7 @@ import torch
 from llmrec.config import ModelParams, TrainParams
 from llmrec.evaluation.protocols import candidate_frame
 from llmrec.models.two_tower import TwoTower
-from llmrec.training.loop import CHECKPOINT_DIR, CHECKPOINT_META, CHECKPOINT_WEIGHTS, TRAINER_STATE
+from llmrec.training.checkpoint import CHECKPOINT_DIR, CHECKPOINT_META, CHECKPOINT_WEIGHTS, TRAINER_STATE
 from llmrec.training.two_tower import train_two_tower
 
 STEPS, EVERY, KILL_AFTER = 12, 4, 6
