@@ -22,7 +22,7 @@ from sklearn.preprocessing import normalize
 
 from llmrec.data.contract import Dataset
 from llmrec.data.sequences import AUTO as AUTO_VALIDATION
-from llmrec.errors import ConfigError, ModelError
+from llmrec.errors import ConfigError
 from llmrec.models.collaborative import ease_matrix, itemknn_matrix, most_consumed
 from llmrec.models.tuning import ValidationSlice, choose_ease_l2, choose_itemknn_neighbours, validation_slice
 
@@ -160,66 +160,44 @@ def tfidf_scorer(train: Dataset, items: pd.DataFrame) -> Scorer:
     return VectorScorer(pd.Index(items["item_id"]), vectors)
 
 
-class _ItemEncoder:
-    """Mean-pooled, L2-normalised last hidden states of item texts, computed once per item on demand."""
+class _ZeroShotVectors:
+    """The zero-shot vectors of a catalogue's items (the backbone as it is, `llmrec.models.text_encoder`), filled
+    row by row when first needed; an item text is encoded once, however many items share it."""
 
-    def __init__(self, texts: list[str], folder: Path, batch_size: int, device: str, progress: bool) -> None:
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
+    def __init__(self, items: pd.DataFrame, backbone: str | Path, batch_size: int, device: str, progress: bool) -> None:
+        from llmrec.models.backbone import resolve_backbone
+        from llmrec.models.text import TextConfig, item_texts
+        from llmrec.models.text_encoder import FrozenTextEncoder
 
-        from llmrec.models.io import pick_device
-
-        hf_logging.set_verbosity_error()
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-            self.model = AutoModel.from_pretrained(folder, local_files_only=True).to(pick_device(device)).eval()
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"cannot load a model from the folder: {exc}", where=str(folder)) from exc
-        self.texts, self.batch_size, self.progress = texts, batch_size, progress
-        self.vectors = np.zeros((len(texts), self.model.config.hidden_size))
-        self.done = np.zeros(len(texts), dtype=bool)
+        texts = item_texts(items, TextConfig())
+        self.ids, self.texts = pd.Index(list(texts)), list(texts.values())
+        self.encoder = FrozenTextEncoder(resolve_backbone(str(backbone)), device=device)
+        self.vectors = np.zeros((len(self.texts), self.encoder.dim))
+        self.done = np.zeros(len(self.texts), dtype=bool)
+        self.batch_size, self.progress = batch_size, progress
 
     def __call__(self, rows: np.ndarray) -> None:
-        import torch
-        from tqdm.auto import tqdm
-
-        todo = rows[~self.done[rows]]
-        for a in tqdm(range(0, len(todo), self.batch_size), desc="zero-shot items", disable=not self.progress):
-            batch = todo[a : a + self.batch_size]
-            texts = [self.texts[i] for i in batch]
-            enc = self.tokenizer(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")
-            enc = enc.to(self.model.device)
-            with torch.inference_mode():
-                hidden = self.model(**enc).last_hidden_state.float()
-            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-            self.vectors[batch] = torch.nn.functional.normalize(pooled, dim=-1).cpu().double().numpy()
-        self.done[todo] = True
+        todo = np.unique(rows[~self.done[rows]])
+        if len(todo):
+            self.vectors[todo] = self.encoder.encode([self.texts[i] for i in todo], self.batch_size, self.progress).double().numpy()
+            self.done[todo] = True
 
 
 def zero_shot_scorer(
     items: pd.DataFrame, backbone: str | Path, batch_size: int = 64, device: str = "cpu", progress: bool = False
 ) -> Scorer:
     """The pretrained backbone as is: item = mean-pooled text embedding, user = mean of history items, dot product."""
-    from llmrec.models.backbone import resolve_backbone
-    from llmrec.models.text import TextConfig, item_texts
-
-    texts = item_texts(items, TextConfig())
-    encoder = _ItemEncoder(list(texts.values()), resolve_backbone(str(backbone)), batch_size, device, progress)
-    return VectorScorer(pd.Index(list(texts)), encoder.vectors, prepare=encoder)
+    lazy = _ZeroShotVectors(items, backbone, batch_size, device, progress)
+    return VectorScorer(lazy.ids, lazy.vectors, prepare=lazy)
 
 
 def item_embeddings(
     items: pd.DataFrame, backbone: str | Path, batch_size: int = 64, device: str = "cpu", progress: bool = False
 ) -> tuple[pd.Index, np.ndarray]:
     """The zero-shot item vectors (mean-pooled, L2-normalised backbone embeddings) of `items`: ids, one row each."""
-    from llmrec.models.backbone import resolve_backbone
-    from llmrec.models.text import TextConfig, item_texts
-
-    texts = item_texts(items, TextConfig())
-    encoder = _ItemEncoder(list(texts.values()), resolve_backbone(str(backbone)), batch_size, device, progress)
-    encoder(np.arange(len(texts)))
-    return pd.Index(list(texts)), encoder.vectors
+    lazy = _ZeroShotVectors(items, backbone, batch_size, device, progress)
+    lazy(np.arange(len(lazy.ids)))
+    return lazy.ids, lazy.vectors
 
 
 ITEMKNN_NEIGHBOURS, ITEMKNN_SHRINK = 100, 10.0  # defaults, used as they are when the validation slice is too small

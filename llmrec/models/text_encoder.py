@@ -1,7 +1,8 @@
 """A frozen text encoder: the backbone's mean-pooled, L2-normalised item-text vectors, each text encoded once.
 
-Used where the backbone is not trained: the zero-shot baseline and the hybrid recommender's text part
-(which learns a projection on top). The two-tower model trains its encoder and keeps its own cache.
+Used where the backbone is not trained: the zero-shot baseline, drift's item-text embeddings and the hybrid
+recommender's text part (which learns a projection on top). The two-tower model trains its encoder (with the same
+`mean_pool`) and keeps its own cache.
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ import torch
 from tqdm.auto import tqdm
 
 from llmrec.errors import ModelError
-from llmrec.models.two_tower import mean_pool
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Unit vectors: attention-masked mean of the last hidden states, L2-normalised (float32)."""
+    hidden = hidden.float()
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+    return torch.nn.functional.normalize(pooled, dim=-1)
 
 
 class FrozenTextEncoder:

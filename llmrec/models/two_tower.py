@@ -42,6 +42,7 @@ from llmrec.data.contract import history_list
 from llmrec.errors import ModelError
 from llmrec.models.io import WEIGHTS_FILE, fingerprint, pick_device, read_meta, write_meta
 from llmrec.models.text import TextConfig, item_texts
+from llmrec.models.text_encoder import mean_pool
 from llmrec.models.vector import VectorRanker
 
 log = logging.getLogger(__name__)
@@ -89,14 +90,6 @@ class UserTower(torch.nn.Module):
             pooled = (weights.unsqueeze(-1) * vectors).sum(1)
         pooled = torch.where((counts > 0).unsqueeze(-1), pooled, self.no_history.to(pooled.dtype).expand_as(pooled))
         return torch.nn.functional.normalize(pooled, dim=-1)
-
-
-def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Unit vectors: attention-masked mean of the last hidden states, L2-normalised (float32)."""
-    hidden = hidden.float()
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-    return torch.nn.functional.normalize(pooled, dim=-1)
 
 
 class TwoTowerNet(torch.nn.Module):
