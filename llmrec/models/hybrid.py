@@ -85,6 +85,10 @@ USER_BLOCK = 512
 
 @dataclass(frozen=True)
 class HybridConfig:
+    """The architecture a saved hybrid was built with (llmrec.json "config"). Its defaults are not the settings'
+    (`llmrec.config.HybridParams` holds those): a default here is what a model saved before the field existed did,
+    so an older folder loads as it was trained (`_upgrade`)."""
+
     dim: int = 128
     layers: int = 2
     heads: int = 2
