@@ -63,7 +63,7 @@ RARE = 5
 UNKNOWN_ITEM = "unknown"
 VALIDATE_FIRST = "validate the dataset first (llmrec.validation.validate_dataset)"
 POSITIVE_ONLY = "positive-only log (no logged non-clicks)"
-HTML_SAMPLE = 300  # rows per side in the embedding plot (Evidently's TSNE on its default 2500 takes ~90 s)
+HTML_SAMPLE = 300  # rows per side in the embedding plot (Evidently's TSNE on its default sample is slow: bench/drift_speed)
 
 
 # --- features ----------------------------------------------------------------------------------

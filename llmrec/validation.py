@@ -12,8 +12,8 @@ Referential integrity (interaction item_id in items, interaction impression_id i
 every history entry in items) is computed with pandas `isin`; GX then checks the derived column
 of dangling values with `expect_column_values_to_be_null`, and the failure is reported as
 `expect_column_values_to_be_in_set` on the original table and column. Passing the id set to
-GX's own in-set expectation was ~4x slower overall (GX re-serialises the value set hundreds of
-times per run).
+GX's own in-set expectation was several times slower overall (GX re-serialises the value set hundreds
+of times per run; bench/ingest_validate).
 
 Why one module this long: the only module importing Great Expectations (one module per outside system,
 docs/architecture.md).

@@ -64,8 +64,8 @@ __all__ = ["build_click_examples", "split_validation", "train_two_tower"]
 log = logging.getLogger(__name__)
 
 # The user tower's parameters start from scratch (zero query and recency embeddings, a random
-# "no history" vector) while the backbone is pretrained: at the backbone's learning rate (1e-4)
-# 120 steps move the attention query by ~0.01 in norm, so attention pooling would stay mean pooling.
+# "no history" vector) while the backbone is pretrained: at the backbone's learning rate they would barely move
+# in a short run, and attention pooling would stay mean pooling.
 USER_TOWER_LR_SCALE = 100.0
 ENCODE_CHUNK = 64   # texts per encoder call within a step, sorted by length
 
