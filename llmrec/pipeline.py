@@ -188,10 +188,10 @@ def run_train(params: Params, progress: bool = True) -> dict[str, Any]:
     """Fine-tune the ranker on the training part of the temporal split."""
     split = _split(params)
     train = split.train
-    from llmrec.training import TRAINERS
+    from llmrec.model_types import MODEL_TYPES
     from llmrec.training import train as train_model
 
-    if params.train.max_train_impressions and not TRAINERS[params.model.type].whole_histories:
+    if params.train.max_train_impressions and not MODEL_TYPES[params.model.type].whole_histories:
         recent = train.impressions.sort_values("timestamp", kind="stable").tail(params.train.max_train_impressions)
         train = train.restrict(recent["impression_id"])
     train = with_context(train, split.train, params.train.negatives_per_positive, params.train.seed)

@@ -4,8 +4,7 @@ Training, evaluation, the MLflow pyfunc model and the REST server all go through
 offers the same interface: `load(folder, device)`, `save(folder)`, `scorer(items, batch_size, progress)`
 (frames of (history, item_id) -> scores), `text_scorer(items, batch_size)` (history texts, candidate texts ->
 scores), `catalogue_scorer(items, batch_size)` (histories -> users x items scores; a pair scorer raises) and
-`ranks_catalogue`. A new model type is one class and one line in `MODEL_CLASSES` (and its trainer in
-`llmrec.training.TRAINERS`).
+`ranks_catalogue`. Which class a type name means is `llmrec.model_types.MODEL_TYPES`'s.
 """
 
 from __future__ import annotations
@@ -18,9 +17,8 @@ import numpy as np
 import pandas as pd
 
 from llmrec.errors import ModelError
+from llmrec.model_types import MODEL_TYPES
 from llmrec.models.io import read_meta
-
-CROSS_ENCODER, TWO_TOWER, HYBRID = "cross-encoder", "two-tower", "hybrid"
 
 
 def ranker_type(folder: str | Path) -> str:
@@ -28,22 +26,14 @@ def ranker_type(folder: str | Path) -> str:
     return read_meta(folder)["type"]
 
 
-MODEL_CLASSES = {  # type name in llmrec.json -> (module, class), imported when a folder of the type is loaded
-    CROSS_ENCODER: ("llmrec.models.cross_encoder", "CrossEncoder"),
-    TWO_TOWER: ("llmrec.models.two_tower", "TwoTower"),
-    HYBRID: ("llmrec.models.hybrid", "Hybrid"),
-}
 
 
 def load_ranker(folder: str | Path, device: str = "auto") -> Any:
     """The ranker a saved folder holds, of whichever type its llmrec.json names."""
-    import importlib
-
     kind = ranker_type(folder)
-    if kind not in MODEL_CLASSES:
-        raise ModelError(f"unknown model type {kind!r} in {folder}/llmrec.json", fix=f"expected one of {', '.join(MODEL_CLASSES)}")
-    module, name = MODEL_CLASSES[kind]
-    return getattr(importlib.import_module(module), name).load(folder, device=device)
+    if kind not in MODEL_TYPES:
+        raise ModelError(f"unknown model type {kind!r} in {folder}/llmrec.json", fix=f"expected one of {', '.join(MODEL_TYPES)}")
+    return MODEL_TYPES[kind].load_class().load(folder, device=device)
 
 
 def is_pair_scorer(ranker: Any) -> bool:

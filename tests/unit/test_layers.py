@@ -10,7 +10,7 @@ from pathlib import Path
 from conftest import REPO
 
 PACKAGE = REPO / "llmrec"
-LEAVES = {"errors", "config", "rank_metrics", "metrics", "params_doc", "__init__"}  # below every layer
+LEAVES = {"errors", "config", "rank_metrics", "metrics", "params_doc", "model_types", "__init__"}  # below every layer
 LAYERS = {
     "data": 1,
     "models": 2,
@@ -106,24 +106,21 @@ def test_the_rule_sees_a_violation(tmp_path):
 
 
 def test_every_model_type_has_one_class_and_one_trainer_and_nothing_else_switches_on_the_type():
-    """The model types live in two tables (llmrec.models.ranker.MODEL_CLASSES, llmrec.training.TRAINERS);
-    nothing else in llmrec/ compares model.type with a type name."""
-    import importlib
+    """The model types live in one table (llmrec.model_types.MODEL_TYPES): class, trainer, settings section; nothing
+    else in llmrec/ compares model.type with a type name."""
     import typing
 
     from llmrec.config import ModelParams
-    from llmrec.models.ranker import MODEL_CLASSES
-    from llmrec.training import TRAINERS
+    from llmrec.model_types import MODEL_TYPES
 
     choices = set(typing.get_args(ModelParams.model_fields["type"].annotation))
-    assert set(MODEL_CLASSES) == set(TRAINERS) == choices
-    for module, name in MODEL_CLASSES.values():
-        cls = getattr(importlib.import_module(module), name)
+    assert set(MODEL_TYPES) == choices
+    for kind in MODEL_TYPES.values():
+        cls = kind.load_class()
         assert all(callable(getattr(cls, m, None)) for m in ("load", "save", "scorer", "text_scorer", "catalogue_scorer"))
         assert isinstance(cls.ranks_catalogue, bool)
-    for trainer in TRAINERS.values():
-        module, name = trainer.function.split(":")
-        assert callable(getattr(importlib.import_module(module), name))
+        assert callable(kind.load_trainer())
+        assert kind.settings in ModelParams.model_fields, f"{kind.name}: no model.{kind.settings} section"
     switches = []
     for path in sorted(PACKAGE.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
