@@ -1,6 +1,6 @@
-"""What every trainer shares besides the loop: the result a training run returns (`TrainResult`, built
-from the loop's by `train_result`), freezing a backbone's lower layers, and the token lengths behind
-length-grouped batches."""
+"""What every trainer shares besides the loop: its opening (`start_training`: seeds, this process's device) and
+closing (`save_trained`: the main process saves), the result a training run returns (`TrainResult`, built from the
+loop's by `train_result`), freezing a backbone's lower layers, and the token lengths behind length-grouped batches."""
 
 from __future__ import annotations
 
@@ -11,9 +11,28 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from llmrec.training.loop import LoopResult, under_trained
+from llmrec.config import TrainParams
+from llmrec.models.io import pick_device
+from llmrec.training.checkpoint import remove_checkpoint
+from llmrec.training.distributed import Distributed
+from llmrec.training.loop import LoopResult, seed_everything, under_trained
 
 log = logging.getLogger(__name__)
+
+
+def start_training(train_params: TrainParams) -> tuple[Distributed, torch.device]:
+    """Seed every RNG; this process's place among the processes (torchrun / accelerate launch) and its device."""
+    seed_everything(train_params.seed)
+    dist = Distributed.from_env(pick_device(train_params.device))
+    return dist, dist.device_for(pick_device(train_params.device))
+
+
+def save_trained(model: object, out: str | Path, dist: Distributed) -> None:
+    """The main process saves the trained model and removes the checkpoint (the run is complete); the others wait."""
+    if dist.is_main:
+        model.save(out)  # type: ignore[attr-defined]
+        remove_checkpoint(out)
+    dist.barrier()
 
 
 @dataclass

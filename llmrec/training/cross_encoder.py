@@ -20,17 +20,21 @@ from llmrec.data.contract import Dataset, history_list
 from llmrec.errors import DataError
 from llmrec.models.backbone import resolve_backbone
 from llmrec.models.cross_encoder import CrossEncoder
-from llmrec.models.io import pick_device
 from llmrec.models.text import TextConfig, item_texts, user_text
-from llmrec.training.checkpoint import checkpoint_digest, remove_checkpoint
-from llmrec.training.common import TrainResult, freeze_lower_layers, token_lengths, train_result
-from llmrec.training.distributed import Distributed
+from llmrec.training.checkpoint import checkpoint_digest
+from llmrec.training.common import (
+    TrainResult,
+    freeze_lower_layers,
+    save_trained,
+    start_training,
+    token_lengths,
+    train_result,
+)
 from llmrec.training.loop import (
     LoopTask,
     add_lora,
     merge_lora,
     run_loop,
-    seed_everything,
     split_validation,
     validation_ndcg,
 )
@@ -87,11 +91,9 @@ def train_cross_encoder(
     progress: bool = True,
 ) -> TrainResult:
     """Fine-tune a cross-encoder on `train` and save it to `out` (the main process saves)."""
-    seed_everything(train_params.seed)
-    dist = Distributed.from_env(pick_device(train_params.device))
+    dist, device = start_training(train_params)
     text = TextConfig(max_history=model_params.cross_encoder.max_history, with_text=False)  # the pair shares its tokens with the history
     folder = resolve_backbone(model_params.backbone)
-    device = dist.device_for(pick_device(train_params.device))
     model = CrossEncoder.from_backbone(folder, text, model_params.max_length, model_params.backbone, str(device))
     validate = None
     if train_params.validates:
@@ -132,8 +134,5 @@ def train_cross_encoder(
     )
     result = run_loop(task, train_params, out, device, dist, on_step=on_step, progress=progress)
     model.model = merge_lora(model.model)
-    if dist.is_main:
-        model.save(out)
-        remove_checkpoint(out)
-    dist.barrier()
+    save_trained(model, out, dist)
     return train_result(out, result, len(groups), device)

@@ -46,14 +46,13 @@ from llmrec.errors import DataError
 from llmrec.models.backbone import resolve_backbone
 from llmrec.models.collaborative import ease_matrix, most_consumed, sequence_matrix
 from llmrec.models.hybrid import SUPPORT_BUCKETS, UNKNOWN, Hybrid, HybridConfig, HybridNet
-from llmrec.models.io import pick_device
 from llmrec.models.text import TextConfig, item_texts
 from llmrec.models.tuning import Choice, ValidationSlice, choose_ease_l2
 from llmrec.training.blend import HeldOut, Scoring, choose_blend, validation_ndcg_full
-from llmrec.training.checkpoint import checkpoint_digest, remove_checkpoint
-from llmrec.training.common import TrainResult, train_result
+from llmrec.training.checkpoint import checkpoint_digest
+from llmrec.training.common import TrainResult, save_trained, start_training, train_result
 from llmrec.training.distributed import Distributed
-from llmrec.training.loop import LoopTask, run_loop, seed_everything
+from llmrec.training.loop import LoopTask, run_loop
 
 log = logging.getLogger(__name__)
 
@@ -297,9 +296,7 @@ def fit_hybrid(
     """Train a hybrid (or, with hybrid.experimental.text false, SASRec) model; nothing is saved (see `train_hybrid`). With validation,
     the last consumption of `validation_users` users (None = all) is held out (`llmrec.data.sequences.hold_out_last`):
     training keeps the best step's weights and the parts' blend is chosen on it (`llmrec.training.blend`)."""
-    seed_everything(train_params.seed)
-    dist = Distributed.from_env(pick_device(train_params.device))
-    device = dist.device_for(pick_device(train_params.device))
+    dist, device = start_training(train_params)
     config = HybridConfig.from_params(hybrid)
     if hybrid.experimental.age is None:  # freshness matters where items go stale: logs with impressions (news)
         config = replace(config, age=train.source.logged_negatives)
@@ -422,9 +419,5 @@ def train_hybrid(
         train, model_params.hybrid, train_params, out, backbone=model_params.backbone, max_length=model_params.max_length,
         on_step=on_step, progress=progress,
     )
-    dist = Distributed.from_env(model.device)
-    if dist.is_main:
-        model.save(out)
-        remove_checkpoint(out)
-    dist.barrier()
+    save_trained(model, out, Distributed.from_env(model.device))
     return result

@@ -43,18 +43,15 @@ from llmrec.config import ModelParams, TrainParams
 from llmrec.data.contract import Dataset
 from llmrec.errors import DataError
 from llmrec.models.backbone import resolve_backbone
-from llmrec.models.io import pick_device
 from llmrec.models.text import TextConfig, item_texts
 from llmrec.models.two_tower import TwoTower, recent_known
-from llmrec.training.checkpoint import checkpoint_digest, remove_checkpoint
-from llmrec.training.common import TrainResult, freeze_lower_layers, train_result
-from llmrec.training.distributed import Distributed
+from llmrec.training.checkpoint import checkpoint_digest
+from llmrec.training.common import TrainResult, freeze_lower_layers, save_trained, start_training, train_result
 from llmrec.training.loop import (
     LoopTask,
     add_lora,
     merge_lora,
     run_loop,
-    seed_everything,
     split_validation,
     validation_ndcg,
 )
@@ -153,9 +150,7 @@ def train_two_tower(
     """Fine-tune a two-tower model on `train` and save it to `out` (see the module docstring); `pooling`
     overrides model.two_tower.pooling."""
     pooling = pooling or model_params.two_tower.pooling
-    seed_everything(train_params.seed)
-    dist = Distributed.from_env(pick_device(train_params.device))
-    device = dist.device_for(pick_device(train_params.device))
+    dist, device = start_training(train_params)
     text = TextConfig(max_history=model_params.two_tower.max_history)
     folder = resolve_backbone(model_params.backbone)
     model = TwoTower.from_backbone(folder, text, model_params.max_length, model_params.backbone, str(device), pooling)
@@ -211,8 +206,5 @@ def train_two_tower(
     result = run_loop(task, train_params, out, device, dist, on_step=on_step, progress=progress)
     if train_params.lora.rank:
         model.replace_encoder(merge_lora(model.encoder))
-    if dist.is_main:
-        model.save(out)
-        remove_checkpoint(out)
-    dist.barrier()
+    save_trained(model, out, dist)
     return train_result(out, result, len(examples), device)
