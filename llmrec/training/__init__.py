@@ -2,6 +2,7 @@
 
 - loop.py: the training loop every model type shares (optimizer, schedule, precision, DDP, validation)
 - checkpoint.py: checkpoints and exact resume
+- lora.py: LoRA adapters (train.lora), merged at save
 - distributed.py: processes started by torchrun / accelerate launch
 - common.py: what the trainers share besides the loop (TrainResult, train_result, freeze_lower_layers, token_lengths)
 - cross_encoder.py: listwise fine-tuning of the cross-encoder

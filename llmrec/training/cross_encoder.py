@@ -32,12 +32,11 @@ from llmrec.training.common import (
 )
 from llmrec.training.loop import (
     LoopTask,
-    add_lora,
-    merge_lora,
     run_loop,
     split_validation,
     validation_ndcg,
 )
+from llmrec.training.lora import add_lora, merge_lora
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,6 @@ over one `LoopState` (open or resume, train a step, validate, checkpoint, close)
 - a validation nDCG@10 curve every `train.eval_every` steps with early stopping and best weights;
 - a time limit (`train.max_minutes`): training stops after the step that crosses it and keeps the model;
 - a progress bar (main process only) with the loss and throughput.
-
-Why one module this long: the loop's steps (batches, accumulation, precision, validation, early stopping,
-checkpoints, the time cap) read and write one training state; apart, each would need all of it.
 """
 
 from __future__ import annotations
@@ -139,39 +136,6 @@ def validation_ndcg(scorer: Callable[[pd.DataFrame], np.ndarray], frame: pd.Data
 
 
 # -- LoRA ----------------------------------------------------------------------------------------------------------
-def add_lora(model: torch.nn.Module, params: TrainParams, keep_trainable: tuple[str, ...] = ()) -> torch.nn.Module:
-    """Freeze `model` and add LoRA adapters (peft) of rank `train.lora.rank` to its attention projections.
-
-    `keep_trainable`: names of sub-modules trained in full beside the adapters (e.g. a new scoring head).
-    """
-    from peft import LoraConfig, get_peft_model
-
-    config = LoraConfig(
-        r=params.lora.rank,
-        lora_alpha=params.lora.alpha,
-        lora_dropout=params.lora.dropout,
-        target_modules=params.lora.targets or None,  # None: peft's default for the architecture (query, value for BERT)
-        modules_to_save=list(keep_trainable) or None,
-    )
-    try:
-        wrapped = get_peft_model(model, config)
-    except ValueError as exc:
-        raise ConfigError(
-            f"cannot add LoRA adapters to this backbone: {exc}",
-            where="train.lora.targets",
-            fix="name the backbone's linear layers to adapt, e.g. [query, value] for BERT-like models",
-        ) from exc
-    trainable = sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in wrapped.parameters())
-    log.info("LoRA rank %d: training %d of %d parameters (%.2f%%)", params.lora.rank, trainable, total, 100 * trainable / total)
-    return wrapped
-
-
-def merge_lora(model: torch.nn.Module) -> torch.nn.Module:
-    """The plain model with the adapters merged into its weights (saved folders never need peft)."""
-    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
-
-
 # -- the loop ------------------------------------------------------------------------------------------------------
 COMPLETED, EARLY_STOPPING, TIME_LIMIT = "completed", "early stopping", "time limit"  # why training ended
 

@@ -49,12 +49,11 @@ from llmrec.training.checkpoint import checkpoint_digest
 from llmrec.training.common import TrainResult, freeze_lower_layers, save_trained, start_training, train_result
 from llmrec.training.loop import (
     LoopTask,
-    add_lora,
-    merge_lora,
     run_loop,
     split_validation,
     validation_ndcg,
 )
+from llmrec.training.lora import add_lora, merge_lora
 
 __all__ = ["build_click_examples", "split_validation", "train_two_tower"]
 
