@@ -32,13 +32,17 @@ KINDS = ("unit", "integration", "e2e")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark each test with its folder's kind (unit, integration, e2e)."""
+    """Mark each test with its folder's kind (unit, integration, e2e) and run the kinds in that order, so a
+    broken unit fails in the first minutes rather than after the stacks."""
     tests = Path(__file__).resolve().parent
+    kinds = {}
     for item in items:
         kind = Path(item.fspath).resolve().relative_to(tests).parts[0]
         if kind not in KINDS:
             raise pytest.UsageError(f"{item.nodeid}: tests live under tests/unit, tests/integration or tests/e2e")
         item.add_marker(getattr(pytest.mark, kind))
+        kinds[item.nodeid] = KINDS.index(kind)
+    items.sort(key=lambda item: kinds[item.nodeid])  # stable: file order within a kind
 TINY = {"n_items": 400, "n_users": 150, "days_per_period": 4, "impressions_per_day": 120}
 
 
