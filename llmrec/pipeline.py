@@ -53,12 +53,9 @@ def configured_tracking(params: Params) -> Any:
     return tracking
 
 
-_tracking = configured_tracking
-
-
 def champion_version(params: Params) -> str | None:
     """The version the `champion` alias points at now (None: no champion yet)."""
-    tracking = _tracking(params)
+    tracking = configured_tracking(params)
     info = tracking.get_version(params.tracking.model_name, alias=tracking.CHAMPION)
     return info.version if info else None
 
@@ -209,7 +206,7 @@ def run_train(params: Params, progress: bool = True) -> dict[str, Any]:
 
 def champion_model_dir(params: Params, dest: str | Path) -> tuple[str | None, Path | None]:
     """Download the current champion's ranker folder (None when there is no champion)."""
-    tracking = _tracking(params)
+    tracking = configured_tracking(params)
 
     champion = tracking.get_version(params.tracking.model_name, alias=tracking.CHAMPION)
     if champion is None:
@@ -294,7 +291,7 @@ def run_evaluate(params: Params, with_champion: bool = True, progress: bool = Tr
 
 def run_register(params: Params, run_name: str = "retrain") -> dict[str, Any]:
     """Log the run (params, metrics, curves, reports, lineage) and register the model as `challenger`."""
-    tracking = _tracking(params)
+    tracking = configured_tracking(params)
 
     check_prepared(params)
     train_info = _read_json(Path(params.train.out) / "train.json")
@@ -356,7 +353,7 @@ def run_register(params: Params, run_name: str = "retrain") -> dict[str, Any]:
 
 def run_promote(params: Params, registered: dict[str, Any] | None = None, drift: dict[str, Any] | None = None) -> dict[str, Any]:
     """Apply the promotion policy; switch the `champion` alias only when it says promote."""
-    tracking = _tracking(params)
+    tracking = configured_tracking(params)
     from llmrec.promotion import PROMOTE, decide
 
     registered = registered or _read_json(outputs_dir(params) / "registered.json")
@@ -409,7 +406,7 @@ def _record_decision(params: Params, registered: dict, record: dict, drift: dict
     """Attach the decision and the drift verdict to the MLflow run and version, then (only then) move the alias.
 
     The HTML reports stay local (outputs/drift/*.html, several MB at scale); the verdict is logged."""
-    tracking = _tracking(params)
+    tracking = configured_tracking(params)
 
     tracking.log_run_dict(registered["run_id"], record, "decision.json")
     if drift.get("html_path"):
@@ -437,7 +434,7 @@ def outputs_dir(params: Params) -> Path:
 
 def checkout_model_data(params: Params, version: str, root: str | Path = ".") -> dict[str, Any]:
     """Restore data/ to exactly what a registered model version was trained on."""
-    tracking = _tracking(params)
+    tracking = configured_tracking(params)
     from llmrec.errors import TrackingError
     from llmrec.versioning import checkout_data, latest_snapshot
 
