@@ -104,13 +104,16 @@ class HybridConfig:
     zero_shot: bool = False  # add the zero-shot text score (backbone vectors as they are), its weight chosen after training
     cold_hours: float = 0.0
     temperature: float = TEMPERATURE
+    # the id embeddings' start and input scale: SASRec's (small Xavier-normal rows, times sqrt(dim) into the encoder), which
+    # gets its sequence model out of the popularity plateau; false: unit-norm rows fed as they are (models saved before)
+    sasrec_init: bool = False
 
     @classmethod
     def from_params(cls, params: object) -> "HybridConfig":
         names = cls.__dataclass_fields__
         settings = params.model_dump()  # type: ignore[attr-defined]
         settings.update(settings.pop("experimental"))
-        return cls(**{k: v for k, v in settings.items() if k in names})
+        return cls(**{k: v for k, v in settings.items() if k in names}, sasrec_init=True)
 
 
 class HybridNet(torch.nn.Module):
@@ -162,8 +165,13 @@ class HybridNet(torch.nn.Module):
         self.zero_shot_dim = backbone_dim if config.text and config.zero_shot else 0
         if config.ids:
             self.ids = torch.nn.Embedding(n_ids + 1, d, padding_idx=UNKNOWN)  # row 0 stays zero: no id part
-            with torch.no_grad():  # a random start, as SASRec's: the id part has its own user encoder
-                self.ids.weight.normal_(0.0, 1.0 / math.sqrt(d), generator=generator)
+            # a random start, as SASRec's (the id part has its own user encoder): its small Xavier-normal rows, read
+            # times sqrt(dim) (`id_input_scale`). A unit-norm start gives every item random logits of several units and
+            # held training at the popularity solution (bench/results/sasrec_init.md)
+            std = math.sqrt(2.0 / (n_ids + 1 + d)) if config.sasrec_init else 1.0 / math.sqrt(d)
+            self.id_input_scale = math.sqrt(d) if config.sasrec_init else 1.0
+            with torch.no_grad():
+                self.ids.weight.normal_(0.0, std, generator=generator)
                 self.ids.weight[UNKNOWN].zero_()
             self.id_head = torch.nn.Linear(d, d)
             with torch.no_grad():
@@ -265,7 +273,8 @@ class HybridNet(torch.nn.Module):
         if self.config.ids:
             e_id = self.ids(ids)  # row 0 -> 0
             parts.append(e_id)
-            inputs = torch.cat([inputs, e_id], dim=-1) if self.separate else inputs + e_id
+            e_in = e_id * self.id_input_scale
+            inputs = torch.cat([inputs, e_in], dim=-1) if self.separate else inputs + e_in
             if self.ease_items and with_ease:
                 parts.append(self.item_item[:, self.ease_index[ids]].T)
         vectors = torch.cat(parts, dim=-1)

@@ -505,6 +505,28 @@ def test_the_sasrec_baseline_is_the_published_model():
     assert sasrec.impression_loss == 0 and sasrec.id_dropout == 0 and sasrec.cold_hours == 0
 
 
+def test_new_models_start_their_ids_as_sasrec_does_and_older_ones_load_as_they_were_trained():
+    """SASRec's start: small Xavier-normal id rows, fed to the encoder times sqrt(dim). A model saved before
+    `sasrec_init` existed (no such key in its config) keeps unit-norm rows fed as they are."""
+    from llmrec.config import SasrecParams
+
+    config = HybridConfig.from_params(SasrecParams().hybrid())
+    assert config.sasrec_init
+    n, d = 500, config.dim
+    net = HybridNet(config, 0, n, seed=3)
+    rows = net.ids.weight[1:].detach()
+    assert abs(float(rows.std()) - (2.0 / (n + 1 + d)) ** 0.5) < 0.005
+    _, inputs, _, _ = net.items(None, torch.arange(1, 6))
+    assert torch.allclose(inputs, net.ids.weight[1:6] * d ** 0.5)
+
+    older = HybridConfig(**{k: v for k, v in json.loads(json.dumps(config.__dict__)).items() if k != "sasrec_init"})
+    assert not older.sasrec_init
+    net = HybridNet(older, 0, n, seed=3)
+    assert abs(float(net.ids.weight[1:].detach().std()) - d ** -0.5) < 0.02
+    _, inputs, _, _ = net.items(None, torch.arange(1, 6))
+    assert torch.allclose(inputs, net.ids.weight[1:6])
+
+
 def test_a_large_catalogue_trains_with_in_batch_negatives_and_says_the_impression_loss_is_off(split, tiny_backbone, tmp_path,
                                                                                                caplog):
     import logging
