@@ -112,7 +112,7 @@ def generate(
         syn = syn.model_copy(update={"preset": preset})
     folders = _run(gen, out or syn.out, _run(syn.size), seed if seed is not None else syn.seed, tuple(period or (1, 2)),
                    collaborative=syn.collaborative, format=format,
-                   sequential=syn.sequential if format == "movielens" else 0.0)  # the news world has none (README)
+                   sequential=syn.sequential if format == "movielens" else 0.0)  # the bundled news data (data.dvc) has none
     for folder in folders:
         names = "ratings.csv and movies.csv" if format == "movielens" else "news.tsv and behaviors.tsv"
         typer.echo(f"wrote {folder}/{names.replace(' and ', f' and {folder}/')}")

@@ -37,7 +37,7 @@ class SyntheticParams(_Section):
         0.8, ge=0, le=1, description="Share of preferences from latent factors no text shows (co-consumption); 0 = all in the text"
     )
     sequential: float = Field(
-        1.0, ge=0, le=1, description="Sequence signal of --format movielens (series, follow-ups, taste drift); 0 = none, as before"
+        1.0, ge=0, le=1, description="Sequence signal of --format movielens (series, follow-ups, taste drift, new releases); 0 = none, as before"
     )
     out: str = "data/synthetic"
     presets: dict[str, SyntheticSize] = Field(

@@ -22,7 +22,7 @@ Generative model (the whole world is built from the seed, then the requested per
     more, clicks lean a bit more on popularity and impressions show more candidates. Users and
     items carry over (returning users, items published late in period 1 or "evergreen").
 The items' words and news.tsv rows are written by `synthetic_text`; the sequence structure of `sequential`
-(series, follow-ups) is `synthetic_sequence`'s, its taste drift is here.
+(series, follow-ups, a catalogue's new releases) is `synthetic_sequence`'s, its taste drift is here.
 
 Why one module this long: the world the seed builds (catalogue, users, their drift, every impression) and its
 two writers (MIND, MovieLens) share one random-stream order, which keeps a seed's data byte-identical; its
@@ -40,7 +40,16 @@ from typing import Sequence
 import numpy as np
 
 from llmrec.config import SyntheticSize
-from llmrec.data.synthetic_sequence import RECENT, Transitions, join_latent, name_series, release_ages, transitions
+from llmrec.data.synthetic_sequence import (
+    RECENT,
+    Transitions,
+    boost,
+    join_latent,
+    name_series,
+    release_ages,
+    release_dates,
+    transitions,
+)
 from llmrec.data.synthetic_text import EMERGING, TOPICS, entities, news_rows
 from llmrec.errors import ConfigError
 
@@ -80,6 +89,7 @@ class World:
     release_age: np.ndarray | None = None  # years before the log each item came out (None: drawn when written)
     transitions: "Transitions | None" = None  # the sequence structure (`sequential`); an impression's clicks are
                                               # then listed in the order they were consumed
+    published: np.ndarray | None = None  # the day each item came out (days since the log's start; < 0: before it)
 
 
 def _fixed_width_ids(rng: np.random.Generator, prefix: str, n: int) -> list[str]:
@@ -273,7 +283,7 @@ def _impression(rng: np.random.Generator, users: dict, items: dict, period: int,
     """Candidates (a mix of popular and uniform fresh items) and their click labels (at least one click);
     `steer` (transitions, the pull of the user's recent consumptions, what the user has consumed) adds what
     recent consumptions pull to both."""
-    logpop = items["logpop"][pool] - (t - items["pub"][pool]) / items["tau"][pool]
+    logpop = items["logpop"][pool] - (t - items["pub"][pool]) / items["tau"][pool] + boost(items, pool, t)
     share = np.exp(logpop - logpop.max())
     mix = 0.6 * share / share.sum() + 0.4 / len(pool)
     if steer is not None:
@@ -344,6 +354,8 @@ def build_world(size: SyntheticSize, seed: int, collaborative: float = 0.0, cata
     named = entities(r_ent, cats)
     ent_cat = np.array([e[3] for e in named])
     items = _items(r_items, size, cats, sub_cat, ent_cat, catalogue)
+    if sequential and catalogue:
+        release_dates(r_seq, items, N_PERIODS * size.days_per_period, sequential)
     trans = transitions(r_seq, items, catalogue, sequential) if sequential else None
     rows = news_rows(r_text, cats, subs, items, named)
     users = _users(r_users, size.n_users, cats, sub_cat, ent_cat)
@@ -359,7 +371,9 @@ def build_world(size: SyntheticSize, seed: int, collaborative: float = 0.0, cata
         impressions = _simulate(r_sim, size, users, items, _sequential_warmup(r_warm, users, items, trans), trans)
     news_ids, user_ids = _fixed_width_ids(r_ids, "N", size.n_items), _fixed_width_ids(r_ids, "U", size.n_users)
     ages = release_ages(r_seq, trans) if trans is not None else None
-    return World(news_ids, rows, user_ids, impressions, ages, trans)
+    if ages is not None and catalogue:
+        ages[items["pub"] >= 0] = 0  # released during the log: this year
+    return World(news_ids, rows, user_ids, impressions, ages, trans, items["pub"])
 
 
 def mind_time(start: datetime.date, day: float) -> str:
@@ -433,7 +447,8 @@ def generate(out: str | Path, size: SyntheticSize, seed: int, periods: Sequence[
     `collaborative`: share of preferences from latent factors no text shows (0 = all visible in the text;
     params.yaml's `synthetic.collaborative` is the bundled default).
     `sequential`: strength of the sequence signal, 0..1 (0 = none): series of sequels or follow-up stories,
-    hidden follow-ups that recent consumptions pull into the next impression, and taste that drifts over time.
+    hidden follow-ups that recent consumptions pull into the next impression, taste that drifts over time and
+    (movielens) movies released during the log, watched most when new.
     `format="movielens"`: a catalogue world (items never go stale) written as one ml-latest folder
     out/ratings.csv + out/movies.csv holding the given periods, a positive-only log like MovieLens.
     """

@@ -1,6 +1,7 @@
 """The hidden sequence structure of the generator's `sequential` knob: series of instalments (sequels,
 follow-up stories) and every item's follow-ups, and how what a user consumed last pulls the next
-consumption. `llmrec.data.synthetic` builds the world with it; the taste drift of the same knob lives there.
+consumption, and a catalogue's new releases. `llmrec.data.synthetic` builds the world with it; the taste drift
+of the same knob lives there.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import numpy as np
 
 from llmrec.errors import ConfigError
 
-# sequence signal (`sequential`, 0..1; all of it is absent at 0): series, hidden follow-ups, taste drift
+# sequence signal (`sequential`, 0..1; all of it is absent at 0): series, hidden follow-ups, new releases, taste drift
 SERIES_START = 0.12                    # chance that an item not yet in a series starts one
 SERIES_LENGTH = (2, 5)                 # instalments per series
 SERIES_GAP_DAYS = 1.5                  # news: the next instalment is published within this many days
@@ -28,6 +29,8 @@ SEQUEL_NAMES = (("{stem} {k}",), ("{stem} Part {r}",), ("{stem}: Chapter {k}",),
 FOLLOW_UP_NAMES = (("{stem}: update {j}",), ("{stem}, day {k}",), ("{stem}: what we know now", "{stem}: the latest",
                    "{stem}: what happened next", "{stem}: the aftermath"))
 ROMAN = ("I", "II", "III", "IV", "V", "VI")
+RELEASED = 0.15                        # catalogue: share of the items released during the log (the rest before it)
+RELEASE_BOOST, RELEASE_FADE_DAYS = 4.0, 3.0  # log-popularity boost of a new release (at 1) and the days it fades over
 
 
 @dataclass
@@ -107,6 +110,22 @@ def transitions(rng: np.random.Generator, items: dict, catalogue: bool, strength
             items["logpop"][j] = _alike(items["logpop"][i], items["logpop"][j])
     follow, weight = _follow_ups(rng, items, catalogue)
     return Transitions(strength, nxt, prev, position, follow, weight)
+
+
+def release_dates(rng: np.random.Generator, items: dict, log_days: float, strength: float) -> None:
+    """A catalogue's new releases: RELEASED of the items come out during the log instead of before it, each with
+    a popularity boost (RELEASE_BOOST x strength) that fades over RELEASE_FADE_DAYS, so what a user consumed
+    lately tells what is new now, as on real movie logs (`items` changes in place; `boost` is added)."""
+    new = rng.random(len(items["pub"])) < RELEASED
+    items["pub"][new] = rng.uniform(0, log_days, int(new.sum()))
+    items["boost"] = np.where(new, RELEASE_BOOST * strength, 0.0)
+
+
+def boost(items: dict, idx: np.ndarray, t: float) -> np.ndarray:
+    """The log-popularity boost of items idx at time t (0 without `release_dates`)."""
+    if "boost" not in items:
+        return np.zeros(len(idx))
+    return items["boost"][idx] * np.exp(-np.maximum(t - items["pub"][idx], 0.0) / RELEASE_FADE_DAYS)
 
 
 def _alike(previous: np.ndarray | float, own: np.ndarray | float) -> np.ndarray | float:
