@@ -30,7 +30,7 @@ FOLLOW_UP_NAMES = (("{stem}: update {j}",), ("{stem}, day {k}",), ("{stem}: what
                    "{stem}: what happened next", "{stem}: the aftermath"))
 ROMAN = ("I", "II", "III", "IV", "V", "VI")
 RELEASED = 0.15                        # catalogue: share of the items released during the log (the rest before it)
-RELEASE_BOOST, RELEASE_FADE_DAYS = 4.0, 3.0  # log-popularity boost of a new release (at 1) and the days it fades over
+RELEASE_BOOST, RELEASE_FADE_DAYS = 3.0, 3.0  # log-popularity boost of a new release (at 1) and the days it fades over
 
 
 @dataclass

