@@ -370,9 +370,7 @@ def build_world(size: SyntheticSize, seed: int, collaborative: float = 0.0, cata
         users["category_shift"] = np.zeros((size.n_users, len(cats)))
         impressions = _simulate(r_sim, size, users, items, _sequential_warmup(r_warm, users, items, trans), trans)
     news_ids, user_ids = _fixed_width_ids(r_ids, "N", size.n_items), _fixed_width_ids(r_ids, "U", size.n_users)
-    ages = release_ages(r_seq, trans) if trans is not None else None
-    if ages is not None and catalogue:
-        ages[items["pub"] >= 0] = 0  # released during the log: this year
+    ages = release_ages(r_seq, trans, items) if trans is not None else None
     return World(news_ids, rows, user_ids, impressions, ages, trans, items["pub"])
 
 

@@ -208,10 +208,13 @@ def name_series(rng: np.random.Generator, rows: list[str], trans: Transitions, c
             j = trans.next[j]
 
 
-def release_ages(rng: np.random.Generator, trans: Transitions) -> np.ndarray:
-    """Years before the log each item came out: 0-29, a later instalment 1-3 years after the one before it."""
+def release_ages(rng: np.random.Generator, trans: Transitions, items: dict) -> np.ndarray:
+    """Years before the log each item came out: 0-29, a later instalment 1-3 years after the one before it, 0 for
+    one released during the log (`release_dates`)."""
     age = rng.integers(0, 30, len(trans.prev))
     for j in np.argsort(trans.position, kind="stable"):
         if trans.prev[j] >= 0:
             age[j] = max(0, age[trans.prev[j]] - int(rng.integers(1, 4)))
+    if "boost" in items:
+        age[items["pub"] >= 0] = 0
     return age
